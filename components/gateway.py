@@ -1,0 +1,96 @@
+"""The ASM ingress gateway: an `IstioGateway` custom resource on the mesh.
+
+`istio_gateway_spec` is pure: it turns one gateway's settings and the derived
+scheduling rules into the spec, keyed in camelCase exactly as ASM's CRD has it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import type_token
+from components.scheduling import SchedulingRules
+from stack_config import Gateway
+
+API_VERSION = "istio.alibabacloud.com/v1beta1"
+KIND = "IstioGateway"
+
+
+def istio_gateway_spec(
+    gateway: Gateway, rules: SchedulingRules, cluster_ids: Sequence[str]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = copy.deepcopy(dict(gateway.extra_spec))
+    spec.update(
+        {
+            "clusterIds": list(cluster_ids),
+            "gatewayType": "ingress",
+            "replicaCount": gateway.replicas,
+            "autoscaleEnabled": gateway.autoscale,
+            "minReplicas": gateway.min_replicas,
+            "maxReplicas": gateway.max_replicas,
+            "cpu": {"targetAverageUtilization": gateway.target_cpu_utilization},
+            "ports": [
+                {
+                    "name": port.name,
+                    "port": port.port,
+                    "targetPort": port.target_port,
+                    "protocol": port.protocol,
+                }
+                for port in gateway.ports
+            ],
+            "serviceType": gateway.service_type,
+            "serviceAnnotations": dict(gateway.service_annotations),
+            "podAnnotations": dict(gateway.pod_annotations),
+            "resources": copy.deepcopy(dict(gateway.resources)),
+            **rules.as_spec(),
+        }
+    )
+    return spec
+
+
+@dataclass
+class IstioGatewayArgs:
+    gateway: Gateway
+    rules: SchedulingRules
+    cluster_id: str
+
+
+class IstioGateway(pulumi.ComponentResource):
+    """One ingress gateway of the mesh, scheduled by the stack's rules."""
+
+    namespace: pulumi.Output[str]
+    gateway_name: pulumi.Output[str]
+    affinity: pulumi.Output[dict[str, Any]]
+    tolerations: pulumi.Output[list[dict[str, str]]]
+
+    def __init__(
+        self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("IstioGateway"), name, None, opts)
+        gateway = args.gateway
+        k8s.apiextensions.CustomResource(
+            f"{name}-istiogateway",
+            api_version=API_VERSION,
+            kind=KIND,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
+            spec=istio_gateway_spec(gateway, args.rules, [args.cluster_id]),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.namespace = pulumi.Output.from_input(gateway.namespace)
+        self.gateway_name = pulumi.Output.from_input(gateway.name)
+        self.affinity = pulumi.Output.from_input(args.rules.affinity)
+        self.tolerations = pulumi.Output.from_input(args.rules.tolerations)
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "gateway_name": self.gateway_name,
+                "affinity": self.affinity,
+                "tolerations": self.tolerations,
+            }
+        )

@@ -1,0 +1,137 @@
+"""The gateway's dedicated ECS capacity, labelled and tainted.
+
+Two ways to get it, chosen by `ecsCapacity.mode`:
+- `GatewayNodePool`: a new ACK node pool that carries the labels and taints, so
+  that every node it ever adds has them (the guide's Step 1 and 2, as code);
+- `LabelledNodes`: existing, named nodes labelled and tainted through the
+  Kubernetes API (`kubectl label` / `kubectl taint` as code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_alicloud as alicloud
+import pulumi_kubernetes as k8s
+
+from components import type_token
+from components.scheduling import Taint
+
+
+@dataclass
+class GatewayNodePoolArgs:
+    cluster_id: pulumi.Input[str]
+    node_pool_name: str
+    labels: Mapping[str, str]
+    taints: Sequence[Taint]
+    instance_types: Sequence[str]
+    vswitch_ids: Sequence[str]
+    system_disk_category: str
+    system_disk_size: int
+    # Exactly one of the two: a fixed size, or autoscaler bounds.
+    desired_size: int | None = None
+    autoscaling_bounds: tuple[int, int] | None = None
+    security_group_ids: Sequence[str] = ()
+    protect: bool = False
+
+
+class GatewayNodePool(pulumi.ComponentResource):
+    """An ACK node pool whose nodes only the gateway's pods tolerate."""
+
+    node_pool_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: GatewayNodePoolArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("GatewayNodePool"), name, None, opts)
+        autoscaled = args.autoscaling_bounds is not None
+        pool = alicloud.cs.NodePool(
+            f"{name}-pool",
+            cluster_id=args.cluster_id,
+            node_pool_name=args.node_pool_name,
+            instance_types=list(args.instance_types),
+            vswitch_ids=list(args.vswitch_ids),
+            security_group_ids=list(args.security_group_ids) or None,
+            system_disk_category=args.system_disk_category,
+            system_disk_size=args.system_disk_size,
+            labels=[
+                alicloud.cs.NodePoolLabelArgs(key=key, value=value)
+                for key, value in sorted(args.labels.items())
+            ],
+            taints=[
+                alicloud.cs.NodePoolTaintArgs(key=t.key, value=t.value, effect=t.effect)
+                for t in sorted(args.taints)
+            ],
+            # Without it a label or taint change reaches only nodes added later.
+            update_nodes=True,
+            desired_size=None if autoscaled else args.desired_size,
+            scaling_config=(
+                alicloud.cs.NodePoolScalingConfigArgs(
+                    enable=True,
+                    min_size=args.autoscaling_bounds[0],
+                    max_size=args.autoscaling_bounds[1],
+                )
+                if args.autoscaling_bounds is not None
+                else None
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                # The autoscaler owns the size; a scaled pool is not drift.
+                ignore_changes=["desiredSize"] if autoscaled else None,
+            ),
+        )
+        self.node_pool_id = pool.id
+        self.register_outputs({"node_pool_id": self.node_pool_id})
+
+
+@dataclass
+class LabelledNodesArgs:
+    node_names: Sequence[str]
+    labels: Mapping[str, str]
+    taints: Sequence[Taint]
+
+
+def node_patch_spec(labels: Mapping[str, str], taints: Sequence[Taint]) -> dict[str, object]:
+    """The Node fields this stack owns on each named node, in a stable order."""
+    return {
+        "labels": dict(sorted(labels.items())),
+        "taints": [
+            {"key": t.key, "value": t.value, "effect": t.effect} if t.value else {"key": t.key, "effect": t.effect}
+            for t in sorted(taints)
+        ],
+    }
+
+
+class LabelledNodes(pulumi.ComponentResource):
+    """Existing nodes given the gateway's labels and taints by server-side apply.
+
+    Each node gets one NodePatch; deleting the stack removes exactly the labels
+    and taints it added. The taint list of a Node is replaced as a whole by
+    server-side apply, so the stack owns the taints of the nodes it names.
+    """
+
+    node_names: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("LabelledNodes"), name, None, opts)
+        owned = node_patch_spec(args.labels, args.taints)
+        for node_name in args.node_names:
+            k8s.core.v1.NodePatch(
+                f"{name}-{node_name}",
+                metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                    name=node_name,
+                    labels=owned["labels"],
+                    # A node's taints may have been set by hand (the guide's
+                    # `kubectl taint`); take them over rather than fail.
+                    annotations={"pulumi.com/patchForce": "true"},
+                ),
+                spec=k8s.core.v1.NodeSpecPatchArgs(taints=owned["taints"]),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.node_names = pulumi.Output.from_input(list(args.node_names))
+        self.register_outputs({"node_names": self.node_names})

@@ -1,0 +1,168 @@
+"""The whole stack as one component: capacity, virtual nodes, mesh and gateways.
+
+The gateways' scheduling rules are derived here from the node groups that the
+same component declares, so a taint changed on the pool changes the gateways'
+tolerations in the same preview.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pulumi
+import pulumi_alicloud as alicloud
+import pulumi_kubernetes as k8s
+
+from components import type_token
+from components.gateway import IstioGateway, IstioGatewayArgs
+from components.mesh import ServiceMesh, ServiceMeshArgs
+from components.node_pool import GatewayNodePool, GatewayNodePoolArgs, LabelledNodes, LabelledNodesArgs
+from components.scheduling import derive_rules
+from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs
+from stack_config import StackConfig
+
+
+class ServerlessGateway(pulumi.ComponentResource):
+    """An ASM ingress gateway on a tainted ECS pool first, bursting onto ECI."""
+
+    node_pool_id: pulumi.Output[str | None]
+    node_names: pulumi.Output[list[str]]
+    virtual_node_mode: pulumi.Output[str]
+    mesh_id: pulumi.Output[str | None]
+    gateways: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("ServerlessGateway"), name, None, opts)
+        # Pure and raising on a bad combination: done before any child exists.
+        rules = derive_rules(config.policy, config.node_groups(), config.weights)
+
+        cloud = (
+            alicloud.Provider(
+                f"{name}-alicloud", region=config.region, opts=pulumi.ResourceOptions(parent=self)
+            )
+            if config.needs_cloud
+            else None
+        )
+
+        def on_cloud(protect: bool = False) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=cloud, protect=protect)
+
+        ecs = config.ecs
+        self.node_pool_id = pulumi.Output.from_input(None)
+        self.node_names = pulumi.Output.from_input([])
+        if ecs.mode == "nodePool" and ecs.node_pool is not None:
+            spec = ecs.node_pool
+            pool = GatewayNodePool(
+                f"{name}-ecs",
+                GatewayNodePoolArgs(
+                    cluster_id=config.cluster_id,
+                    node_pool_name=spec.name,
+                    labels=ecs.labels,
+                    taints=ecs.taints,
+                    instance_types=spec.instance_types,
+                    vswitch_ids=spec.vswitch_ids,
+                    system_disk_category=spec.system_disk_category,
+                    system_disk_size=spec.system_disk_size,
+                    desired_size=spec.desired_size,
+                    autoscaling_bounds=(
+                        (spec.autoscaling.min_size, spec.autoscaling.max_size)
+                        if spec.autoscaling
+                        else None
+                    ),
+                    security_group_ids=spec.security_group_ids,
+                    protect=config.protect,
+                ),
+                on_cloud(),
+            )
+            self.node_pool_id = pool.node_pool_id
+        elif ecs.mode == "existingNodes":
+            cluster = self._kubernetes_provider(f"{name}-cluster", config.cluster_kubeconfig, config, "cluster")
+            nodes = LabelledNodes(
+                f"{name}-ecs",
+                LabelledNodesArgs(node_names=ecs.nodes, labels=ecs.labels, taints=ecs.taints),
+                pulumi.ResourceOptions(parent=self, provider=cluster),
+            )
+            self.node_names = nodes.node_names
+
+        virtual = config.virtual_nodes
+        controller = VirtualNodeController(
+            f"{name}-virtual-nodes",
+            VirtualNodeControllerArgs(
+                mode=virtual.mode,
+                cluster_id=config.cluster_id,
+                eci_vswitch_ids=virtual.eci_vswitch_ids,
+                eci_security_group_id=virtual.eci_security_group_id or "",
+                addon_version=virtual.addon_version,
+                addon_overrides=virtual.addon_config,
+                protect=config.protect,
+            ),
+            on_cloud(),
+        )
+        self.virtual_node_mode = controller.mode
+
+        self.mesh_id = pulumi.Output.from_input(None)
+        mesh_kubeconfig = config.mesh_kubeconfig
+        if config.mesh.mode == "create":
+            mesh = ServiceMesh(
+                f"{name}-mesh",
+                ServiceMeshArgs(
+                    mesh_name=config.mesh.name,
+                    edition=config.mesh.edition,
+                    version=config.mesh.version,
+                    vpc_id=config.mesh.vpc_id,
+                    vswitch_id=config.mesh.vswitch_id,
+                    cluster_ids=[config.cluster_id],
+                    protect=config.protect,
+                ),
+                on_cloud(),
+            )
+            self.mesh_id = mesh.mesh_id
+            mesh_kubeconfig = mesh.kubeconfig
+        mesh_provider = self._kubernetes_provider(f"{name}-mesh", mesh_kubeconfig, config, "mesh")
+
+        gateway_outputs = []
+        for gateway in config.gateways:
+            component = IstioGateway(
+                f"{name}-{gateway.namespace}-{gateway.name}",
+                IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
+                pulumi.ResourceOptions(parent=self, provider=mesh_provider, protect=config.protect),
+            )
+            gateway_outputs.append(
+                pulumi.Output.all(
+                    namespace=component.namespace,
+                    name=component.gateway_name,
+                    affinity=component.affinity,
+                    tolerations=component.tolerations,
+                )
+            )
+        self.gateways = pulumi.Output.all(*gateway_outputs)
+
+        self.register_outputs(
+            {
+                "node_pool_id": self.node_pool_id,
+                "node_names": self.node_names,
+                "virtual_node_mode": self.virtual_node_mode,
+                "mesh_id": self.mesh_id,
+                "gateways": self.gateways,
+            }
+        )
+
+    def _kubernetes_provider(
+        self,
+        name: str,
+        kubeconfig: pulumi.Output[str] | None,
+        config: StackConfig,
+        render_subdir: str,
+    ) -> k8s.Provider:
+        """A provider for one Kubernetes API: a kubeconfig if given, else rendered YAML."""
+        if kubeconfig is not None:
+            return k8s.Provider(name, kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(parent=self))
+        assert config.render_yaml_to is not None, "validated in stack_config.parse"
+        return k8s.Provider(
+            name,
+            render_yaml_to_directory=os.path.join(config.render_yaml_to, render_subdir),
+            opts=pulumi.ResourceOptions(parent=self),
+        )

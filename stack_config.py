@@ -1,0 +1,714 @@
+"""The stack's config, read once into a validated, typed model.
+
+Every config key a user can set is read here and nowhere else. A mistake stops
+the program before any resource is registered, with one message that names
+the stack, each bad key path and what it allows (see `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from components import PACKAGE
+
+from components.scheduling import (
+    TAINT_EFFECTS,
+    VIRTUAL_NODE_LABELS,
+    VIRTUAL_NODES,
+    NodeGroup,
+    NodeKind,
+    Policy,
+    Taint,
+    Weights,
+)
+
+PROJECT = PACKAGE  # config keys live in the project namespace
+
+# Defaults of the flat keys, declared again in Pulumi.yaml for the engine; a
+# test keeps the two equal (mocks never see Pulumi.yaml).
+PROJECT_DEFAULTS: dict[str, Any] = {
+    "placementPolicy": Policy.PREFER_ECS.value,
+    "preferredWeight": Weights().preferred,
+    "overflowWeight": Weights().overflow,
+    "protect": False,
+}
+
+ISTIO_GATEWAY_RESERVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
+
+
+# -- Kubernetes' own syntax rules -------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why Kubernetes rejects `key` as a label, taint or annotation key, if it does."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not prefix:
+        return "has an empty prefix before '/'"
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "has a prefix that is not a DNS subdomain (lowercase, digits, '-', '.')"
+    if not name or len(name) > 63 or not _NAME.match(name):
+        return (
+            "must be a name of at most 63 characters: letters, digits, '-', '_' or '.',"
+            " starting and ending with a letter or digit (an optional 'prefix/' before it)"
+        )
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why Kubernetes rejects `value` as a label or taint value, if it does."""
+    if value and (len(value) > 63 or not _NAME.match(value)):
+        return (
+            "must be empty or at most 63 characters: letters, digits, '-', '_' or '.',"
+            " starting and ending with a letter or digit"
+        )
+    return None
+
+
+def dns_label_problem(value: str) -> str | None:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        return "must be a DNS label: at most 63 lowercase letters, digits or '-', alphanumeric at both ends"
+    return None
+
+
+def dns_subdomain_problem(value: str) -> str | None:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        return "must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
+    return None
+
+
+# -- The model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    min_size: int
+    max_size: int
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    """A new ACK node pool for the gateway (`ecsCapacity.nodePool`)."""
+
+    name: str
+    instance_types: tuple[str, ...]
+    vswitch_ids: tuple[str, ...]
+    desired_size: int | None
+    autoscaling: Autoscaling | None
+    system_disk_category: str
+    system_disk_size: int
+    security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EcsCapacity:
+    """The gateway's dedicated ECS nodes and what marks them."""
+
+    mode: str  # "nodePool" | "existingNodes" | "none"
+    labels: Mapping[str, str]
+    taints: tuple[Taint, ...]
+    node_pool: NodePoolSpec | None = None
+    nodes: tuple[str, ...] = ()
+
+    def node_group(self) -> NodeGroup | None:
+        return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)
+
+
+@dataclass(frozen=True)
+class VirtualNodes:
+    mode: str  # "addon" | "existing" | "none"
+    eci_vswitch_ids: tuple[str, ...] = ()
+    eci_security_group_id: str | None = None
+    addon_version: str | None = None
+    addon_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mesh:
+    mode: str  # "create" | "existing"
+    name: str = ""
+    edition: str = "Pro"
+    version: str | None = None
+    vpc_id: str = ""
+    vswitch_id: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayPort:
+    name: str
+    port: int
+    target_port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    namespace: str
+    replicas: int
+    autoscale: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int
+    ports: tuple[GatewayPort, ...]
+    service_type: str
+    service_annotations: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    resources: Mapping[str, Any]
+    extra_spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str | None
+    cluster_id: str
+    ecs: EcsCapacity
+    virtual_nodes: VirtualNodes
+    mesh: Mesh
+    policy: Policy
+    weights: Weights
+    gateways: tuple[Gateway, ...]
+    protect: bool
+    render_yaml_to: str | None
+    # Secrets stay Outputs marked secret from the moment they are read.
+    cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
+    mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
+
+    def node_groups(self) -> dict[NodeKind, NodeGroup]:
+        groups: dict[NodeKind, NodeGroup] = {}
+        ecs = self.ecs.node_group()
+        if ecs is not None:
+            groups[NodeKind.ECS] = ecs
+        if self.virtual_nodes.mode != "none":
+            groups[NodeKind.ECI] = VIRTUAL_NODES
+        return groups
+
+    @property
+    def needs_cloud(self) -> bool:
+        return (
+            self.ecs.mode == "nodePool"
+            or self.virtual_nodes.mode == "addon"
+            or self.mesh.mode == "create"
+        )
+
+
+# -- Errors --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # the key path under the project namespace, e.g. "gateways[0].ports[1].port"
+    message: str
+
+
+class ConfigError(pulumi.RunError):
+    """Bad stack config; the engine prints the message alone, with no traceback."""
+
+    def __init__(self, stack: str, problems: Iterable[Problem]) -> None:
+        self.stack = stack
+        self.problems = tuple(problems)
+        lines = [f"  {PROJECT}:{p.path}: {p.message}" for p in self.problems]
+        count = len(self.problems)
+        super().__init__(
+            f"stack '{stack}' has {count} config error{'s' if count > 1 else ''}"
+            " (nothing was changed):\n" + "\n".join(lines)
+        )
+
+
+# -- Reading ---------------------------------------------------------------------------
+
+class _Fields:
+    """The fields of one config object at a key path; records every problem found."""
+
+    def __init__(self, path: str, raw: object, problems: list[Problem]) -> None:
+        self._path = path
+        self._problems = problems
+        self._seen: set[str] = set()
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self._report(path, f"must be an object, got {_describe(raw)}")
+            raw = {}
+        self._raw: dict[str, Any] = raw
+
+    def at(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _report(self, path: str, message: str) -> None:
+        self._problems.append(Problem(path, message))
+
+    def problem(self, key: str, message: str) -> None:
+        self._report(self.at(key), message)
+
+    def has(self, key: str) -> bool:
+        return self._raw.get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._raw.get(key)
+
+    def string(
+        self,
+        key: str,
+        default: str | None = None,
+        *,
+        required: bool = False,
+        choices: Iterable[str] | None = None,
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                self.problem(key, "is required" + _choices_hint(choices))
+            return default
+        if not isinstance(value, str):
+            self.problem(key, f"must be a string, got {_describe(value)}")
+            return default
+        if choices is not None and value not in choices:
+            self.problem(key, f"is '{value}'" + _choices_hint(choices))
+            return default
+        reason = check(value) if check else None
+        if reason:
+            self.problem(key, f"'{value}' {reason}")
+            return default
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int, *, required: bool = False) -> int:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                self.problem(key, f"is required: a whole number from {low} to {high}")
+            return default
+        number = _as_int(value)
+        if number is None:
+            self.problem(key, f"must be a whole number from {low} to {high}, got {_describe(value)}")
+            return default
+        if not low <= number <= high:
+            self.problem(key, f"is {number}; must be from {low} to {high}")
+            return default
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        self.problem(key, f"must be true or false, got {_describe(value)}")
+        return default
+
+    def strings(
+        self, key: str, *, required: bool = False, check: Callable[[str], str | None] | None = None
+    ) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                self.problem(key, "is required: a list of strings")
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(key, f"must be a list of non-empty strings, got {_describe(value)}")
+            return ()
+        if required and not value:
+            self.problem(key, "must not be empty")
+        for index, item in enumerate(value):
+            reason = check(item) if check else None
+            if reason:
+                self._report(f"{self.at(key)}[{index}]", f"'{item}' {reason}")
+        if len(set(value)) != len(value):
+            self.problem(key, "lists the same value twice")
+        return tuple(value)
+
+    def string_map(
+        self,
+        key: str,
+        *,
+        check_key: Callable[[str], str | None],
+        check_value: Callable[[str], str | None] | None = None,
+    ) -> dict[str, str]:
+        value = self.raw(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, f"must be an object of string values, got {_describe(value)}")
+            return {}
+        result: dict[str, str] = {}
+        for item_key, item_value in value.items():
+            path = f"{self.at(key)}.{item_key}"
+            reason = check_key(item_key)
+            if reason:
+                self._report(path, f"key '{item_key}' {reason}")
+                continue
+            if not isinstance(item_value, str):
+                self._report(path, f"must be a string, got {_describe(item_value)}")
+                continue
+            reason = check_value(item_value) if check_value else None
+            if reason:
+                self._report(path, f"value '{item_value}' {reason}")
+                continue
+            result[item_key] = item_value
+        # Sorted, so that reordering keys in config is never a diff.
+        return dict(sorted(result.items()))
+
+    def free_object(self, key: str) -> dict[str, Any]:
+        value = self.raw(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, f"must be an object, got {_describe(value)}")
+            return {}
+        return value
+
+    def nested(self, key: str) -> _Fields:
+        return _Fields(self.at(key), self.raw(key), self._problems)
+
+    def items(self, key: str) -> list[_Fields]:
+        value = self.raw(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(key, f"must be a list, got {_describe(value)}")
+            return []
+        return [_Fields(f"{self.at(key)}[{i}]", item, self._problems) for i, item in enumerate(value)]
+
+    def close(self) -> None:
+        """Unknown keys are mistakes: a typo must never be silently ignored."""
+        for key in sorted(set(self._raw) - self._seen):
+            close = difflib.get_close_matches(key, sorted(self._seen), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(self._seen))}"
+            self.problem(key, "is not a known key" + hint)
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return None
+
+
+def _describe(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _choices_hint(choices: Iterable[str] | None) -> str:
+    return f"; allowed: {', '.join(choices)}" if choices is not None else ""
+
+
+# -- Sections -------------------------------------------------------------------------
+
+ECS_MODES = ("nodePool", "existingNodes", "none")
+VIRTUAL_NODE_MODES = ("addon", "existing", "none")
+MESH_MODES = ("create", "existing")
+SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+PORT_PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS")
+
+
+def _read_taints(fields: _Fields, key: str) -> tuple[Taint, ...]:
+    taints: set[Taint] = set()
+    for item in fields.items(key):
+        taint_key = item.string("key", required=True, check=qualified_name_problem)
+        value = item.string("value", "", check=label_value_problem) or ""
+        effect = item.string("effect", required=True, choices=TAINT_EFFECTS)
+        item.close()
+        if taint_key and effect:
+            taint = Taint(taint_key, value, effect)
+            if any(t.key == taint.key and t.effect == taint.effect for t in taints):
+                fields.problem(key, f"has the key '{taint_key}' with effect {effect} twice")
+            taints.add(taint)
+    return tuple(sorted(taints))
+
+
+def _read_ecs(fields: _Fields) -> EcsCapacity:
+    mode = fields.string("mode", "nodePool", choices=ECS_MODES) or "nodePool"
+    labels = fields.string_map("labels", check_key=qualified_name_problem, check_value=label_value_problem)
+    taints = _read_taints(fields, "taints")
+    node_pool = None
+    nodes: tuple[str, ...] = ()
+    if mode != "none" and not labels:
+        fields.problem("labels", f"must name at least one label that marks the gateway's nodes (mode {mode})")
+    if labels and all(VIRTUAL_NODE_LABELS.get(k) == v for k, v in labels.items()):
+        fields.problem("labels", "match every virtual node too; pick a label of the pool's own")
+    if mode == "nodePool":
+        node_pool = _read_node_pool(fields.nested("nodePool"))
+    elif fields.has("nodePool"):
+        fields.problem("nodePool", f"is only used with mode nodePool (mode is {mode})")
+        fields.raw("nodePool")
+    if mode == "existingNodes":
+        nodes = fields.strings("nodes", required=True, check=dns_subdomain_problem)
+    elif fields.has("nodes"):
+        fields.problem("nodes", f"is only used with mode existingNodes (mode is {mode})")
+        fields.raw("nodes")
+    fields.close()
+    return EcsCapacity(mode, labels, taints, node_pool, nodes)
+
+
+def _read_node_pool(fields: _Fields) -> NodePoolSpec:
+    name = fields.string("name", "asm-gateway", check=dns_label_problem) or "asm-gateway"
+    instance_types = fields.strings("instanceTypes", required=True)
+    vswitch_ids = fields.strings("vswitchIds", required=True)
+    desired_size: int | None = None
+    autoscaling: Autoscaling | None = None
+    if fields.has("autoscaling") and fields.has("desiredSize"):
+        fields.problem("desiredSize", "cannot be set with autoscaling: the autoscaler owns the size")
+        fields.raw("desiredSize")
+    if fields.has("autoscaling"):
+        scaling = fields.nested("autoscaling")
+        low = scaling.integer("minSize", 1, 0, 1000)
+        high = scaling.integer("maxSize", 3, 1, 1000)
+        if low > high:
+            scaling.problem("minSize", f"is {low}, above maxSize {high}")
+        scaling.close()
+        autoscaling = Autoscaling(low, high)
+    else:
+        desired_size = fields.integer("desiredSize", 2, 0, 1000)
+    disk = fields.nested("systemDisk")
+    category = disk.string(
+        "category", "cloud_essd", choices=("cloud_essd", "cloud_ssd", "cloud_efficiency", "cloud_auto")
+    ) or "cloud_essd"
+    size = disk.integer("size", 120, 20, 2048)
+    disk.close()
+    security_groups = fields.strings("securityGroupIds")
+    fields.close()
+    return NodePoolSpec(
+        name, instance_types, vswitch_ids, desired_size, autoscaling, category, size, security_groups
+    )
+
+
+def _read_virtual_nodes(fields: _Fields) -> VirtualNodes:
+    mode = fields.string("mode", "existing", choices=VIRTUAL_NODE_MODES) or "existing"
+    if mode == "addon":
+        result = VirtualNodes(
+            mode,
+            fields.strings("eciVswitchIds", required=True),
+            fields.string("eciSecurityGroupId", required=True),
+            fields.string("addonVersion"),
+            fields.free_object("addonConfig"),
+        )
+    else:
+        for key in ("eciVswitchIds", "eciSecurityGroupId", "addonVersion", "addonConfig"):
+            if fields.has(key):
+                fields.problem(key, f"is only used with mode addon (mode is {mode})")
+                fields.raw(key)
+        result = VirtualNodes(mode)
+    fields.close()
+    return result
+
+
+def _read_mesh(fields: _Fields) -> Mesh:
+    mode = fields.string("mode", "existing", choices=MESH_MODES) or "existing"
+    if mode == "create":
+        result = Mesh(
+            mode,
+            name=fields.string("name", "asm-gateway-mesh") or "asm-gateway-mesh",
+            edition=fields.string("edition", "Pro", choices=("Default", "Pro")) or "Pro",
+            version=fields.string("version"),
+            vpc_id=fields.string("vpcId", "", required=True) or "",
+            vswitch_id=fields.string("vswitchId", "", required=True) or "",
+        )
+    else:
+        for key in ("name", "edition", "version", "vpcId", "vswitchId"):
+            if fields.has(key):
+                fields.problem(key, f"is only used with mode create (mode is {mode})")
+                fields.raw(key)
+        result = Mesh(mode)
+    fields.close()
+    return result
+
+
+def _read_ports(fields: _Fields) -> tuple[GatewayPort, ...]:
+    ports: list[GatewayPort] = []
+    items = fields.items("ports")
+    if not fields.has("ports"):
+        return (GatewayPort("http-0", 80, 80, "HTTP"), GatewayPort("https", 443, 443, "HTTPS"))
+    if not items:
+        fields.problem("ports", "must list at least one port")
+    for item in items:
+        name = item.string("name", required=True, check=dns_label_problem)
+        port = item.integer("port", 0, 1, 65535, required=True)
+        target = item.integer("targetPort", port, 1, 65535)
+        protocol = item.string("protocol", "TCP", choices=PORT_PROTOCOLS) or "TCP"
+        item.close()
+        if name and port:
+            ports.append(GatewayPort(name, port, target, protocol))
+    for attr, label in (("name", "name"), ("port", "port number")):
+        values = [getattr(p, attr) for p in ports]
+        for duplicate in sorted({v for v in values if values.count(v) > 1}, key=str):
+            fields.problem("ports", f"uses the {label} {duplicate} more than once")
+    return tuple(ports)
+
+
+def _read_gateway(fields: _Fields, index: int) -> Gateway:
+    name = fields.string("name", "ingressgateway" if index == 0 else None, check=dns_label_problem)
+    if name is None:
+        fields.problem("name", "is required for every gateway after the first")
+    namespace = fields.string("namespace", "istio-system", check=dns_label_problem) or "istio-system"
+    replicas = fields.integer("replicaCount", 2, 0, 1000)
+    autoscale = fields.boolean("autoscaleEnabled", True)
+    low = fields.integer("minReplicas", 2, 1, 1000)
+    high = fields.integer("maxReplicas", 5, 1, 1000)
+    if low > high:
+        fields.problem("minReplicas", f"is {low}, above maxReplicas {high}")
+    if autoscale and not low <= replicas <= high and fields.has("replicaCount"):
+        fields.problem("replicaCount", f"is {replicas}, outside minReplicas..maxReplicas ({low}..{high})")
+    target_cpu = fields.integer("targetCpuUtilization", 80, 1, 100)
+    ports = _read_ports(fields)
+    service_type = fields.string("serviceType", "LoadBalancer", choices=SERVICE_TYPES) or "LoadBalancer"
+    service_annotations = fields.string_map("serviceAnnotations", check_key=qualified_name_problem)
+    pod_annotations = fields.string_map("podAnnotations", check_key=qualified_name_problem)
+    resources = fields.free_object("resources")
+    extra = fields.free_object("extraSpec")
+    for reserved in sorted(ISTIO_GATEWAY_RESERVED & set(extra)):
+        fields.problem(f"extraSpec.{reserved}", "is derived by the stack and cannot be set here")
+    fields.close()
+    return Gateway(
+        name or f"gateway-{index}",
+        namespace,
+        replicas,
+        autoscale,
+        low,
+        high,
+        target_cpu,
+        ports,
+        service_type,
+        service_annotations,
+        pod_annotations,
+        resources or {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
+        extra,
+    )
+
+
+# -- Loading -----------------------------------------------------------------------------
+
+TOP_LEVEL_KEYS = (
+    "region",
+    "clusterId",
+    "clusterKubeconfig",
+    "meshKubeconfig",
+    "ecsCapacity",
+    "virtualNodes",
+    "mesh",
+    "gateways",
+    "renderYamlTo",
+    *PROJECT_DEFAULTS,
+)
+SECRET_KEYS = ("clusterKubeconfig", "meshKubeconfig")
+
+
+def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackConfig:
+    """Validate raw config (key -> value, without the project prefix) into a model.
+
+    Structured values may be given as JSON text, as the engine passes them.
+    Raises `ConfigError` listing every problem found.
+    """
+    problems: list[Problem] = []
+    decoded = {key: _decode(value) for key, value in values.items()}
+    top = _Fields("", decoded, problems)
+
+    region = top.string("region")
+    cluster_id = top.string("clusterId", required=True) or ""
+    render_to = top.string("renderYamlTo")
+    secrets = set(secret_keys)
+    kubeconfigs: dict[str, pulumi.Output[str] | None] = {}
+    for key in SECRET_KEYS:
+        text = top.string(key)
+        if text is not None and key not in secrets:
+            top.problem(key, f"holds a credential and must be set as a secret: pulumi config set --secret {key}")
+        kubeconfigs[key] = pulumi.Output.secret(text) if text is not None else None
+
+    ecs = _read_ecs(top.nested("ecsCapacity"))
+    virtual_nodes = _read_virtual_nodes(top.nested("virtualNodes"))
+    mesh = _read_mesh(top.nested("mesh"))
+
+    policy_name = top.string(
+        "placementPolicy", PROJECT_DEFAULTS["placementPolicy"], choices=[p.value for p in Policy]
+    )
+    policy = Policy(policy_name)
+    weights = Weights(
+        top.integer("preferredWeight", PROJECT_DEFAULTS["preferredWeight"], 1, 100),
+        top.integer("overflowWeight", PROJECT_DEFAULTS["overflowWeight"], 1, 100),
+    )
+    if weights.preferred <= weights.overflow:
+        top.problem(
+            "preferredWeight",
+            f"is {weights.preferred}; must be above overflowWeight ({weights.overflow})"
+            " or the preferred nodes are not preferred",
+        )
+    for kind in policy.allowed:
+        if kind is NodeKind.ECS and ecs.mode == "none":
+            top.problem("placementPolicy", f"{policy.value} needs ECS nodes, but ecsCapacity.mode is none")
+        if kind is NodeKind.ECI and virtual_nodes.mode == "none":
+            top.problem("placementPolicy", f"{policy.value} needs virtual nodes, but virtualNodes.mode is none")
+
+    gateway_items = top.items("gateways") if top.has("gateways") else [_Fields("gateways[0]", {}, problems)]
+    if top.has("gateways") and not gateway_items:
+        top.problem("gateways", "must declare at least one gateway")
+    gateways = tuple(_read_gateway(item, i) for i, item in enumerate(gateway_items))
+    seen: set[tuple[str, str]] = set()
+    for index, gateway in enumerate(gateways):
+        if (gateway.namespace, gateway.name) in seen:
+            problems.append(Problem(f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}"))
+        seen.add((gateway.namespace, gateway.name))
+
+    protect = top.boolean("protect", PROJECT_DEFAULTS["protect"])
+    config = StackConfig(
+        stack=stack,
+        region=region,
+        cluster_id=cluster_id,
+        ecs=ecs,
+        virtual_nodes=virtual_nodes,
+        mesh=mesh,
+        policy=policy,
+        weights=weights,
+        gateways=gateways,
+        protect=protect,
+        render_yaml_to=render_to,
+        cluster_kubeconfig=kubeconfigs["clusterKubeconfig"],
+        mesh_kubeconfig=kubeconfigs["meshKubeconfig"],
+    )
+    if config.needs_cloud and not region:
+        top.problem("region", "is required: the stack declares Alibaba Cloud resources")
+    if ecs.mode == "existingNodes" and kubeconfigs["clusterKubeconfig"] is None and not render_to:
+        top.problem("clusterKubeconfig", "is required to label and taint existing nodes (or set renderYamlTo)")
+    if mesh.mode == "existing" and kubeconfigs["meshKubeconfig"] is None and not render_to:
+        top.problem("meshKubeconfig", "is required to apply gateways to an existing mesh (or set renderYamlTo)")
+    top.close()
+    if problems:
+        raise ConfigError(stack, problems)
+    return config
+
+
+def _decode(value: Any) -> Any:
+    """The engine passes structured values as JSON text; scalars stay strings."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def load() -> StackConfig:
+    """Read this stack's config from the running Pulumi program."""
+    prefix = f"{PROJECT}:"
+    all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    values = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
+    secret_keys = [k for k in values if pulumi.runtime.is_config_secret(prefix + k)]
+    return parse(pulumi.get_stack(), values, secret_keys)

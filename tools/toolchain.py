@@ -1,0 +1,239 @@
+"""Build, cache and locate the Go tools that the engine and cluster tests run.
+
+Nothing here downloads a prebuilt binary: every tool is built from its Go
+module, at the version pinned by the `go.mod` in its folder under `tools/`,
+into a cache outside the repository. A build is keyed by the hash of that
+folder and the Go version, so a second run (and CI after a session) finds it
+and takes seconds; only a new machine pays for the build.
+
+    python -m tools.toolchain build [engine|cluster|all]   # build what is missing
+    python -m tools.toolchain path  [engine|cluster|all]   # print the PATH entries
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOOLS_DIR = Path(__file__).resolve().parent
+
+PULUMI_VERSION = "3.274.1"
+KUBERNETES_PROVIDER_VERSION = "4.25.0"
+
+
+def cache_root() -> Path:
+    """Where built tools live: outside the repo, so a fresh clone reuses them."""
+    explicit = os.environ.get("ASM_GATEWAY_TOOLS_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "asm-serverless-gateway" / "tools"
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Modules that ask for a newer Go fetch that toolchain from the module proxy.
+    env.setdefault("GOTOOLCHAIN", "go1.27.3")
+    env.setdefault("GOFLAGS", "-mod=readonly")
+    return env
+
+
+def _module_dir_of(module_path: str, module_dir: Path) -> Path:
+    """The unpacked source of a dependency, as the Go build list resolves it."""
+    out = subprocess.run(
+        ["go", "list", "-m", "-json", module_path],
+        cwd=module_dir,
+        env=go_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    info = json.loads(out)
+    if "Dir" not in info:
+        subprocess.run(
+            ["go", "mod", "download", module_path], cwd=module_dir, env=go_env(), check=True
+        )
+        return _module_dir_of(module_path, module_dir)
+    return Path(info["Dir"])
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """One binary built from a module folder under tools/."""
+
+    name: str
+    module: str  # folder under tools/
+    package: str  # what `go build` builds, as seen from that folder
+    ldflags: tuple[str, ...] = ()
+    # Writes generated files into the build copy before `go build`.
+    prepare: Callable[[Path], None] | None = None
+    # Extra files to install beside the binary: name -> (module path, file in module).
+    companions: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def source(self) -> Path:
+        return TOOLS_DIR / self.module
+
+    def key(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(_go_version().encode())
+        digest.update(repr((self.name, self.package, self.ldflags, self.companions)).encode())
+        for path in sorted(self.source.rglob("*")):
+            if path.is_file() and not path.name.endswith("-embed.json"):
+                digest.update(path.relative_to(self.source).as_posix().encode())
+                digest.update(path.read_bytes())
+        return f"{self.name}-{digest.hexdigest()[:16]}"
+
+    def bin_dir(self) -> Path:
+        return cache_root() / self.key() / "bin"
+
+    def built(self) -> bool:
+        return (self.bin_dir() / self.name).is_file()
+
+    def build(self) -> Path:
+        if self.built():
+            return self.bin_dir()
+        target = self.bin_dir()
+        with tempfile.TemporaryDirectory(prefix=f"build-{self.name}-") as tmp:
+            work = Path(tmp) / "src"
+            shutil.copytree(self.source, work)
+            if self.prepare:
+                self.prepare(work)
+            out = Path(tmp) / "bin"
+            out.mkdir()
+            cmd = ["go", "build", "-trimpath", "-o", str(out / self.name)]
+            if self.ldflags:
+                cmd += ["-ldflags", " ".join(self.ldflags)]
+            subprocess.run([*cmd, self.package], cwd=work, env=go_env(), check=True)
+            for file_name, (module_path, rel) in self.companions.items():
+                src = _module_dir_of(module_path, work) / rel
+                shutil.copyfile(src, out / file_name)
+                (out / file_name).chmod(0o755)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Rename last so that an interrupted build never looks finished.
+            staging = target.parent / "bin.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.move(str(out), staging)
+            staging.rename(target)
+        return target
+
+
+def _go_version() -> str:
+    return subprocess.run(
+        ["go", "env", "GOVERSION"], env=go_env(), check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _stamp_kubernetes_schema(work: Path) -> None:
+    """Do what upstream's `go generate` does: embed the schema with its version."""
+    module_dir = _module_dir_of("github.com/pulumi/pulumi-kubernetes/provider/v4", work)
+    cmd_dir = module_dir / "cmd" / "pulumi-resource-kubernetes"
+    schema = json.loads((cmd_dir / "schema.json").read_text())
+    schema["version"] = KUBERNETES_PROVIDER_VERSION
+    (work / "schema-embed.json").write_text(json.dumps(schema))
+    mapping = json.loads((cmd_dir / "terraform-mapping.json").read_text())
+    (work / "terraform-mapping-embed.json").write_text(json.dumps(mapping))
+
+
+PULUMI_CLI = GoTool(
+    name="pulumi",
+    module="pulumi-cli",
+    package="github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
+    ldflags=(f"-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v{PULUMI_VERSION}",),
+)
+
+PYTHON_LANGUAGE_HOST = GoTool(
+    name="pulumi-language-python",
+    module="pulumi-language-python",
+    package=".",
+    ldflags=(f"-X main.version=v{PULUMI_VERSION}",),
+    companions={
+        "pulumi-language-python-exec": (
+            "github.com/pulumi/pulumi/sdk/v3",
+            "python/cmd/pulumi-language-python-exec",
+        )
+    },
+)
+
+KUBERNETES_PROVIDER = GoTool(
+    name="pulumi-resource-kubernetes",
+    module="kubernetes-provider",
+    package=".",
+    ldflags=(
+        "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version="
+        f"{KUBERNETES_PROVIDER_VERSION}",
+    ),
+    prepare=_stamp_kubernetes_schema,
+)
+
+GROUPS: dict[str, tuple[GoTool, ...]] = {
+    "engine": (PULUMI_CLI, PYTHON_LANGUAGE_HOST, KUBERNETES_PROVIDER),
+    "cluster": (),
+}
+GROUPS["all"] = GROUPS["engine"] + GROUPS["cluster"]
+
+
+def on_user_path(tool: GoTool) -> Path | None:
+    """A tool the user already has (the official installer puts it on PATH)."""
+    found = shutil.which(tool.name)
+    if found and not Path(found).resolve().is_relative_to(cache_root().resolve()):
+        return Path(found).parent
+    return None
+
+
+def path_entries(tools: Iterable[GoTool]) -> list[Path]:
+    """The folders to put on PATH, or an error naming what is not built yet."""
+    entries: list[Path] = []
+    missing = []
+    for tool in tools:
+        folder = on_user_path(tool) or (tool.bin_dir() if tool.built() else None)
+        if folder is None:
+            missing.append(tool.name)
+        elif folder not in entries:
+            entries.append(folder)
+    if missing:
+        raise ToolsMissing(missing)
+    return entries
+
+
+class ToolsMissing(RuntimeError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(
+            f"not built yet: {', '.join(names)}; run `python -m tools.toolchain build`"
+        )
+        self.names = names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.toolchain", description=__doc__)
+    parser.add_argument("action", choices=("build", "path"))
+    parser.add_argument("group", nargs="?", default="all", choices=sorted(GROUPS))
+    args = parser.parse_args(argv)
+    tools = GROUPS[args.group]
+    if args.action == "build":
+        for tool in tools:
+            if on_user_path(tool):
+                print(f"{tool.name}: using {shutil.which(tool.name)}", file=sys.stderr)
+                continue
+            print(f"{tool.name}: {'cached' if tool.built() else 'building'}", file=sys.stderr)
+            tool.build()
+    try:
+        print(os.pathsep.join(str(p) for p in path_entries(tools)))
+    except ToolsMissing as missing:
+        print(missing, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
