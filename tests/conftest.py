@@ -148,6 +148,8 @@ def run_stack(
     """Run the program for `stack` with `values` as its config, under mocks."""
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
+    # Each run is its own stack: a fresh root Stack resource, not the last run's.
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(
         {f"{PROJECT}:{k}": _engine_form(v) for k, v in values.items()},

@@ -1,0 +1,236 @@
+"""Every stack file under stacks/, run through the real program with Pulumi mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from conftest import (
+    ROOT,
+    STACK_NAMES,
+    TEST_KUBECONFIG,
+    Deployment,
+    run_stack_file,
+)
+from pulumi.runtime.rpc import is_rpc_secret
+
+import stack_config
+from components.scheduling import VIRTUAL_NODE_TAINT
+
+NODE_POOL = "alicloud:cs/nodePool:NodePool"
+ADDON = "alicloud:cs/kubernetesAddon:KubernetesAddon"
+MESH = "alicloud:servicemesh/serviceMesh:ServiceMesh"
+ISTIO_GATEWAY = "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
+NODE_PATCH = "kubernetes:core/v1:NodePatch"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+ALICLOUD_PROVIDER = "pulumi:providers:alicloud"
+TOP = "asm-serverless-gateway:index:ServerlessGateway"
+
+
+def stack_file(stack: str) -> dict[str, Any]:
+    raw = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("asm-serverless-gateway:")}
+
+
+@pytest.fixture(scope="module")
+def deployments() -> dict[str, Deployment]:
+    return {stack: run_stack_file(stack) for stack in STACK_NAMES}
+
+
+def test_every_child_is_parented_inside_the_component(deployments: dict[str, Deployment]) -> None:
+    for deployment in deployments.values():
+        top = deployment.one(TOP)
+        assert top.parent.endswith("::pulumi:pulumi:Stack::asm-serverless-gateway-" + deployment.stack)
+        for resource in deployment.resources:
+            if resource is top:
+                continue
+            # Walk up: every resource reaches the top component through its parents.
+            chain = resource
+            while chain is not top:
+                assert chain.parent, f"{resource.name} has no parent"
+                chain = deployment.by_urn(chain.parent)
+
+
+def test_every_cloud_and_kubernetes_resource_names_an_explicit_provider(
+    deployments: dict[str, Deployment],
+) -> None:
+    for deployment in deployments.values():
+        provider_urns = {r.urn for r in deployment.resources if r.type.startswith("pulumi:providers:")}
+        for resource in deployment.resources:
+            if resource.custom and not resource.type.startswith("pulumi:providers:"):
+                urn = resource.provider.split("::")[0:4]
+                assert "::".join(urn) in provider_urns, f"{resource.name} uses {resource.provider or 'a default provider'}"
+
+
+def test_each_stack_gets_the_rules_its_policy_and_pool_call_for(deployments: dict[str, Deployment]) -> None:
+    for stack, deployment in deployments.items():
+        values = stack_file(stack)
+        labels = values["ecsCapacity"]["labels"]
+        pool_term = {
+            "matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())]
+        }
+        gateways = deployment.of_type(ISTIO_GATEWAY)
+        assert len(gateways) == len(values["gateways"])
+        for resource in gateways:
+            spec = resource.inputs["spec"]
+            terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert terms["nodeSelectorTerms"][0] == pool_term
+            preferred = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert preferred[0]["weight"] == values.get("preferredWeight", 80)
+            assert preferred[1]["weight"] == values.get("overflowWeight", 20)
+            expected = {(t["key"], t["value"], t["effect"]) for t in values["ecsCapacity"]["taints"]}
+            expected.add((VIRTUAL_NODE_TAINT.key, VIRTUAL_NODE_TAINT.value, VIRTUAL_NODE_TAINT.effect))
+            assert {(t["key"], t["value"], t["effect"]) for t in spec["tolerations"]} == expected
+            assert spec["clusterIds"] == [values["clusterId"]]
+            assert spec["gatewayType"] == "ingress"
+
+
+def test_gateway_specs_carry_each_gateways_settings_in_camel_case(deployments: dict[str, Deployment]) -> None:
+    for stack, deployment in deployments.items():
+        declared = stack_file(stack)["gateways"]
+        by_name = {r.inputs["metadata"]["name"]: r for r in deployment.of_type(ISTIO_GATEWAY)}
+        for gateway in declared:
+            resource = by_name[gateway["name"]]
+            spec = resource.inputs["spec"]
+            assert resource.inputs["apiVersion"] == "istio.alibabacloud.com/v1beta1"
+            assert resource.inputs["metadata"]["namespace"] == gateway.get("namespace", "istio-system")
+            assert spec["replicaCount"] == gateway["replicaCount"]
+            assert (spec["minReplicas"], spec["maxReplicas"]) == (gateway["minReplicas"], gateway["maxReplicas"])
+            assert spec["cpu"] == {"targetAverageUtilization": 80}
+            assert spec["podAnnotations"] == gateway.get("podAnnotations", {})
+            assert spec["serviceAnnotations"] == gateway.get("serviceAnnotations", {})
+            if "ports" in gateway:
+                assert [p["port"] for p in spec["ports"]] == [p["port"] for p in gateway["ports"]]
+            if "resources" in gateway:
+                assert spec["resources"] == gateway["resources"]
+            assert all(not any(c == "_" for c in key) for key in spec)
+
+
+def test_node_pool_stacks_declare_a_labelled_tainted_pool_that_updates_its_nodes(
+    deployments: dict[str, Deployment],
+) -> None:
+    for stack, deployment in deployments.items():
+        ecs = stack_file(stack)["ecsCapacity"]
+        if ecs["mode"] != "nodePool":
+            assert deployment.of_type(NODE_POOL) == []
+            continue
+        pool = deployment.one(NODE_POOL).inputs
+        spec = ecs["nodePool"]
+        assert pool["nodePoolName"] == spec["name"]
+        assert pool["instanceTypes"] == spec["instanceTypes"]
+        assert pool["vswitchIds"] == spec["vswitchIds"]
+        assert pool["labels"] == [{"key": k, "value": v} for k, v in sorted(ecs["labels"].items())]
+        assert pool["taints"] == sorted(ecs["taints"], key=lambda t: (t["key"], t["value"], t["effect"]))
+        assert pool["updateNodes"] is True
+        assert "name" not in pool and "nodeCount" not in pool
+        if "autoscaling" in spec:
+            assert "desiredSize" not in pool
+            assert pool["scalingConfig"]["enable"] is True
+            assert pool["scalingConfig"]["minSize"] == spec["autoscaling"]["minSize"]
+            assert pool["scalingConfig"]["maxSize"] == spec["autoscaling"]["maxSize"]
+            assert deployment.one(NODE_POOL).ignore_changes == ["desiredSize"]
+        else:
+            assert pool["desiredSize"] == spec["desiredSize"]
+
+
+def test_existing_node_stacks_label_and_taint_each_named_node(deployments: dict[str, Deployment]) -> None:
+    for stack, deployment in deployments.items():
+        ecs = stack_file(stack)["ecsCapacity"]
+        patches = deployment.of_type(NODE_PATCH)
+        if ecs["mode"] != "existingNodes":
+            assert patches == []
+            continue
+        assert sorted(p.inputs["metadata"]["name"] for p in patches) == sorted(ecs["nodes"])
+        for patch in patches:
+            assert patch.inputs["metadata"]["labels"] == ecs["labels"]
+            assert patch.inputs["spec"]["taints"] == ecs["taints"]
+        assert deployment.outputs["node_names"] == ecs["nodes"]
+
+
+def test_virtual_node_add_on_cleans_up_and_gets_the_eci_network(deployments: dict[str, Deployment]) -> None:
+    for stack, deployment in deployments.items():
+        virtual = stack_file(stack)["virtualNodes"]
+        assert deployment.outputs["virtual_node_mode"] == virtual["mode"]
+        if virtual["mode"] != "addon":
+            assert deployment.of_type(ADDON) == []
+            continue
+        addon = deployment.one(ADDON).inputs
+        assert addon["name"] == "ack-virtual-node"
+        assert addon["cleanupCloudResources"] is True
+        assert addon["clusterId"] == stack_file(stack)["clusterId"]
+        for vswitch in virtual["eciVswitchIds"]:
+            assert vswitch in addon["config"]
+        assert virtual["eciSecurityGroupId"] in addon["config"]
+
+
+def test_a_created_mesh_holds_the_cluster_and_its_kubeconfig_stays_secret(
+    deployments: dict[str, Deployment],
+) -> None:
+    for stack, deployment in deployments.items():
+        mesh_mode = stack_file(stack)["mesh"]["mode"]
+        mesh_providers = [p for p in deployment.of_type(K8S_PROVIDER) if p.name.endswith("-mesh")]
+        assert len(mesh_providers) == 1
+        provider = mesh_providers[0].inputs
+        if mesh_mode == "create":
+            mesh = deployment.one(MESH)
+            assert mesh.inputs["clusterIds"] == [stack_file(stack)["clusterId"]]
+            assert "kubeconfig" in mesh.additional_secret_outputs
+            assert deployment.outputs["mesh_id"] == f"{mesh.name}-id"
+        else:
+            assert deployment.of_type(MESH) == []
+            assert deployment.outputs["mesh_id"] is None
+        if "kubeconfig" in provider:
+            assert is_rpc_secret(provider["kubeconfig"]), "a kubeconfig reached state in plain text"
+            assert TEST_KUBECONFIG not in str({k: v for k, v in provider.items() if k != "kubeconfig"})
+        else:
+            assert provider["renderYamlToDirectory"].startswith(stack_file(stack)["renderYamlTo"])
+
+
+def test_prod_protects_what_holds_traffic_or_capacity(deployments: dict[str, Deployment]) -> None:
+    for stack, deployment in deployments.items():
+        protect = stack_file(stack).get("protect", False)
+        for resource in deployment.resources:
+            if resource.type in (NODE_POOL, ADDON, MESH, ISTIO_GATEWAY):
+                assert resource.protect is protect, f"{stack}: {resource.name}"
+    assert stack_file("prod")["protect"] is True
+
+
+def test_local_stack_needs_no_cloud(deployments: dict[str, Deployment]) -> None:
+    local = deployments["local"]
+    assert not [r for r in local.resources if r.type.startswith("alicloud:") or r.type == ALICLOUD_PROVIDER]
+
+
+def test_pulumi_yaml_defaults_equal_the_code_defaults() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared = {
+        key: spec["default"]
+        for key, spec in project["config"].items()
+        if ":" not in key and isinstance(spec, dict) and "default" in spec
+    }
+    assert declared == stack_config.PROJECT_DEFAULTS
+    assert project["stackConfigDir"] == "stacks"
+    assert project["config"]["pulumi:disable-default-providers"]["value"] == ["*"]
+
+
+def test_overrides_change_the_rules_in_place_of_the_stack_file() -> None:
+    deployment = run_stack_file(
+        "staging",
+        {"placementPolicy": "prefer-eci", "preferredWeight": 60, "overflowWeight": 40},
+    )
+    spec = deployment.one(ISTIO_GATEWAY).inputs["spec"]
+    preferred = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert [p["weight"] for p in preferred] == [60, 40]
+    assert preferred[0]["preference"]["matchExpressions"][0]["key"] == "type"
+
+
+def test_a_taint_changed_on_the_pool_changes_the_gateways_toleration() -> None:
+    values = stack_file("dev")
+    ecs = dict(values["ecsCapacity"])
+    ecs["taints"] = [{"key": "dedicated", "value": "asm", "effect": "NoExecute"}]
+    deployment = run_stack_file("dev", {"ecsCapacity": ecs})
+    pool = deployment.one(NODE_POOL).inputs
+    tolerations = deployment.one(ISTIO_GATEWAY).inputs["spec"]["tolerations"]
+    assert pool["taints"] == [{"key": "dedicated", "value": "asm", "effect": "NoExecute"}]
+    assert {"key": "dedicated", "operator": "Equal", "value": "asm", "effect": "NoExecute"} in tolerations
+    assert not [t for t in tolerations if t["key"] == "mykey"]
