@@ -17,7 +17,6 @@ from typing import Any
 import pulumi
 
 from components import PACKAGE
-
 from components.scheduling import (
     TAINT_EFFECTS,
     VIRTUAL_NODE_LABELS,
@@ -196,11 +195,7 @@ class StackConfig:
 
     @property
     def needs_cloud(self) -> bool:
-        return (
-            self.ecs.mode == "nodePool"
-            or self.virtual_nodes.mode == "addon"
-            or self.mesh.mode == "create"
-        )
+        return self.ecs.mode == "nodePool" or self.virtual_nodes.mode == "addon" or self.mesh.mode == "create"
 
 
 # -- Errors --------------------------------------------------------------------------
@@ -227,6 +222,7 @@ class ConfigError(pulumi.RunError):
 
 
 # -- Reading ---------------------------------------------------------------------------
+
 
 class _Fields:
     """The fields of one config object at a key path; records every problem found."""
@@ -386,8 +382,12 @@ class _Fields:
     def close(self) -> None:
         """Unknown keys are mistakes: a typo must never be silently ignored."""
         for key in sorted(set(self._raw) - self._seen):
-            close = difflib.get_close_matches(key, sorted(self._seen), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(self._seen))}"
+            close = difflib.get_close_matches(key, sorted(self._seen), n=3, cutoff=0.5)
+            hint = (
+                "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+                if close
+                else f"; known keys: {', '.join(sorted(self._seen))}"
+            )
             self.problem(key, "is not a known key" + hint)
 
 
@@ -480,9 +480,12 @@ def _read_node_pool(fields: _Fields) -> NodePoolSpec:
     else:
         desired_size = fields.integer("desiredSize", 2, 0, 1000)
     disk = fields.nested("systemDisk")
-    category = disk.string(
-        "category", "cloud_essd", choices=("cloud_essd", "cloud_ssd", "cloud_efficiency", "cloud_auto")
-    ) or "cloud_essd"
+    category = (
+        disk.string(
+            "category", "cloud_essd", choices=("cloud_essd", "cloud_ssd", "cloud_efficiency", "cloud_auto")
+        )
+        or "cloud_essd"
+    )
     size = disk.integer("size", 120, 20, 2048)
     disk.close()
     security_groups = fields.strings("securityGroupIds")
@@ -630,7 +633,9 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
     for key in SECRET_KEYS:
         text = top.string(key)
         if text is not None and key not in secrets:
-            top.problem(key, f"holds a credential and must be set as a secret: pulumi config set --secret {key}")
+            top.problem(
+                key, f"holds a credential and must be set as a secret: pulumi config set --secret {key}"
+            )
         kubeconfigs[key] = pulumi.Output.secret(text) if text is not None else None
 
     ecs = _read_ecs(top.nested("ecsCapacity"))
@@ -640,7 +645,7 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
     policy_name = top.string(
         "placementPolicy", PROJECT_DEFAULTS["placementPolicy"], choices=[p.value for p in Policy]
     )
-    policy = Policy(policy_name)
+    policy = Policy(policy_name or PROJECT_DEFAULTS["placementPolicy"])
     weights = Weights(
         top.integer("preferredWeight", PROJECT_DEFAULTS["preferredWeight"], 1, 100),
         top.integer("overflowWeight", PROJECT_DEFAULTS["overflowWeight"], 1, 100),
@@ -655,7 +660,9 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
         if kind is NodeKind.ECS and ecs.mode == "none":
             top.problem("placementPolicy", f"{policy.value} needs ECS nodes, but ecsCapacity.mode is none")
         if kind is NodeKind.ECI and virtual_nodes.mode == "none":
-            top.problem("placementPolicy", f"{policy.value} needs virtual nodes, but virtualNodes.mode is none")
+            top.problem(
+                "placementPolicy", f"{policy.value} needs virtual nodes, but virtualNodes.mode is none"
+            )
 
     gateway_items = top.items("gateways") if top.has("gateways") else [_Fields("gateways[0]", {}, problems)]
     if top.has("gateways") and not gateway_items:
@@ -664,7 +671,11 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
     seen: set[tuple[str, str]] = set()
     for index, gateway in enumerate(gateways):
         if (gateway.namespace, gateway.name) in seen:
-            problems.append(Problem(f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}"))
+            problems.append(
+                Problem(
+                    f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}"
+                )
+            )
         seen.add((gateway.namespace, gateway.name))
 
     protect = top.boolean("protect", PROJECT_DEFAULTS["protect"])
@@ -686,9 +697,13 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
     if config.needs_cloud and not region:
         top.problem("region", "is required: the stack declares Alibaba Cloud resources")
     if ecs.mode == "existingNodes" and kubeconfigs["clusterKubeconfig"] is None and not render_to:
-        top.problem("clusterKubeconfig", "is required to label and taint existing nodes (or set renderYamlTo)")
+        top.problem(
+            "clusterKubeconfig", "is required to label and taint existing nodes (or set renderYamlTo)"
+        )
     if mesh.mode == "existing" and kubeconfigs["meshKubeconfig"] is None and not render_to:
-        top.problem("meshKubeconfig", "is required to apply gateways to an existing mesh (or set renderYamlTo)")
+        top.problem(
+            "meshKubeconfig", "is required to apply gateways to an existing mesh (or set renderYamlTo)"
+        )
     top.close()
     if problems:
         raise ConfigError(stack, problems)
@@ -709,6 +724,6 @@ def load() -> StackConfig:
     """Read this stack's config from the running Pulumi program."""
     prefix = f"{PROJECT}:"
     all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
-    values = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
+    values = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
     secret_keys = [k for k in values if pulumi.runtime.is_config_secret(prefix + k)]
     return parse(pulumi.get_stack(), values, secret_keys)

@@ -69,9 +69,7 @@ class IstioGateway(pulumi.ComponentResource):
     affinity: pulumi.Output[dict[str, Any]]
     tolerations: pulumi.Output[list[dict[str, str]]]
 
-    def __init__(
-        self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(type_token("IstioGateway"), name, None, opts)
         gateway = args.gateway
         k8s.apiextensions.CustomResource(

@@ -32,9 +32,7 @@ class ServiceMesh(pulumi.ComponentResource):
     mesh_id: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
 
-    def __init__(
-        self, name: str, args: ServiceMeshArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: ServiceMeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(type_token("ServiceMesh"), name, None, opts)
         mesh = alicloud.servicemesh.ServiceMesh(
             f"{name}-mesh",

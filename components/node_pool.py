@@ -66,7 +66,8 @@ class GatewayNodePool(pulumi.ComponentResource):
             ],
             # Without it a label or taint change reaches only nodes added later.
             update_nodes=True,
-            desired_size=None if autoscaled else args.desired_size,
+            # The provider takes the size as text.
+            desired_size=None if autoscaled or args.desired_size is None else str(args.desired_size),
             scaling_config=(
                 alicloud.cs.NodePoolScalingConfigArgs(
                     enable=True,
@@ -94,15 +95,14 @@ class LabelledNodesArgs:
     taints: Sequence[Taint]
 
 
-def node_patch_spec(labels: Mapping[str, str], taints: Sequence[Taint]) -> dict[str, object]:
-    """The Node fields this stack owns on each named node, in a stable order."""
-    return {
-        "labels": dict(sorted(labels.items())),
-        "taints": [
-            {"key": t.key, "value": t.value, "effect": t.effect} if t.value else {"key": t.key, "effect": t.effect}
-            for t in sorted(taints)
-        ],
-    }
+def node_taints(taints: Sequence[Taint]) -> list[dict[str, str]]:
+    """The taints this stack owns on each named node, in a stable order."""
+    return [
+        {"key": t.key, "value": t.value, "effect": t.effect}
+        if t.value
+        else {"key": t.key, "effect": t.effect}
+        for t in sorted(taints)
+    ]
 
 
 class LabelledNodes(pulumi.ComponentResource):
@@ -119,18 +119,19 @@ class LabelledNodes(pulumi.ComponentResource):
         self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("LabelledNodes"), name, None, opts)
-        owned = node_patch_spec(args.labels, args.taints)
+        labels = dict(sorted(args.labels.items()))
+        taints = [k8s.core.v1.TaintPatchArgs(**taint) for taint in node_taints(args.taints)]
         for node_name in args.node_names:
             k8s.core.v1.NodePatch(
                 f"{name}-{node_name}",
                 metadata=k8s.meta.v1.ObjectMetaPatchArgs(
                     name=node_name,
-                    labels=owned["labels"],
+                    labels=labels,
                     # A node's taints may have been set by hand (the guide's
                     # `kubectl taint`); take them over rather than fail.
                     annotations={"pulumi.com/patchForce": "true"},
                 ),
-                spec=k8s.core.v1.NodeSpecPatchArgs(taints=owned["taints"]),
+                spec=k8s.core.v1.NodeSpecPatchArgs(taints=taints),
                 opts=pulumi.ResourceOptions(parent=self),
             )
         self.node_names = pulumi.Output.from_input(list(args.node_names))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -31,7 +31,7 @@ class Taint:
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
 
 
-class NodeKind(str, Enum):
+class NodeKind(StrEnum):
     ECS = "ecs"
     ECI = "eci"
 
@@ -60,7 +60,7 @@ VIRTUAL_NODE_TAINT = Taint("virtual-kubelet.io/provider", "alibabacloud", "NoSch
 VIRTUAL_NODES = NodeGroup(NodeKind.ECI, VIRTUAL_NODE_LABELS, (VIRTUAL_NODE_TAINT,))
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     """Where the gateway's pods may go, and which kind of node they prefer."""
 
     PREFER_ECS = "prefer-ecs"  # the guide's: ECS first, ECI as overflow
@@ -96,7 +96,7 @@ class SchedulingRules:
         return {"affinity": self.affinity, "tolerations": self.tolerations}
 
 
-class MissingNodeGroup(ValueError):
+class MissingNodeGroupError(ValueError):
     """The policy admits a kind of node that the stack does not declare."""
 
     def __init__(self, policy: Policy, kind: NodeKind) -> None:
@@ -119,7 +119,7 @@ def derive_rules(
     allowed = []
     for kind in policy.allowed:
         if kind not in groups:
-            raise MissingNodeGroup(policy, kind)
+            raise MissingNodeGroupError(policy, kind)
         allowed.append(groups[kind])
 
     node_affinity: dict[str, Any] = {

@@ -32,9 +32,7 @@ class ServerlessGateway(pulumi.ComponentResource):
     mesh_id: pulumi.Output[str | None]
     gateways: pulumi.Output[list[dict[str, Any]]]
 
-    def __init__(
-        self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
         rules = derive_rules(config.policy, config.node_groups(), config.weights)
@@ -68,9 +66,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     system_disk_size=spec.system_disk_size,
                     desired_size=spec.desired_size,
                     autoscaling_bounds=(
-                        (spec.autoscaling.min_size, spec.autoscaling.max_size)
-                        if spec.autoscaling
-                        else None
+                        (spec.autoscaling.min_size, spec.autoscaling.max_size) if spec.autoscaling else None
                     ),
                     security_group_ids=spec.security_group_ids,
                     protect=config.protect,
@@ -79,7 +75,9 @@ class ServerlessGateway(pulumi.ComponentResource):
             )
             self.node_pool_id = pool.node_pool_id
         elif ecs.mode == "existingNodes":
-            cluster = self._kubernetes_provider(f"{name}-cluster", config.cluster_kubeconfig, config, "cluster")
+            cluster = self._kubernetes_provider(
+                f"{name}-cluster", config.cluster_kubeconfig, config, "cluster"
+            )
             nodes = LabelledNodes(
                 f"{name}-ecs",
                 LabelledNodesArgs(node_names=ecs.nodes, labels=ecs.labels, taints=ecs.taints),

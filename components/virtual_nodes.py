@@ -64,9 +64,7 @@ class VirtualNodeController(pulumi.ComponentResource):
                 cluster_id=args.cluster_id,
                 name=ADDON_NAME,
                 version=args.addon_version,
-                config=addon_config(
-                    args.eci_vswitch_ids, args.eci_security_group_id, args.addon_overrides
-                ),
+                config=addon_config(args.eci_vswitch_ids, args.eci_security_group_id, args.addon_overrides),
                 # Removing the add-on must also remove the virtual nodes' cloud
                 # resources, or they linger and bill.
                 cleanup_cloud_resources=True,

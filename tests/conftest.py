@@ -84,7 +84,7 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
         self.registered: list[Registered] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.registered.append(
                 Registered(
@@ -113,9 +113,10 @@ def config_values_of(stack_file: Path) -> tuple[dict[str, Any], list[str]]:
         if namespace != PROJECT:
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
-            value = TEST_KUBECONFIG
+            values[name] = TEST_KUBECONFIG
             secrets.append(name)
-        values[name] = value
+        else:
+            values[name] = value
     return values, secrets
 
 
@@ -123,7 +124,11 @@ def operator_secrets(values: Mapping[str, Any]) -> dict[str, str]:
     """The secrets an operator adds to a stack before its first preview."""
     mesh = values.get("mesh") or {}
     extra = {}
-    if isinstance(mesh, dict) and mesh.get("mode", "existing") == "existing" and not values.get("renderYamlTo"):
+    if (
+        isinstance(mesh, dict)
+        and mesh.get("mode", "existing") == "existing"
+        and not values.get("renderYamlTo")
+    ):
         extra["meshKubeconfig"] = TEST_KUBECONFIG
     return extra
 
@@ -158,7 +163,7 @@ def run_stack(
     deployment = Deployment(stack, monitor.registered)
     build = program or (lambda config: ServerlessGateway("asm-gateway", config))
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def run() -> pulumi.Output[Any]:
         component = build(stack_config.load())
         return pulumi.Output.all(

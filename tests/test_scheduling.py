@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from components.scheduling import (
     VIRTUAL_NODES,
-    MissingNodeGroup,
+    MissingNodeGroupError,
     NodeGroup,
     NodeKind,
     Policy,
@@ -65,14 +67,16 @@ def test_ecs_only_admits_the_pool_alone_and_tolerates_only_its_taint() -> None:
 
 def test_eci_only_admits_virtual_nodes_alone_and_tolerates_only_their_taint() -> None:
     rules = derive_rules(Policy.ECI_ONLY, BOTH)
-    terms = rules.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = rules.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms == [VIRTUAL_TERM]
     assert rules.tolerations == [VIRTUAL_TOLERATION]
 
 
 @pytest.mark.parametrize("policy", [Policy.PREFER_ECS, Policy.PREFER_ECI, Policy.ECS_ONLY])
 def test_a_policy_that_needs_the_pool_fails_without_one(policy: Policy) -> None:
-    with pytest.raises(MissingNodeGroup, match="needs ECS"):
+    with pytest.raises(MissingNodeGroupError, match="needs ECS"):
         derive_rules(policy, {NodeKind.ECI: VIRTUAL_NODES})
 
 
@@ -87,13 +91,18 @@ def test_a_valueless_taint_is_tolerated_by_its_key_and_effect_only() -> None:
 names = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 labels = st.dictionaries(names, names, min_size=1, max_size=4)
 taints = st.lists(
-    st.builds(Taint, names, st.one_of(st.just(""), names), st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"])),
+    st.builds(
+        Taint,
+        names,
+        st.one_of(st.just(""), names),
+        st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"]),
+    ),
     max_size=4,
 )
-pools = st.builds(lambda l, t: NodeGroup(NodeKind.ECS, l, tuple(t)), labels, taints)
+pools = st.builds(lambda lbl, t: NodeGroup(NodeKind.ECS, lbl, tuple(t)), labels, taints)
 
 
-def matches_term(node_labels: dict[str, str], term: dict) -> bool:
+def matches_term(node_labels: dict[str, str], term: dict[str, Any]) -> bool:
     """nodeSelectorTerm semantics for the `In` expressions the rules use."""
     return all(node_labels.get(e["key"]) in e["values"] for e in term["matchExpressions"])
 
@@ -114,7 +123,9 @@ def test_rules_admit_and_tolerate_exactly_the_groups_the_policy_allows(
     overflow = data.draw(st.integers(1, preferred - 1))
     groups = {NodeKind.ECS: pool, NodeKind.ECI: VIRTUAL_NODES}
     rules = derive_rules(policy, groups, Weights(preferred, overflow))
-    terms = rules.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = rules.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     for kind, group in groups.items():
         admitted = any(matches_term(dict(group.labels), term) for term in terms)
         # Generated pool labels never coincide with the virtual node's label.
@@ -126,7 +137,9 @@ def test_rules_admit_and_tolerate_exactly_the_groups_the_policy_allows(
     assert len(rules.tolerations) == len(allowed_taints)
     # Never a bare `Exists` that tolerates every taint.
     assert all(tol.get("key") and tol.get("effect") for tol in rules.tolerations)
-    preferred_terms = rules.affinity["nodeAffinity"].get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    preferred_terms = rules.affinity["nodeAffinity"].get(
+        "preferredDuringSchedulingIgnoredDuringExecution", []
+    )
     if len(policy.allowed) == 2:
         first = groups[policy.allowed[0]]
         assert preferred_terms[0]["weight"] > preferred_terms[1]["weight"]

@@ -60,7 +60,9 @@ def test_every_cloud_and_kubernetes_resource_names_an_explicit_provider(
         for resource in deployment.resources:
             if resource.custom and not resource.type.startswith("pulumi:providers:"):
                 urn = resource.provider.split("::")[0:4]
-                assert "::".join(urn) in provider_urns, f"{resource.name} uses {resource.provider or 'a default provider'}"
+                assert "::".join(urn) in provider_urns, (
+                    f"{resource.name} uses {resource.provider or 'a default provider'}"
+                )
 
 
 def test_each_stack_gets_the_rules_its_policy_and_pool_call_for(deployments: dict[str, Deployment]) -> None:
@@ -68,7 +70,9 @@ def test_each_stack_gets_the_rules_its_policy_and_pool_call_for(deployments: dic
         values = stack_file(stack)
         labels = values["ecsCapacity"]["labels"]
         pool_term = {
-            "matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())]
+            "matchExpressions": [
+                {"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())
+            ]
         }
         gateways = deployment.of_type(ISTIO_GATEWAY)
         assert len(gateways) == len(values["gateways"])
@@ -96,7 +100,10 @@ def test_gateway_specs_carry_each_gateways_settings_in_camel_case(deployments: d
             assert resource.inputs["apiVersion"] == "istio.alibabacloud.com/v1beta1"
             assert resource.inputs["metadata"]["namespace"] == gateway.get("namespace", "istio-system")
             assert spec["replicaCount"] == gateway["replicaCount"]
-            assert (spec["minReplicas"], spec["maxReplicas"]) == (gateway["minReplicas"], gateway["maxReplicas"])
+            assert (spec["minReplicas"], spec["maxReplicas"]) == (
+                gateway["minReplicas"],
+                gateway["maxReplicas"],
+            )
             assert spec["cpu"] == {"targetAverageUtilization": 80}
             assert spec["podAnnotations"] == gateway.get("podAnnotations", {})
             assert spec["serviceAnnotations"] == gateway.get("serviceAnnotations", {})
@@ -131,7 +138,7 @@ def test_node_pool_stacks_declare_a_labelled_tainted_pool_that_updates_its_nodes
             assert pool["scalingConfig"]["maxSize"] == spec["autoscaling"]["maxSize"]
             assert deployment.one(NODE_POOL).ignore_changes == ["desiredSize"]
         else:
-            assert pool["desiredSize"] == spec["desiredSize"]
+            assert pool["desiredSize"] == str(spec["desiredSize"])
 
 
 def test_existing_node_stacks_label_and_taint_each_named_node(deployments: dict[str, Deployment]) -> None:

@@ -60,9 +60,7 @@ def _module_dir_of(module_path: str, module_dir: Path) -> Path:
     ).stdout
     info = json.loads(out)
     if "Dir" not in info:
-        subprocess.run(
-            ["go", "mod", "download", module_path], cwd=module_dir, env=go_env(), check=True
-        )
+        subprocess.run(["go", "mod", "download", module_path], cwd=module_dir, env=go_env(), check=True)
         return _module_dir_of(module_path, module_dir)
     return Path(info["Dir"])
 
@@ -202,15 +200,13 @@ def path_entries(tools: Iterable[GoTool]) -> list[Path]:
         elif folder not in entries:
             entries.append(folder)
     if missing:
-        raise ToolsMissing(missing)
+        raise ToolsMissingError(missing)
     return entries
 
 
-class ToolsMissing(RuntimeError):
+class ToolsMissingError(RuntimeError):
     def __init__(self, names: list[str]) -> None:
-        super().__init__(
-            f"not built yet: {', '.join(names)}; run `python -m tools.toolchain build`"
-        )
+        super().__init__(f"not built yet: {', '.join(names)}; run `python -m tools.toolchain build`")
         self.names = names
 
 
@@ -229,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             tool.build()
     try:
         print(os.pathsep.join(str(p) for p in path_entries(tools)))
-    except ToolsMissing as missing:
+    except ToolsMissingError as missing:
         print(missing, file=sys.stderr)
         return 1
     return 0

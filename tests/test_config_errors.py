@@ -1,0 +1,223 @@
+"""Bad config stops the program before any resource, naming the stack and the key."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from conftest import ROOT, config_values_of, operator_secrets, run_stack
+from hypothesis import given
+from hypothesis import strategies as st
+
+import stack_config
+from stack_config import ConfigError, label_value_problem, qualified_name_problem
+
+
+def local_values() -> dict[str, Any]:
+    values, _ = config_values_of(ROOT / "stacks" / "Pulumi.local.yaml")
+    return values
+
+
+def dev_values() -> dict[str, Any]:
+    values, _ = config_values_of(ROOT / "stacks" / "Pulumi.dev.yaml")
+    return values
+
+
+def with_change(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """`values` with the dotted path set (or removed, for `...`); lists by [index]."""
+    changed = copy.deepcopy(values)
+    *parents, last = path.replace("[", ".").replace("]", "").split(".")
+    target: Any = changed
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+    key: Any = int(last) if isinstance(target, list) else last
+    if value is ...:
+        del target[key]
+    else:
+        target[key] = value
+    return changed
+
+
+BAD_CONFIGS = [
+    # (base, key path, bad value, the key named in the message, words in the message)
+    ("local", "preferredWeight", 0, "preferredWeight", "must be from 1 to 100"),
+    ("local", "preferredWeight", 101, "preferredWeight", "must be from 1 to 100"),
+    ("local", "overflowWeight", "20.5", "overflowWeight", "whole number"),
+    ("local", "overflowWeight", True, "overflowWeight", "whole number"),
+    ("local", "overflowWeight", 90, "preferredWeight", "must be above overflowWeight"),
+    ("local", "placementPolicy", "ecs-first", "placementPolicy", "allowed: prefer-ecs, prefer-eci"),
+    (
+        "local",
+        "ecsCapacity.taints[0].effect",
+        "NoSchedul",
+        "ecsCapacity.taints[0].effect",
+        "allowed: NoSchedule",
+    ),
+    ("local", "ecsCapacity.taints[0].key", "bad key!", "ecsCapacity.taints[0].key", "'bad key!'"),
+    ("local", "ecsCapacity.labels", {"-bad": "x"}, "ecsCapacity.labels.-bad", "key '-bad'"),
+    (
+        "local",
+        "ecsCapacity.labels",
+        {"Bad.Prefix/k": "x"},
+        "ecsCapacity.labels.Bad.Prefix/k",
+        "DNS subdomain",
+    ),
+    ("local", "ecsCapacity.labels", {"k": "v" * 64}, "ecsCapacity.labels.k", "at most 63"),
+    ("local", "ecsCapacity.labels", {}, "ecsCapacity.labels", "at least one label"),
+    (
+        "local",
+        "ecsCapacity.labels",
+        {"type": "virtual-kubelet"},
+        "ecsCapacity.labels",
+        "match every virtual node",
+    ),
+    ("local", "ecsCapacity.mode", "pool", "ecsCapacity.mode", "allowed: nodePool, existingNodes, none"),
+    ("local", "ecsCapacity.nodes", ["Node_1"], "ecsCapacity.nodes[0]", "DNS subdomain"),
+    ("local", "ecsCapacity.nodes", ..., "ecsCapacity.nodes", "is required"),
+    ("local", "gateways[0].minReplicas", 40, "gateways[0].minReplicas", "above maxReplicas"),
+    ("local", "gateways[0].maxReplicas", 0, "gateways[0].maxReplicas", "from 1 to 1000"),
+    ("local", "gateways[0].replicaCount", 99, "gateways[0].replicaCount", "outside minReplicas..maxReplicas"),
+    (
+        "local",
+        "gateways[0].ports",
+        [{"name": "a", "port": 80}, {"name": "b", "port": 80}],
+        "gateways[0].ports",
+        "port number 80 more than once",
+    ),
+    ("local", "gateways[0].ports", [{"name": "a", "port": 70000}], "gateways[0].ports[0].port", "1 to 65535"),
+    (
+        "local",
+        "gateways[0].ports",
+        [{"name": "a", "port": 80}, {"name": "a", "port": 81}],
+        "gateways[0].ports",
+        "name a",
+    ),
+    ("local", "gateways[0].ports", [{"name": "a"}], "gateways[0].ports[0].port", "is required"),
+    ("local", "gateways[0].replicas", 3, "gateways[0].replicas", "'replicaCount'"),
+    ("local", "gateways[0].extraSpec", {"tolerations": []}, "gateways[0].extraSpec.tolerations", "derived"),
+    (
+        "local",
+        "gateways[0].podAnnotations",
+        {"k8s.aliyun.com/eci-use-specs": 2},
+        "gateways[0].podAnnotations.k8s.aliyun.com/eci-use-specs",
+        "must be a string",
+    ),
+    ("local", "gateways", [], "gateways", "at least one gateway"),
+    ("local", "ecsCapcity", {}, "ecsCapcity", "did you mean 'ecsCapacity'"),
+    ("local", "ecsCapacity.mode", "none", "placementPolicy", "needs ECS nodes"),
+    ("local", "virtualNodes.mode", "none", "placementPolicy", "needs virtual nodes"),
+    ("local", "renderYamlTo", ..., "meshKubeconfig", "is required"),
+    ("local", "clusterId", ..., "clusterId", "is required"),
+    ("dev", "region", ..., "region", "declares Alibaba Cloud resources"),
+    ("dev", "ecsCapacity.nodePool.instanceTypes", ..., "ecsCapacity.nodePool.instanceTypes", "is required"),
+    (
+        "dev",
+        "ecsCapacity.nodePool.autoscaling",
+        {"minSize": 5, "maxSize": 2},
+        "ecsCapacity.nodePool.autoscaling.minSize",
+        "above maxSize",
+    ),
+    (
+        "dev",
+        "ecsCapacity.nodePool.autoscaling",
+        {"minSize": 1},
+        "ecsCapacity.nodePool.desiredSize",
+        "autoscaler owns the size",
+    ),
+    ("dev", "virtualNodes.eciSecurityGroupId", ..., "virtualNodes.eciSecurityGroupId", "is required"),
+    ("dev", "mesh.vpcId", ..., "mesh.vpcId", "is required"),
+    ("dev", "mesh.mode", "existing", "mesh.name", "only used with mode create"),
+]
+
+
+@pytest.mark.parametrize(("base", "path", "value", "named_key", "words"), BAD_CONFIGS)
+def test_bad_config_stops_before_any_resource_naming_stack_and_key(
+    base: str, path: str, value: Any, named_key: str, words: str
+) -> None:
+    values = with_change(local_values() if base == "local" else dev_values(), path, value)
+    secrets = operator_secrets(values) if base == "dev" else {}
+    values.update(secrets)
+    with pytest.raises(ConfigError) as raised:
+        run_stack(base, values, secrets)
+    message = str(raised.value)
+    assert f"stack '{base}'" in message
+    matching = [line for line in message.splitlines() if f"asm-serverless-gateway:{named_key}:" in line]
+    assert matching, f"no line names {named_key}:\n{message}"
+    assert any(words in line for line in matching), message
+
+
+def test_no_resource_is_registered_when_config_is_bad() -> None:
+    values = with_change(local_values(), "preferredWeight", 0)
+    registered: list[str] = []
+
+    def program(config: stack_config.StackConfig) -> Any:
+        registered.append("built")  # never reached: load() raised first
+        raise AssertionError
+
+    with pytest.raises(ConfigError):
+        run_stack("local", values, program=program)
+    assert registered == []
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    values = with_change(local_values(), "preferredWeight", 0)
+    values = with_change(values, "ecsCapacity.taints[0].effect", "NoSchedul")
+    with pytest.raises(ConfigError) as raised:
+        run_stack("local", values)
+    assert len(raised.value.problems) == 2
+
+
+def test_a_kubeconfig_set_in_plain_text_is_refused() -> None:
+    values = dict(local_values(), clusterKubeconfig="apiVersion: v1")
+    with pytest.raises(ConfigError, match="must be set as a secret"):
+        run_stack("local", values)
+
+
+def test_structured_values_arrive_as_json_text_like_from_the_engine() -> None:
+    # run_stack passes objects as JSON strings, as the engine does: check it parses.
+    config = stack_config.parse("local", {k: v for k, v in local_values().items()})
+    assert config.ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
+
+
+# -- Properties of Kubernetes' syntax rules ---------------------------------------------
+
+name_part = st.from_regex(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", fullmatch=True)
+prefix = st.from_regex(
+    r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?){0,3}", fullmatch=True
+)
+
+
+@given(st.one_of(name_part, st.builds(lambda p, n: f"{p}/{n}", prefix, name_part)))
+def test_keys_kubernetes_accepts_are_accepted(key: str) -> None:
+    assert qualified_name_problem(key) is None
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_keys_with_characters_kubernetes_rejects_are_rejected(key: str) -> None:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
+    if set(key) <= allowed:
+        return
+    assert qualified_name_problem(key) is not None
+
+
+@given(st.text(max_size=70))
+def test_label_values_follow_the_63_character_rule(value: str) -> None:
+    ok = label_value_problem(value) is None
+    if len(value) > 63:
+        assert not ok
+    if ok and value:
+        assert value[0].isalnum() and value[-1].isalnum()
+
+
+@given(st.integers(-1000, 1000), st.integers(-1000, 1000))
+def test_weights_outside_1_to_100_or_not_ordered_are_refused(preferred: int, overflow: int) -> None:
+    values = dict(local_values(), preferredWeight=preferred, overflowWeight=overflow)
+    valid = 1 <= overflow < preferred <= 100
+    try:
+        stack_config.parse("local", values)
+    except ConfigError as error:
+        assert not valid
+        assert all(p.path in ("preferredWeight", "overflowWeight") for p in error.problems)
+    else:
+        assert valid
