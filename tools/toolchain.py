@@ -8,6 +8,7 @@ and takes seconds; only a new machine pays for the build.
 
     python -m tools.toolchain build [engine|cluster|all]   # build what is missing
     python -m tools.toolchain path  [engine|cluster|all]   # print the PATH entries
+    python -m tools.toolchain env                          # print the engine's exports
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,11 @@ TOOLS_DIR = Path(__file__).resolve().parent
 
 PULUMI_VERSION = "3.274.1"
 KUBERNETES_PROVIDER_VERSION = "4.25.0"
+KUBERNETES_VERSION = "1.34.4"
+
+PROJECT_DIR = TOOLS_DIR.parent
+# The passphrase of the `local` stack, which holds no cloud secrets.
+LOCAL_PASSPHRASE = "local"
 
 
 def cache_root() -> Path:
@@ -174,9 +181,42 @@ KUBERNETES_PROVIDER = GoTool(
     prepare=_stamp_kubernetes_schema,
 )
 
+
+def _kubernetes_version_flags() -> tuple[str, ...]:
+    """Stamp the release into component-base, or clients see v0.0.0."""
+    major, minor, _ = KUBERNETES_VERSION.split(".")
+    package = "k8s.io/component-base/version"
+    return (
+        f"-X {package}.gitVersion=v{KUBERNETES_VERSION}",
+        f"-X {package}.gitMajor={major}",
+        f"-X {package}.gitMinor={minor}",
+        f"-X {package}.gitTreeState=clean",
+    )
+
+
+ETCD = GoTool(
+    name="etcd",
+    module="kube-control-plane",
+    package="go.etcd.io/etcd/server/v3",
+)
+
+KUBE_APISERVER = GoTool(
+    name="kube-apiserver",
+    module="kube-control-plane",
+    package="k8s.io/kubernetes/cmd/kube-apiserver",
+    ldflags=_kubernetes_version_flags(),
+)
+
+KUBE_SCHEDULER = GoTool(
+    name="kube-scheduler",
+    module="kube-control-plane",
+    package="k8s.io/kubernetes/cmd/kube-scheduler",
+    ldflags=_kubernetes_version_flags(),
+)
+
 GROUPS: dict[str, tuple[GoTool, ...]] = {
     "engine": (PULUMI_CLI, PYTHON_LANGUAGE_HOST, KUBERNETES_PROVIDER),
-    "cluster": (),
+    "cluster": (ETCD, KUBE_APISERVER, KUBE_SCHEDULER),
 }
 GROUPS["all"] = GROUPS["engine"] + GROUPS["cluster"]
 
@@ -210,12 +250,45 @@ class ToolsMissingError(RuntimeError):
         self.names = names
 
 
+def engine_environment(state_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment in which the engine runs here with no network at all.
+
+    Tools on PATH, state in a `file://` backend (inside the project unless
+    `state_dir` says otherwise), no plugin downloads, no update check.
+    """
+    env = dict(os.environ if base is None else base)
+    entries = [str(p) for p in path_entries(GROUPS["engine"])]
+    env["PATH"] = os.pathsep.join([*entries, env.get("PATH", "")])
+    env.setdefault("PULUMI_BACKEND_URL", (state_dir or PROJECT_DIR / ".pulumi-state").resolve().as_uri())
+    env.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
+    env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+    env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+    env.setdefault("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", "true")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.toolchain", description=__doc__)
-    parser.add_argument("action", choices=("build", "path"))
+    parser.add_argument("action", choices=("build", "path", "env"))
     parser.add_argument("group", nargs="?", default="all", choices=sorted(GROUPS))
     args = parser.parse_args(argv)
     tools = GROUPS[args.group]
+    if args.action == "env":
+        try:
+            env = engine_environment()
+        except ToolsMissingError as missing:
+            print(missing, file=sys.stderr)
+            return 1
+        (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
+        for key in (
+            "PATH",
+            "PULUMI_BACKEND_URL",
+            "PULUMI_CONFIG_PASSPHRASE",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
+            "PULUMI_SKIP_UPDATE_CHECK",
+        ):
+            print(f"export {key}={shlex.quote(env[key])}")
+        return 0
     if args.action == "build":
         for tool in tools:
             if on_user_path(tool):
