@@ -1,0 +1,97 @@
+"""A copy of this project driven by the real Pulumi engine through the Automation API.
+
+Each `EngineProject` is the project's files in a temporary folder with its own
+`file://` backend, so tests can edit stack files and code freely. Tests that
+use it are marked `engine`; without the tools they skip, or fail under
+`scripts/test.sh` (ASM_GATEWAY_REQUIRE_TOOLS=1), which must find them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from tools import toolchain
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "stack_config.py", "requirements.txt", "components", "stacks")
+
+
+def engine_env(state_dir: Path) -> dict[str, str]:
+    """The engine's environment, or a skip (a failure under scripts/test.sh) naming what is missing."""
+    try:
+        return toolchain.engine_environment(state_dir=state_dir)
+    except toolchain.ToolsMissingError as missing:
+        if os.environ.get("ASM_GATEWAY_REQUIRE_TOOLS"):
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    type: str
+    name: str
+
+
+class EngineProject:
+    def __init__(self, tmp: Path, source: Path = ROOT) -> None:
+        self.dir = tmp / "project"
+        self.dir.mkdir(parents=True)
+        for name in PROJECT_FILES:
+            src = source / name
+            if src.is_dir():
+                shutil.copytree(src, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, self.dir / name)
+        # The program runs in the project's own virtualenv.
+        (self.dir / ".venv").symlink_to(ROOT / ".venv")
+        state = tmp / "state"
+        state.mkdir(exist_ok=True)
+        self.env = engine_env(state)
+        pulumi_dir = Path(shutil.which("pulumi", path=self.env["PATH"]) or "pulumi").parent
+        # PulumiCommand wants the folder that holds bin/pulumi.
+        self.command = auto.PulumiCommand(root=str(pulumi_dir.parent), skip_version_check=True)
+
+    def stack(self, name: str) -> auto.Stack:
+        return auto.create_or_select_stack(
+            name,
+            work_dir=str(self.dir),
+            opts=auto.LocalWorkspaceOptions(env_vars=self.env, pulumi_command=self.command),
+        )
+
+    def stack_file(self, name: str) -> Path:
+        return self.dir / "stacks" / f"Pulumi.{name}.yaml"
+
+    def edit_config(self, stack: str, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Change a stack file's project config the way a user edits it in review."""
+        path = self.stack_file(stack)
+        document = yaml.safe_load(path.read_text())
+        prefix = "asm-serverless-gateway:"
+        config = {k[len(prefix) :]: v for k, v in document["config"].items() if k.startswith(prefix)}
+        edit(config)
+        others = {k: v for k, v in document["config"].items() if not k.startswith(prefix)}
+        document["config"] = {**others, **{prefix + k: v for k, v in config.items()}}
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def changed_steps(stack: auto.Stack, **preview_args: Any) -> list[Step]:
+    """The engine's planned steps other than `same`, from a real preview."""
+    steps: list[Step] = []
+
+    def on_event(event: auto.events.EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre is None or pre.metadata.op == auto.events.OpType.SAME:
+            return
+        steps.append(Step(pre.metadata.op.value, pre.metadata.type, pre.metadata.urn.rsplit("::", 1)[1]))
+
+    stack.preview(on_event=on_event, **preview_args)
+    return sorted(steps, key=lambda s: (s.type, s.name))
