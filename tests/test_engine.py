@@ -7,7 +7,6 @@ rendered by the real Kubernetes provider) through the Automation API.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,10 @@ def test_up_renders_the_manifests_and_a_second_up_changes_nothing(
     assert gateway["kind"] == "IstioGateway"
     assert len(gateway["spec"]["tolerations"]) == 2
     again = stack.up()
-    assert again.summary.resource_changes == {"same": again.summary.resource_changes["same"]}
+    changes = {
+        str(getattr(op, "value", op)): count for op, count in (again.summary.resource_changes or {}).items()
+    }
+    assert set(changes) == {"same"}, changes
     assert changed_steps(stack) == []
 
 
@@ -106,12 +108,12 @@ def test_each_override_previews_as_in_place_updates_only(
 
 def test_a_stack_file_value_beats_the_project_default(deployed: tuple[EngineProject, auto.Stack]) -> None:
     project, stack = deployed
-    weights = lambda: [  # noqa: E731
-        p["weight"]
-        for p in stack.outputs()["gateways"].value[0]["affinity"]["nodeAffinity"][
-            "preferredDuringSchedulingIgnoredDuringExecution"
-        ]
-    ]
+
+    def weights() -> list[int]:
+        gateway = stack.outputs()["gateways"].value[0]
+        preferred = gateway["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        return [p["weight"] for p in preferred]
+
     assert weights() == [80, 20]  # Pulumi.yaml's defaults
     original = project.stack_file("local").read_text()
     try:
@@ -156,7 +158,7 @@ def test_the_program_has_no_cloud_plugin_to_load_for_the_local_stack(
     deployed: tuple[EngineProject, auto.Stack],
 ) -> None:
     _, stack = deployed
-    exported = stack.export_stack().deployment
+    exported = stack.export_stack().deployment or {}
     types = {r["type"] for r in exported["resources"]}
+    assert "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway" in types
     assert not any(t.startswith("alicloud:") or t == "pulumi:providers:alicloud" for t in types)
-    assert Path  # the rendered files were checked above
