@@ -1,7 +1,9 @@
-"""The ASM instance whose control plane the IstioGateway is applied to.
+"""The ASM control plane that IstioGateways are applied to, and access to it.
 
 Either the stack creates the mesh (with the ACK cluster in it) and reads its
 kubeconfig, or the mesh exists and its kubeconfig comes from secret config.
+Either way the component hands out one Kubernetes provider for the mesh's API
+(or, with no kubeconfig, one that renders YAML to a folder).
 """
 
 from __future__ import annotations
@@ -11,45 +13,82 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_alicloud as alicloud
+import pulumi_kubernetes as k8s
 
 from components import type_token
+from components.providers import kubernetes_provider
 
 
 @dataclass
-class ServiceMeshArgs:
+class NewMesh:
+    """What the stack needs to create an ASM instance."""
+
     mesh_name: str
     edition: str
     vpc_id: str
     vswitch_id: str
     cluster_ids: Sequence[pulumi.Input[str]]
     version: str | None = None
+
+
+@dataclass
+class MeshControlPlaneArgs:
+    # Exactly one way in: a mesh to create, a kubeconfig, or a folder to render to.
+    new_mesh: NewMesh | None = None
+    kubeconfig: pulumi.Output[str] | None = None
+    render_directory: str | None = None
     protect: bool = False
 
 
-class ServiceMesh(pulumi.ComponentResource):
-    """A new ASM instance with the gateway's ACK cluster added to it."""
+class MeshControlPlane(pulumi.ComponentResource):
+    """An ASM instance (new or existing) and the provider for its Kubernetes API."""
 
-    mesh_id: pulumi.Output[str]
-    kubeconfig: pulumi.Output[str]
+    provider: k8s.Provider
+    mesh_id: pulumi.Output[str | None]
 
-    def __init__(self, name: str, args: ServiceMeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(type_token("ServiceMesh"), name, None, opts)
-        mesh = alicloud.servicemesh.ServiceMesh(
-            f"{name}-mesh",
-            service_mesh_name=args.mesh_name,
-            edition=args.edition,
-            version=args.version,
-            cluster_ids=list(args.cluster_ids),
-            network=alicloud.servicemesh.ServiceMeshNetworkArgs(
-                vpc_id=args.vpc_id, vswitche_list=args.vswitch_id
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                protect=args.protect,
-                # The control plane's kubeconfig is a credential: encrypt it in state.
-                additional_secret_outputs=["kubeconfig"],
+    def __init__(
+        self,
+        name: str,
+        args: MeshControlPlaneArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            type_token("MeshControlPlane"),
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                # This component was `ServiceMesh` and only existed for a new mesh.
+                pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=type_token("ServiceMesh"))]),
+                opts,
             ),
         )
-        self.mesh_id = mesh.id
-        self.kubeconfig = pulumi.Output.secret(mesh.kubeconfig.apply(lambda k: k or ""))
-        self.register_outputs({"mesh_id": self.mesh_id, "kubeconfig": self.kubeconfig})
+        kubeconfig = args.kubeconfig
+        self.mesh_id = pulumi.Output.from_input(None)
+        if args.new_mesh is not None:
+            spec = args.new_mesh
+            mesh = alicloud.servicemesh.ServiceMesh(
+                f"{name}-mesh",
+                service_mesh_name=spec.mesh_name,
+                edition=spec.edition,
+                version=spec.version,
+                cluster_ids=list(spec.cluster_ids),
+                network=alicloud.servicemesh.ServiceMeshNetworkArgs(
+                    vpc_id=spec.vpc_id, vswitche_list=spec.vswitch_id
+                ),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    protect=args.protect,
+                    # The control plane's kubeconfig is a credential: encrypt it in state.
+                    additional_secret_outputs=["kubeconfig"],
+                ),
+            )
+            self.mesh_id = mesh.id
+            kubeconfig = pulumi.Output.secret(mesh.kubeconfig.apply(lambda k: k or ""))
+
+        # The provider used to be a child of the stack's top component; the
+        # alias keeps its URN, so nothing applied through it is replaced.
+        moved = pulumi.ResourceOptions(
+            parent=self, aliases=[pulumi.Alias(parent=opts.parent if opts else None)]
+        )
+        self.provider = kubernetes_provider(name, kubeconfig, args.render_directory, moved)
+        self.register_outputs({"mesh_id": self.mesh_id})

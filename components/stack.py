@@ -12,12 +12,12 @@ from typing import Any
 
 import pulumi
 import pulumi_alicloud as alicloud
-import pulumi_kubernetes as k8s
 
 from components import type_token
 from components.gateway import IstioGateway, IstioGatewayArgs
-from components.mesh import ServiceMesh, ServiceMeshArgs
+from components.mesh import MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_pool import GatewayNodePool, GatewayNodePoolArgs, LabelledNodes, LabelledNodesArgs
+from components.providers import kubernetes_provider
 from components.scheduling import derive_rules
 from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs
 from stack_config import StackConfig
@@ -45,8 +45,12 @@ class ServerlessGateway(pulumi.ComponentResource):
             else None
         )
 
-        def on_cloud(protect: bool = False) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, provider=cloud, protect=protect)
+        def on_cloud() -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=cloud)
+
+        def render_directory(api: str) -> str | None:
+            """Where a provider without a kubeconfig writes the manifests for one API."""
+            return os.path.join(config.render_yaml_to, api) if config.render_yaml_to else None
 
         ecs = config.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
@@ -75,8 +79,11 @@ class ServerlessGateway(pulumi.ComponentResource):
             )
             self.node_pool_id = pool.node_pool_id
         elif ecs.mode == "existingNodes":
-            cluster = self._kubernetes_provider(
-                f"{name}-cluster", config.cluster_kubeconfig, config, "cluster"
+            cluster = kubernetes_provider(
+                f"{name}-cluster",
+                config.cluster_kubeconfig,
+                render_directory("cluster"),
+                pulumi.ResourceOptions(parent=self),
             )
             nodes = LabelledNodes(
                 f"{name}-ecs",
@@ -101,32 +108,35 @@ class ServerlessGateway(pulumi.ComponentResource):
         )
         self.virtual_node_mode = controller.mode
 
-        self.mesh_id = pulumi.Output.from_input(None)
-        mesh_kubeconfig = config.mesh_kubeconfig
-        if config.mesh.mode == "create":
-            mesh = ServiceMesh(
-                f"{name}-mesh",
-                ServiceMeshArgs(
-                    mesh_name=config.mesh.name,
-                    edition=config.mesh.edition,
-                    version=config.mesh.version,
-                    vpc_id=config.mesh.vpc_id,
-                    vswitch_id=config.mesh.vswitch_id,
-                    cluster_ids=[config.cluster_id],
-                    protect=config.protect,
+        mesh = MeshControlPlane(
+            f"{name}-mesh",
+            MeshControlPlaneArgs(
+                new_mesh=(
+                    NewMesh(
+                        mesh_name=config.mesh.name,
+                        edition=config.mesh.edition,
+                        version=config.mesh.version,
+                        vpc_id=config.mesh.vpc_id,
+                        vswitch_id=config.mesh.vswitch_id,
+                        cluster_ids=[config.cluster_id],
+                    )
+                    if config.mesh.mode == "create"
+                    else None
                 ),
-                on_cloud(),
-            )
-            self.mesh_id = mesh.mesh_id
-            mesh_kubeconfig = mesh.kubeconfig
-        mesh_provider = self._kubernetes_provider(f"{name}-mesh", mesh_kubeconfig, config, "mesh")
+                kubeconfig=config.mesh_kubeconfig,
+                render_directory=render_directory("mesh"),
+                protect=config.protect,
+            ),
+            on_cloud(),
+        )
+        self.mesh_id = mesh.mesh_id
 
         gateway_outputs = []
         for gateway in config.gateways:
             component = IstioGateway(
                 f"{name}-{gateway.namespace}-{gateway.name}",
                 IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
-                pulumi.ResourceOptions(parent=self, provider=mesh_provider, protect=config.protect),
+                pulumi.ResourceOptions(parent=self, provider=mesh.provider, protect=config.protect),
             )
             gateway_outputs.append(
                 pulumi.Output.all(
@@ -146,21 +156,4 @@ class ServerlessGateway(pulumi.ComponentResource):
                 "mesh_id": self.mesh_id,
                 "gateways": self.gateways,
             }
-        )
-
-    def _kubernetes_provider(
-        self,
-        name: str,
-        kubeconfig: pulumi.Output[str] | None,
-        config: StackConfig,
-        render_subdir: str,
-    ) -> k8s.Provider:
-        """A provider for one Kubernetes API: a kubeconfig if given, else rendered YAML."""
-        if kubeconfig is not None:
-            return k8s.Provider(name, kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(parent=self))
-        assert config.render_yaml_to is not None, "validated in stack_config.parse"
-        return k8s.Provider(
-            name,
-            render_yaml_to_directory=os.path.join(config.render_yaml_to, render_subdir),
-            opts=pulumi.ResourceOptions(parent=self),
         )

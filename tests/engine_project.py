@@ -43,8 +43,9 @@ class Step:
 
 
 class EngineProject:
-    def __init__(self, tmp: Path, source: Path = ROOT) -> None:
-        self.dir = tmp / "project"
+    def __init__(self, tmp: Path, source: Path = ROOT, folder: str = "project") -> None:
+        # Copies made with the same `tmp` share one backend, like two checkouts of a repo.
+        self.dir = tmp / folder
         self.dir.mkdir(parents=True)
         for name in PROJECT_FILES:
             src = source / name

@@ -1,0 +1,24 @@
+"""Explicit Kubernetes providers: one per API the stack talks to."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+
+def kubernetes_provider(
+    name: str,
+    kubeconfig: pulumi.Input[str] | None,
+    render_directory: str | None,
+    opts: pulumi.ResourceOptions,
+) -> k8s.Provider:
+    """A provider for a kubeconfig if there is one, else one that writes YAML.
+
+    Rendering is for the `local` stack and for review: the provider writes each
+    object's manifest under `render_directory` on `up` (not on `preview`).
+    """
+    if kubeconfig is not None:
+        return k8s.Provider(name, kubeconfig=kubeconfig, opts=opts)
+    if render_directory is None:
+        raise ValueError(f"{name}: neither a kubeconfig nor a folder to render to")
+    return k8s.Provider(name, render_yaml_to_directory=render_directory, opts=opts)
