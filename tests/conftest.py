@@ -148,9 +148,12 @@ def run_stack(
     secrets: Iterable[str] = (),
     *,
     preview: bool = False,
-    program: Callable[[stack_config.StackConfig], ServerlessGateway] | None = None,
+    program: Callable[[], ServerlessGateway | None] | None = None,
 ) -> Deployment:
-    """Run the program for `stack` with `values` as its config, under mocks."""
+    """Run the program for `stack` with `values` as its config, under mocks.
+
+    `program` defaults to what __main__.py does: load the config, build the stack.
+    """
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
     # Each run is its own stack: a fresh root Stack resource, not the last run's.
@@ -161,11 +164,13 @@ def run_stack(
         [f"{PROJECT}:{k}" for k in secrets],
     )
     deployment = Deployment(stack, monitor.registered)
-    build = program or (lambda config: ServerlessGateway("asm-gateway", config))
+    build = program or (lambda: ServerlessGateway("asm-gateway", stack_config.load()))
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def run() -> pulumi.Output[Any]:
-        component = build(stack_config.load())
+    def run() -> pulumi.Output[Any] | None:
+        component = build()
+        if component is None:
+            return None
         return pulumi.Output.all(
             gateways=component.gateways,
             node_pool_id=component.node_pool_id,

@@ -151,7 +151,8 @@ def test_no_resource_is_registered_when_config_is_bad() -> None:
     values = with_change(local_values(), "preferredWeight", 0)
     registered: list[str] = []
 
-    def program(config: stack_config.StackConfig) -> Any:
+    def program() -> Any:
+        stack_config.load()
         registered.append("built")  # never reached: load() raised first
         raise AssertionError
 

@@ -204,7 +204,12 @@ func pythonOptions(info *pulumirpc.ProgramInfo) toolchain.PythonOptions {
 // programEnvironment passes config to the program the way the Python SDK reads
 // it: all values as one JSON object, the secret keys as a JSON list.
 func programEnvironment(req *pulumirpc.RunRequest) ([]string, error) {
-	config, err := json.Marshal(req.GetConfig())
+	values := req.GetConfig()
+	if values == nil {
+		// The SDK wants an object even for a stack with no config.
+		values = map[string]string{}
+	}
+	config, err := json.Marshal(values)
 	if err != nil {
 		return nil, err
 	}
