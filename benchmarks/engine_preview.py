@@ -45,6 +45,7 @@ def preview_seconds(project_dir: Path, env: dict[str, str], runs: int) -> float:
             env=env,
             capture_output=True,
             text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise SystemExit(f"preview failed in {project_dir}:\n{done.stdout}{done.stderr}")

@@ -52,7 +52,11 @@ def main() -> None:
     baseline = None
     for count in (1, 10, 50):
         config = with_gateways(values, count)
-        seconds = median_seconds(lambda c=config: run_stack("local", c), args.runs)
+
+        def run_program(config: dict[str, Any] = config) -> None:
+            run_stack("local", config)
+
+        seconds = median_seconds(run_program, args.runs)
         baseline = baseline or seconds
         print(
             f"local stack, {count:2d} gateway(s):       median {seconds * 1000:8.1f} ms"
