@@ -214,9 +214,18 @@ KUBE_SCHEDULER = GoTool(
     ldflags=_kubernetes_version_flags(),
 )
 
+# Only for its Deployment and ReplicaSet controllers: the cluster tests scale
+# gateway Deployments and let the real controllers make the pods.
+KUBE_CONTROLLER_MANAGER = GoTool(
+    name="kube-controller-manager",
+    module="kube-control-plane",
+    package="k8s.io/kubernetes/cmd/kube-controller-manager",
+    ldflags=_kubernetes_version_flags(),
+)
+
 GROUPS: dict[str, tuple[GoTool, ...]] = {
     "engine": (PULUMI_CLI, PYTHON_LANGUAGE_HOST, KUBERNETES_PROVIDER),
-    "cluster": (ETCD, KUBE_APISERVER, KUBE_SCHEDULER),
+    "cluster": (ETCD, KUBE_APISERVER, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER),
 }
 GROUPS["all"] = GROUPS["engine"] + GROUPS["cluster"]
 

@@ -1,0 +1,156 @@
+"""The guide's last step as a command: where did the gateway pods land?
+
+Lists each gateway pod, its node and the node's kind (the gateway's ECS nodes,
+a virtual node, or another node), says how many pods are Pending and why, and
+exits 1 when a pod runs on a node that the stack's required node affinity does
+not admit. What is expected comes from the stack's own `gateways` output (the
+rules it applied), so the check cannot drift from the stack either.
+
+    scripts/pulumi.sh stack output --json --stack prod | \\
+        .venv/bin/python placement_check.py --kubeconfig ~/.kube/config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from components.scheduling import VIRTUAL_NODE_LABELS
+
+NodeKindName = str  # "gateway-ecs" | "virtual" | "other"
+
+
+def expression_matches(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:
+    key, operator = expression["key"], expression["operator"]
+    values = expression.get("values") or []
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    if operator in ("Gt", "Lt") and key in labels:
+        number, bound = int(labels[key]), int(values[0])
+        return number > bound if operator == "Gt" else number < bound
+    return False
+
+
+def term_matches(labels: Mapping[str, str], term: Mapping[str, Any]) -> bool:
+    return all(expression_matches(labels, e) for e in term.get("matchExpressions", []))
+
+
+def required_terms(affinity: Mapping[str, Any]) -> list[dict[str, Any]]:
+    required = affinity.get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {})
+    return list(required.get("nodeSelectorTerms", []))
+
+
+def node_kind(labels: Mapping[str, str], affinity: Mapping[str, Any]) -> NodeKindName:
+    """Classify a node by the rules: a virtual node, the gateway's ECS nodes, or other."""
+    if all(labels.get(k) == v for k, v in VIRTUAL_NODE_LABELS.items()):
+        return "virtual"
+    if any(term_matches(labels, term) for term in required_terms(affinity)):
+        return "gateway-ecs"
+    return "other"
+
+
+def admitted(labels: Mapping[str, str], affinity: Mapping[str, Any]) -> bool:
+    return any(term_matches(labels, term) for term in required_terms(affinity))
+
+
+@dataclass(frozen=True)
+class PodPlacement:
+    gateway: str
+    pod: str
+    node: str | None
+    kind: NodeKindName | None
+    allowed: bool
+    pending_reason: str | None = None
+
+
+def placements(
+    gateway: Mapping[str, Any], pods: Sequence[Any], node_labels: Mapping[str, Mapping[str, str]]
+) -> list[PodPlacement]:
+    """Where each pod of one gateway is, judged by the gateway's own rules."""
+    result = []
+    for pod in pods:
+        node = pod.spec.node_name
+        if node is None:
+            reason = next(
+                (
+                    f"{c.reason}: {c.message}"
+                    for c in (pod.status.conditions or [])
+                    if c.type == "PodScheduled" and c.status == "False"
+                ),
+                "not scheduled yet",
+            )
+            result.append(PodPlacement(gateway["name"], pod.metadata.name, None, None, True, reason))
+            continue
+        labels = node_labels.get(node, {})
+        result.append(
+            PodPlacement(
+                gateway["name"],
+                pod.metadata.name,
+                node,
+                node_kind(labels, gateway["affinity"]),
+                admitted(labels, gateway["affinity"]),
+            )
+        )
+    return result
+
+
+def check(api: Any, gateways: Sequence[Mapping[str, Any]], selector: str) -> list[PodPlacement]:
+    core = kubernetes.client.CoreV1Api(api)
+    node_labels = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
+    found: list[PodPlacement] = []
+    for gateway in gateways:
+        pods = core.list_namespaced_pod(
+            gateway["namespace"], label_selector=selector.format(name=gateway["name"])
+        ).items
+        found.extend(placements(gateway, pods, node_labels))
+    return found
+
+
+def report(found: Sequence[PodPlacement]) -> str:
+    lines = [f"{'GATEWAY':<20} {'POD':<45} {'NODE':<32} KIND"]
+    for p in found:
+        where = p.node or "-"
+        kind = p.kind or f"Pending ({p.pending_reason})"
+        flag = "" if p.allowed else "   <-- not allowed by the gateway's rules"
+        lines.append(f"{p.gateway:<20} {p.pod:<45} {where:<32} {kind}{flag}")
+    kinds = Counter(p.kind or "pending" for p in found)
+    lines.append(", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items())) or "no gateway pods")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--kubeconfig", help="the ACK cluster's kubeconfig (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    parser.add_argument("--outputs", default="-", help="the stack's outputs as JSON (default: stdin)")
+    parser.add_argument(
+        "--selector", default="istio={name}", help="label selector of a gateway's pods; {name} is the gateway"
+    )
+    args = parser.parse_args(argv)
+    text = sys.stdin.read() if args.outputs == "-" else Path(args.outputs).read_text()
+    gateways = json.loads(text)["gateways"]
+    api = kubernetes.config.new_client_from_config(config_file=args.kubeconfig)
+    found = check(api, gateways, args.selector)
+    print(report(found))
+    return 0 if all(p.allowed for p in found) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

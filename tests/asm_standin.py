@@ -1,0 +1,165 @@
+"""Stand-ins for what ASM provides, for the cluster tests only.
+
+ASM's control plane serves the `IstioGateway` CRD and its controller turns each
+IstioGateway into a Deployment of Envoy pods. Neither runs here, so this module
+provides both: a CRD written from the fields this project uses (so the API
+server validates the stack's specs against it), and a controller stand-in that
+builds the Deployment from an IstioGateway's spec as ASM's controller does:
+replicas, resources, pod annotations, affinity, tolerations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes
+
+GROUP = "istio.alibabacloud.com"
+VERSION = "v1beta1"
+PLURAL = "istiogateways"
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_FREE_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+ISTIO_GATEWAY_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"{PLURAL}.{GROUP}"},
+    "spec": {
+        "group": GROUP,
+        "scope": "Namespaced",
+        "names": {"kind": "IstioGateway", "plural": PLURAL, "singular": "istiogateway"},
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                # Fields the stack passes through `extraSpec`.
+                                "x-kubernetes-preserve-unknown-fields": True,
+                                "required": ["clusterIds", "gatewayType"],
+                                "properties": {
+                                    "clusterIds": {"type": "array", "items": {"type": "string"}},
+                                    "gatewayType": {"type": "string", "enum": ["ingress", "egress"]},
+                                    "replicaCount": {"type": "integer", "minimum": 0},
+                                    "autoscaleEnabled": {"type": "boolean"},
+                                    "minReplicas": {"type": "integer", "minimum": 1},
+                                    "maxReplicas": {"type": "integer", "minimum": 1},
+                                    "cpu": {
+                                        "type": "object",
+                                        "properties": {"targetAverageUtilization": {"type": "integer"}},
+                                    },
+                                    "ports": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name", "port"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "port": {"type": "integer"},
+                                                "targetPort": {"type": "integer"},
+                                                "protocol": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                    "serviceType": {
+                                        "type": "string",
+                                        "enum": ["LoadBalancer", "NodePort", "ClusterIP"],
+                                    },
+                                    "serviceAnnotations": _STRING_MAP,
+                                    "podAnnotations": _STRING_MAP,
+                                    "resources": _FREE_OBJECT,
+                                    "affinity": _FREE_OBJECT,
+                                    "tolerations": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "key": {"type": "string"},
+                                                "operator": {"type": "string", "enum": ["Equal", "Exists"]},
+                                                "value": {"type": "string"},
+                                                "effect": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def install(api: kubernetes.client.ApiClient, namespace: str = "istio-system") -> None:
+    """What an ASM mesh has before any gateway: the CRD and the namespace."""
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    existing = {crd.metadata.name for crd in extensions.list_custom_resource_definition().items}
+    if ISTIO_GATEWAY_CRD["metadata"]["name"] not in existing:
+        extensions.create_custom_resource_definition(ISTIO_GATEWAY_CRD)
+    core = kubernetes.client.CoreV1Api(api)
+    if namespace not in {ns.metadata.name for ns in core.list_namespace().items}:
+        core.create_namespace({"metadata": {"name": namespace}})
+
+
+def gateway_deployment(gateway: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment that ASM's controller makes of one IstioGateway."""
+    spec = gateway["spec"]
+    name = gateway["metadata"]["name"]
+    labels = {"app": name, "istio": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": gateway["metadata"]["namespace"], "labels": labels},
+        "spec": {
+            "replicas": spec.get("replicaCount", 1),
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": spec.get("podAnnotations", {})},
+                "spec": {
+                    "affinity": spec.get("affinity"),
+                    "tolerations": spec.get("tolerations", []),
+                    "containers": [
+                        {
+                            "name": "istio-proxy",
+                            # No kubelet runs: the image is never pulled.
+                            "image": "asm-proxy:stand-in",
+                            "resources": spec.get("resources", {}),
+                            "ports": [
+                                {"containerPort": p.get("targetPort", p["port"]), "name": p["name"][:15]}
+                                for p in spec.get("ports", [])
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def reconcile(
+    api: kubernetes.client.ApiClient, namespace: str, name: str, replicas: int | None = None
+) -> None:
+    """Create or update the gateway's Deployment from its IstioGateway, like ASM does.
+
+    `replicas`, if given, stands for the HPA scaling within min..max.
+    """
+    gateway = kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    deployment = gateway_deployment(gateway)
+    if replicas is not None:
+        deployment["spec"]["replicas"] = replicas
+    apps = kubernetes.client.AppsV1Api(api)
+    existing = {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
+    if name in existing:
+        apps.replace_namespaced_deployment(name, namespace, deployment)
+    else:
+        apps.create_namespaced_deployment(namespace, deployment)

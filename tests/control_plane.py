@@ -1,0 +1,183 @@
+"""A real Kubernetes control plane on 127.0.0.1, started and stopped by the tests.
+
+etcd, kube-apiserver, kube-scheduler and kube-controller-manager (its
+Deployment and ReplicaSet controllers only), built from their Go modules by
+tools/toolchain.py. There is no kubelet: tests create Node objects with
+capacity, allocatable and a Ready condition, as KWOK does, so the scheduler
+binds pods and `spec.nodeName` shows its decision.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools import toolchain
+
+KUBERNETES_VERSION = toolchain.KUBERNETES_VERSION
+
+
+def cluster_bin() -> dict[str, Path]:
+    """The control plane's binaries, or a skip (a failure under scripts/test.sh)."""
+    missing = [t.name for t in toolchain.GROUPS["cluster"] if not t.built()]
+    if missing:
+        message = f"control plane not built: {', '.join(missing)}; run scripts/setup.sh"
+        if os.environ.get("ASM_GATEWAY_REQUIRE_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {t.name: t.bin_dir() / t.name for t in toolchain.GROUPS["cluster"]}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    binaries: dict[str, Path]
+    server: str = ""
+    token: str = "asm-gateway-test-token"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig.yaml"
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [str(self.binaries[name]), *args], stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        self._start(
+            "etcd",
+            [
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--log-level=warn",
+            ],
+        )
+        key = self.workdir / "service-account.key"
+        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self.token},admin,admin,"system:masters"\n')
+        self._start(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.workdir / 'certs'}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=AlwaysAllow",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={key}",
+                f"--service-account-signing-key-file={key}",
+                # No service-account controller runs to create `default` accounts.
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+            ],
+        )
+        self.server = f"https://127.0.0.1:{api_port}"
+        self.kubeconfig_path.write_text(yaml.safe_dump(self.kubeconfig))
+        self.wait_ready()
+        self.start_scheduler()
+        self._start(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--controllers=deployment-controller,replicaset-controller",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+            ],
+        )
+
+    def start_scheduler(self, config: dict[str, Any] | None = None) -> None:
+        """(Re)start kube-scheduler, with a KubeSchedulerConfiguration if given."""
+        old = self.processes.pop("kube-scheduler", None)
+        if old is not None:
+            old.terminate()
+            old.wait(timeout=30)
+        document = config or {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+        }
+        document = {
+            **document,
+            "clientConnection": {"kubeconfig": str(self.kubeconfig_path)},
+            "leaderElection": {"leaderElect": False},
+        }
+        path = self.workdir / "scheduler-config.yaml"
+        path.write_text(yaml.safe_dump(document))
+        self._start(
+            "kube-scheduler",
+            [f"--config={path}", "--bind-address=127.0.0.1", f"--secure-port={free_port()}"],
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    log = (self.workdir / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s")
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
