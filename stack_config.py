@@ -37,6 +37,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "preferredWeight": Weights().preferred,
     "overflowWeight": Weights().overflow,
     "protect": False,
+    "ackResourcePolicy": False,
 }
 
 ISTIO_GATEWAY_RESERVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
@@ -180,6 +181,7 @@ class StackConfig:
     gateways: tuple[Gateway, ...]
     protect: bool
     render_yaml_to: str | None
+    ack_resource_policy: bool
     # Secrets stay Outputs marked secret from the moment they are read.
     cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
     mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
@@ -192,6 +194,11 @@ class StackConfig:
         if self.virtual_nodes.mode != "none":
             groups[NodeKind.ECI] = VIRTUAL_NODES
         return groups
+
+    @property
+    def needs_cluster_api(self) -> bool:
+        """Whether the stack writes to the ACK cluster's own Kubernetes API."""
+        return self.ecs.mode == "existingNodes" or self.ack_resource_policy
 
     @property
     def needs_cloud(self) -> bool:
@@ -600,18 +607,6 @@ def _read_gateway(fields: _Fields, index: int) -> Gateway:
 
 # -- Loading -----------------------------------------------------------------------------
 
-TOP_LEVEL_KEYS = (
-    "region",
-    "clusterId",
-    "clusterKubeconfig",
-    "meshKubeconfig",
-    "ecsCapacity",
-    "virtualNodes",
-    "mesh",
-    "gateways",
-    "renderYamlTo",
-    *PROJECT_DEFAULTS,
-)
 SECRET_KEYS = ("clusterKubeconfig", "meshKubeconfig")
 
 
@@ -679,6 +674,7 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
         seen.add((gateway.namespace, gateway.name))
 
     protect = top.boolean("protect", PROJECT_DEFAULTS["protect"])
+    ack_resource_policy = top.boolean("ackResourcePolicy", PROJECT_DEFAULTS["ackResourcePolicy"])
     config = StackConfig(
         stack=stack,
         region=region,
@@ -691,15 +687,15 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
         gateways=gateways,
         protect=protect,
         render_yaml_to=render_to,
+        ack_resource_policy=ack_resource_policy,
         cluster_kubeconfig=kubeconfigs["clusterKubeconfig"],
         mesh_kubeconfig=kubeconfigs["meshKubeconfig"],
     )
     if config.needs_cloud and not region:
         top.problem("region", "is required: the stack declares Alibaba Cloud resources")
-    if ecs.mode == "existingNodes" and kubeconfigs["clusterKubeconfig"] is None and not render_to:
-        top.problem(
-            "clusterKubeconfig", "is required to label and taint existing nodes (or set renderYamlTo)"
-        )
+    if config.needs_cluster_api and kubeconfigs["clusterKubeconfig"] is None and not render_to:
+        why = "label and taint existing nodes" if ecs.mode == "existingNodes" else "apply ackResourcePolicy"
+        top.problem("clusterKubeconfig", f"is required to {why} (or set renderYamlTo)")
     if mesh.mode == "existing" and kubeconfigs["meshKubeconfig"] is None and not render_to:
         top.problem(
             "meshKubeconfig", "is required to apply gateways to an existing mesh (or set renderYamlTo)"

@@ -139,3 +139,20 @@ def derive_rules(
         affinity={"nodeAffinity": node_affinity},
         tolerations=[taint.as_toleration() for taint in taints],
     )
+
+
+def resource_policy_units(policy: Policy, groups: Mapping[NodeKind, NodeGroup]) -> list[dict[str, Any]]:
+    """ACK ResourcePolicy units for a policy: the allowed kinds of node, in order.
+
+    ACK's scheduler fills each unit before it tries the next, which is the
+    strict ECS-first (or ECI-first) that preferred affinity alone only asks for.
+    """
+    units: list[dict[str, Any]] = []
+    for kind in policy.allowed:
+        if kind not in groups:
+            raise MissingNodeGroupError(policy, kind)
+        if kind is NodeKind.ECS:
+            units.append({"resource": "ecs", "nodeSelector": dict(sorted(groups[kind].labels.items()))})
+        else:
+            units.append({"resource": "eci"})
+    return units

@@ -18,7 +18,8 @@ from components.gateway import IstioGateway, IstioGatewayArgs
 from components.mesh import MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_pool import GatewayNodePool, GatewayNodePoolArgs, LabelledNodes, LabelledNodesArgs
 from components.providers import kubernetes_provider
-from components.scheduling import derive_rules
+from components.resource_policy import GatewayResourcePolicy, GatewayResourcePolicyArgs
+from components.scheduling import derive_rules, resource_policy_units
 from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs
 from stack_config import StackConfig
 
@@ -52,6 +53,17 @@ class ServerlessGateway(pulumi.ComponentResource):
             """Where a provider without a kubeconfig writes the manifests for one API."""
             return os.path.join(config.render_yaml_to, api) if config.render_yaml_to else None
 
+        cluster = (
+            kubernetes_provider(
+                f"{name}-cluster",
+                config.cluster_kubeconfig,
+                render_directory("cluster"),
+                pulumi.ResourceOptions(parent=self),
+            )
+            if config.needs_cluster_api
+            else None
+        )
+
         ecs = config.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
         self.node_names = pulumi.Output.from_input([])
@@ -79,12 +91,6 @@ class ServerlessGateway(pulumi.ComponentResource):
             )
             self.node_pool_id = pool.node_pool_id
         elif ecs.mode == "existingNodes":
-            cluster = kubernetes_provider(
-                f"{name}-cluster",
-                config.cluster_kubeconfig,
-                render_directory("cluster"),
-                pulumi.ResourceOptions(parent=self),
-            )
             nodes = LabelledNodes(
                 f"{name}-ecs",
                 LabelledNodesArgs(node_names=ecs.nodes, labels=ecs.labels, taints=ecs.taints),
@@ -131,10 +137,18 @@ class ServerlessGateway(pulumi.ComponentResource):
         )
         self.mesh_id = mesh.mesh_id
 
+        units = resource_policy_units(config.policy, config.node_groups())
         gateway_outputs = []
         for gateway in config.gateways:
+            gateway_name = f"{name}-{gateway.namespace}-{gateway.name}"
+            if config.ack_resource_policy:
+                GatewayResourcePolicy(
+                    f"{gateway_name}-policy",
+                    GatewayResourcePolicyArgs(gateway.name, gateway.namespace, units),
+                    pulumi.ResourceOptions(parent=self, provider=cluster),
+                )
             component = IstioGateway(
-                f"{name}-{gateway.namespace}-{gateway.name}",
+                gateway_name,
                 IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
                 pulumi.ResourceOptions(parent=self, provider=mesh.provider, protect=config.protect),
             )

@@ -184,9 +184,13 @@ def run_stack(
 
 
 def run_stack_file(stack: str, overrides: Mapping[str, Any] | None = None) -> Deployment:
-    """Run a stack from `stacks/`, as an operator would after setting its secrets."""
+    """Run a stack from `stacks/`, as an operator would after setting its secrets.
+
+    Overrides of the kubeconfig keys count as secrets, as `--secret` makes them.
+    """
     values, secrets = config_values_of(ROOT / "stacks" / f"Pulumi.{stack}.yaml")
     values.update(overrides or {})
+    secrets += [k for k in overrides or {} if k in stack_config.SECRET_KEYS]
     extra = operator_secrets(values)
     values.update(extra)
     return run_stack(stack, values, [*secrets, *extra])

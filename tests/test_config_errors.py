@@ -128,6 +128,7 @@ BAD_CONFIGS = [
     ("dev", "virtualNodes.eciSecurityGroupId", ..., "virtualNodes.eciSecurityGroupId", "is required"),
     ("dev", "mesh.vpcId", ..., "mesh.vpcId", "is required"),
     ("dev", "mesh.mode", "existing", "mesh.name", "only used with mode create"),
+    ("dev", "ackResourcePolicy", True, "clusterKubeconfig", "required to apply ackResourcePolicy"),
 ]
 
 

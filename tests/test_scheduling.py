@@ -17,6 +17,7 @@ from components.scheduling import (
     Taint,
     Weights,
     derive_rules,
+    resource_policy_units,
 )
 
 GUIDE_POOL = NodeGroup(NodeKind.ECS, {"mykey4pod": "asmgateway"}, (Taint("mykey", "myvalue", "NoSchedule"),))
@@ -157,3 +158,24 @@ def test_label_and_taint_order_never_changes_the_rules(pool: NodeGroup) -> None:
         a = derive_rules(policy, {NodeKind.ECS: pool, NodeKind.ECI: VIRTUAL_NODES})
         b = derive_rules(policy, {NodeKind.ECS: shuffled, NodeKind.ECI: VIRTUAL_NODES})
         assert a == b
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            Policy.PREFER_ECS,
+            [{"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}}, {"resource": "eci"}],
+        ),
+        (
+            Policy.PREFER_ECI,
+            [{"resource": "eci"}, {"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}}],
+        ),
+        (Policy.ECS_ONLY, [{"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}}]),
+        (Policy.ECI_ONLY, [{"resource": "eci"}]),
+    ],
+)
+def test_resource_policy_units_follow_the_policys_order(
+    policy: Policy, expected: list[dict[str, Any]]
+) -> None:
+    assert resource_policy_units(policy, BOTH) == expected

@@ -241,3 +241,20 @@ def test_a_taint_changed_on_the_pool_changes_the_gateways_toleration() -> None:
     assert pool["taints"] == [{"key": "dedicated", "value": "asm", "effect": "NoExecute"}]
     assert {"key": "dedicated", "operator": "Equal", "value": "asm", "effect": "NoExecute"} in tolerations
     assert not [t for t in tolerations if t["key"] == "mykey"]
+
+
+def test_ack_resource_policy_is_rendered_per_gateway_from_the_same_node_groups() -> None:
+    deployment = run_stack_file("prod", {"ackResourcePolicy": True, "clusterKubeconfig": TEST_KUBECONFIG})
+    policies = deployment.of_type("kubernetes:scheduling.alibabacloud.com/v1alpha1:ResourcePolicy")
+    assert sorted(p.inputs["metadata"]["name"] for p in policies) == ["ingressgateway", "intranet-gateway"]
+    cluster = next(p for p in deployment.of_type(K8S_PROVIDER) if p.name.endswith("-cluster"))
+    for policy in policies:
+        assert policy.provider.startswith(cluster.urn)
+        assert policy.inputs["spec"]["selector"] == {"istio": policy.inputs["metadata"]["name"]}
+        assert policy.inputs["spec"]["units"] == [
+            {"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}},
+            {"resource": "eci"},
+        ]
+    assert (
+        run_stack_file("prod").of_type("kubernetes:scheduling.alibabacloud.com/v1alpha1:ResourcePolicy") == []
+    )
