@@ -1,4 +1,4 @@
-"""Stand-ins for what ASM provides, for the cluster tests only.
+"""Stand-ins for what ASM (and ACK) provide, for the cluster tests only.
 
 ASM's control plane serves the `IstioGateway` CRD and its controller turns each
 IstioGateway into a Deployment of Envoy pods. Neither runs here, so this module
@@ -98,12 +98,60 @@ ISTIO_GATEWAY_CRD: dict[str, Any] = {
 }
 
 
+# ACK Pro serves this CRD for its scheduler; the schema is the fields the stack sets.
+RESOURCE_POLICY_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "resourcepolicies.scheduling.alibabacloud.com"},
+    "spec": {
+        "group": "scheduling.alibabacloud.com",
+        "scope": "Namespaced",
+        "names": {"kind": "ResourcePolicy", "plural": "resourcepolicies", "singular": "resourcepolicy"},
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["units"],
+                                "properties": {
+                                    "selector": _STRING_MAP,
+                                    "strategy": {"type": "string", "enum": ["prefer"]},
+                                    "units": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["resource"],
+                                            "properties": {
+                                                "resource": {"type": "string", "enum": ["ecs", "eci", "acs"]},
+                                                "nodeSelector": _STRING_MAP,
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
 def install(api: kubernetes.client.ApiClient, namespace: str = "istio-system") -> None:
-    """What an ASM mesh has before any gateway: the CRD and the namespace."""
+    """What an ASM mesh on ACK Pro has before any gateway: the CRDs and the namespace."""
     extensions = kubernetes.client.ApiextensionsV1Api(api)
     existing = {crd.metadata.name for crd in extensions.list_custom_resource_definition().items}
-    if ISTIO_GATEWAY_CRD["metadata"]["name"] not in existing:
-        extensions.create_custom_resource_definition(ISTIO_GATEWAY_CRD)
+    for crd in (ISTIO_GATEWAY_CRD, RESOURCE_POLICY_CRD):
+        if crd["metadata"]["name"] not in existing:
+            extensions.create_custom_resource_definition(crd)
     core = kubernetes.client.CoreV1Api(api)
     if namespace not in {ns.metadata.name for ns in core.list_namespace().items}:
         core.create_namespace({"metadata": {"name": namespace}})

@@ -156,6 +156,15 @@ def burst(cluster: Cluster, steps: list[int]) -> list[Counter[str]]:
     return seen
 
 
+def time_to_bind(cluster: Cluster, replicas: int) -> float:
+    """Seconds from an empty gateway to `replicas` pods all bound or refused."""
+    reset(cluster.api)
+    start = time.perf_counter()
+    asm_standin.reconcile(cluster.api, NAMESPACE, GATEWAY, replicas=replicas)
+    settle(cluster.api, replicas)
+    return time.perf_counter() - start
+
+
 def print_steps(title: str, steps: list[int], seen: list[Counter[str]]) -> None:
     print(f"\n{title}")
     for replicas, counts in zip(steps, seen, strict=True):
@@ -174,6 +183,26 @@ def ecs_first_fidelity(steps: list[int], seen: list[Counter[str]]) -> float:
 
 STEPS = [2, 6, 10, 14, 18, 22, 26, 30]
 
+# kube-scheduler with the preferred node affinity made decisive: its weight
+# outweighs every other score together (at most ~11 plugins x 100), so a node
+# the pod prefers always wins while it fits. That is the placement ACK's
+# ResourcePolicy gives (fill the ECS unit, then ECI); it is not ACK's plugin.
+ECS_FIRST_PROFILE: dict[str, Any] = {
+    "apiVersion": "kubescheduler.config.k8s.io/v1",
+    "kind": "KubeSchedulerConfiguration",
+    "profiles": [
+        {
+            "schedulerName": "default-scheduler",
+            "plugins": {
+                "score": {
+                    "enabled": [{"name": "NodeAffinity", "weight": 50}],
+                    "disabled": [{"name": "NodeAffinity"}],
+                }
+            },
+        }
+    ],
+}
+
 
 # -- The policies ---------------------------------------------------------------------------
 
@@ -189,10 +218,11 @@ def test_stack_labels_and_taints_the_gateway_nodes(cluster: Cluster) -> None:
 
 def test_prefer_ecs_fills_ecs_then_overflows_to_eci_and_never_elsewhere(cluster: Cluster) -> None:
     cluster.set_policy("prefer-ecs")
+    bind_seconds = time_to_bind(cluster, 30)
     seen = burst(cluster, STEPS)
     print_steps("prefer-ecs, default kube-scheduler scoring:", STEPS, seen)
     fidelity = ecs_first_fidelity(STEPS, seen)
-    print(f"  ECS-first fidelity: {fidelity:.0%}")
+    print(f"  ECS-first fidelity: {fidelity:.0%}; 0 -> 30 replicas bound in {bind_seconds:.2f} s")
     for replicas, counts in zip(STEPS, seen, strict=True):
         assert counts["other"] == 0 and counts["pending"] == 0
         assert counts["gateway-ecs"] + counts["virtual"] == replicas
@@ -291,3 +321,27 @@ def test_placement_check_command_flags_a_pod_outside_the_rules(cluster: Cluster,
     core.create_namespaced_pod(NAMESPACE, {"apiVersion": "v1", "kind": "Pod", **stray})
     assert placement_check.main(["--kubeconfig", kubeconfig, "--outputs", str(outputs)]) == 1
     core.delete_namespaced_pod("stray-gateway-pod", NAMESPACE, grace_period_seconds=0)
+
+
+def test_with_ack_ordering_prefer_ecs_is_strictly_ecs_first(cluster: Cluster) -> None:
+    cluster.set_policy("prefer-ecs", ackResourcePolicy=True)
+    policy = kubernetes.client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        "scheduling.alibabacloud.com", "v1alpha1", NAMESPACE, "resourcepolicies", GATEWAY
+    )
+    assert policy["spec"]["units"] == [
+        {"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}},
+        {"resource": "eci"},
+    ]
+    cluster.plane.start_scheduler(ECS_FIRST_PROFILE)
+    try:
+        bind_seconds = time_to_bind(cluster, 30)
+        seen = burst(cluster, STEPS)
+    finally:
+        cluster.plane.start_scheduler()
+    fidelity = ecs_first_fidelity(STEPS, seen)
+    print_steps("prefer-ecs, ECS-first ordering (ResourcePolicy's placement):", STEPS, seen)
+    print(f"  ECS-first fidelity: {fidelity:.0%}; 0 -> 30 replicas bound in {bind_seconds:.2f} s")
+    assert fidelity == 1.0
+    for replicas, counts in zip(STEPS, seen, strict=True):
+        assert counts["gateway-ecs"] == min(replicas, ECS_ROOM)
+        assert counts["virtual"] == replicas - min(replicas, ECS_ROOM)
