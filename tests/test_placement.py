@@ -283,6 +283,24 @@ def test_a_missing_toleration_keeps_pods_off_the_pool(cluster: Cluster) -> None:
     assert counts["gateway-ecs"] == 0 and counts["other"] == 0
 
 
+def test_a_taint_added_by_hand_keeps_pods_off_that_node(cluster: Cluster) -> None:
+    cluster.set_policy("prefer-ecs")
+    core = kubernetes.client.CoreV1Api(cluster.api)
+    node = core.read_node(GATEWAY_NODES[1])
+    before = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints]
+    # `kubectl taint` behind the stack's back: its rules do not tolerate this.
+    surprise = {"key": "maintenance", "value": "true", "effect": "NoSchedule"}
+    core.patch_node(GATEWAY_NODES[1], {"spec": {"taints": [*before, surprise]}})
+    try:
+        reset(cluster.api)
+        asm_standin.reconcile(cluster.api, NAMESPACE, GATEWAY, replicas=10)
+        pods = settle(cluster.api, 10)
+        assert not [p for p in pods if p.spec.node_name == GATEWAY_NODES[1]]
+        assert where(cluster, pods)["other"] == 0
+    finally:
+        core.patch_node(GATEWAY_NODES[1], {"spec": {"taints": before}})
+
+
 def test_a_taint_added_through_the_stack_is_tolerated_in_the_same_up(cluster: Cluster) -> None:
     def add_taint(config: dict[str, Any]) -> None:
         config["placementPolicy"] = "ecs-only"
