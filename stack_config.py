@@ -341,14 +341,8 @@ class _Fields:
         check_key: Callable[[str], str | None],
         check_value: Callable[[str], str | None] | None = None,
     ) -> dict[str, str]:
-        value = self.raw(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problem(key, f"must be an object of string values, got {_describe(value)}")
-            return {}
         result: dict[str, str] = {}
-        for item_key, item_value in value.items():
+        for item_key, item_value in self.free_object(key, "an object of string values").items():
             path = f"{self.at(key)}.{item_key}"
             reason = check_key(item_key)
             if reason:
@@ -365,14 +359,21 @@ class _Fields:
         # Sorted, so that reordering keys in config is never a diff.
         return dict(sorted(result.items()))
 
-    def free_object(self, key: str) -> dict[str, Any]:
+    def free_object(self, key: str, what: str = "an object") -> dict[str, Any]:
         value = self.raw(key)
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.problem(key, f"must be an object, got {_describe(value)}")
+            self.problem(key, f"must be {what}, got {_describe(value)}")
             return {}
         return value
+
+    def refuse(self, keys: Iterable[str], reason: str) -> None:
+        """Keys that are known but do not apply here: each one set is a problem."""
+        for key in keys:
+            if self.has(key):
+                self.problem(key, reason)
+            self.raw(key)
 
     def nested(self, key: str) -> _Fields:
         return _Fields(self.at(key), self.raw(key), self._problems)
@@ -455,14 +456,12 @@ def _read_ecs(fields: _Fields) -> EcsCapacity:
         fields.problem("labels", "match every virtual node too; pick a label of the pool's own")
     if mode == "nodePool":
         node_pool = _read_node_pool(fields.nested("nodePool"))
-    elif fields.has("nodePool"):
-        fields.problem("nodePool", f"is only used with mode nodePool (mode is {mode})")
-        fields.raw("nodePool")
+    else:
+        fields.refuse(["nodePool"], f"is only used with mode nodePool (mode is {mode})")
     if mode == "existingNodes":
         nodes = fields.strings("nodes", required=True, check=dns_subdomain_problem)
-    elif fields.has("nodes"):
-        fields.problem("nodes", f"is only used with mode existingNodes (mode is {mode})")
-        fields.raw("nodes")
+    else:
+        fields.refuse(["nodes"], f"is only used with mode existingNodes (mode is {mode})")
     fields.close()
     return EcsCapacity(mode, labels, taints, node_pool, nodes)
 
@@ -473,10 +472,8 @@ def _read_node_pool(fields: _Fields) -> NodePoolSpec:
     vswitch_ids = fields.strings("vswitchIds", required=True)
     desired_size: int | None = None
     autoscaling: Autoscaling | None = None
-    if fields.has("autoscaling") and fields.has("desiredSize"):
-        fields.problem("desiredSize", "cannot be set with autoscaling: the autoscaler owns the size")
-        fields.raw("desiredSize")
     if fields.has("autoscaling"):
+        fields.refuse(["desiredSize"], "cannot be set with autoscaling: the autoscaler owns the size")
         scaling = fields.nested("autoscaling")
         low = scaling.integer("minSize", 1, 0, 1000)
         high = scaling.integer("maxSize", 3, 1, 1000)
@@ -513,10 +510,10 @@ def _read_virtual_nodes(fields: _Fields) -> VirtualNodes:
             fields.free_object("addonConfig"),
         )
     else:
-        for key in ("eciVswitchIds", "eciSecurityGroupId", "addonVersion", "addonConfig"):
-            if fields.has(key):
-                fields.problem(key, f"is only used with mode addon (mode is {mode})")
-                fields.raw(key)
+        fields.refuse(
+            ("eciVswitchIds", "eciSecurityGroupId", "addonVersion", "addonConfig"),
+            f"is only used with mode addon (mode is {mode})",
+        )
         result = VirtualNodes(mode)
     fields.close()
     return result
@@ -534,10 +531,10 @@ def _read_mesh(fields: _Fields) -> Mesh:
             vswitch_id=fields.string("vswitchId", "", required=True) or "",
         )
     else:
-        for key in ("name", "edition", "version", "vpcId", "vswitchId"):
-            if fields.has(key):
-                fields.problem(key, f"is only used with mode create (mode is {mode})")
-                fields.raw(key)
+        fields.refuse(
+            ("name", "edition", "version", "vpcId", "vswitchId"),
+            f"is only used with mode create (mode is {mode})",
+        )
         result = Mesh(mode)
     fields.close()
     return result
