@@ -72,11 +72,9 @@ def tool_seconds(cold: bool) -> float:
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as gocache:
             os.environ["ASM_GATEWAY_TOOLS_CACHE"] = cache
             os.environ["GOCACHE"] = gocache
-            for tool in toolchain.GROUPS["engine"]:
-                tool.build()
+            toolchain.install_engine()
     else:
-        for tool in toolchain.GROUPS["engine"]:
-            tool.build()
+        toolchain.install_engine()
     os.environ.clear()
     os.environ.update(env_backup)
     return time.perf_counter() - start

@@ -100,16 +100,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def reset(api: kubernetes.client.ApiClient) -> None:
-    """Remove the gateway's pods at once: with no kubelet, bound pods never finish terminating."""
+    """Remove the gateway's pods at once: with no kubelet, bound pods never finish terminating.
+
+    Deletes again until nothing is left: a controller may still be acting on
+    the objects of the moment before.
+    """
     apps = kubernetes.client.AppsV1Api(api)
     core = kubernetes.client.CoreV1Api(api)
-    if GATEWAY in {d.metadata.name for d in apps.list_namespaced_deployment(NAMESPACE).items}:
-        apps.delete_namespaced_deployment(GATEWAY, NAMESPACE)
-    apps.delete_collection_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR)
-    core.delete_collection_namespaced_pod(NAMESPACE, label_selector=SELECTOR, grace_period_seconds=0)
-    deadline = time.monotonic() + 30
-    while core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items:
-        assert time.monotonic() < deadline, "gateway pods did not go away"
+    deadline = time.monotonic() + 60
+    while True:
+        deployments = [d.metadata.name for d in apps.list_namespaced_deployment(NAMESPACE).items]
+        for name in deployments:
+            apps.delete_namespaced_deployment(name, NAMESPACE)
+        apps.delete_collection_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR)
+        core.delete_collection_namespaced_pod(NAMESPACE, label_selector=SELECTOR, grace_period_seconds=0)
+        left = (
+            deployments
+            + apps.list_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR).items
+            + core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+        )
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"gateway objects did not go away: {len(left)} left"
         time.sleep(0.2)
 
 

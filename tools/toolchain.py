@@ -7,7 +7,6 @@ folder and the Go version, so a second run (and CI after a session) finds it
 and takes seconds; only a new machine pays for the build.
 
     python -m tools.toolchain build [engine|cluster|all]   # build what is missing
-    python -m tools.toolchain path  [engine|cluster|all]   # print the PATH entries
     python -m tools.toolchain env                          # print the engine's exports
 """
 
@@ -22,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,36 +237,86 @@ def on_user_path(tool: GoTool) -> Path | None:
     return None
 
 
-def path_entries(tools: Iterable[GoTool]) -> list[Path]:
-    """The folders to put on PATH, or an error naming what is not built yet."""
-    entries: list[Path] = []
-    missing = []
-    for tool in tools:
-        folder = on_user_path(tool) or (tool.bin_dir() if tool.built() else None)
-        if folder is None:
-            missing.append(tool.name)
-        elif folder not in entries:
-            entries.append(folder)
-    if missing:
-        raise ToolsMissingError(missing)
-    return entries
-
-
 class ToolsMissingError(RuntimeError):
     def __init__(self, names: list[str]) -> None:
-        super().__init__(f"not built yet: {', '.join(names)}; run `python -m tools.toolchain build`")
+        super().__init__(f"not built yet: {', '.join(names)}; run scripts/setup.sh")
         self.names = names
+
+
+def pulumi_home() -> Path:
+    return Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+
+
+def kubernetes_plugin() -> Path:
+    """Where the engine looks for the Kubernetes provider the SDK asks for."""
+    name = f"resource-kubernetes-v{KUBERNETES_PROVIDER_VERSION}"
+    return pulumi_home() / "plugins" / name / KUBERNETES_PROVIDER.name
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def install_engine() -> Path:
+    """Build what is missing and lay the engine out as the official install does.
+
+    The language host sits beside `pulumi` (the engine uses a bundled host
+    without a warning) and the Kubernetes provider goes into the plugin cache
+    at the version the SDK asks for. Returns the folder that holds `pulumi`.
+    """
+    folder = on_user_path(PULUMI_CLI)
+    if folder is None:
+        folder = PULUMI_CLI.build()
+        host = PYTHON_LANGUAGE_HOST.build()
+        for built in host.iterdir():
+            bundled = folder / built.name
+            if not _same_file(built, bundled):
+                bundled.unlink(missing_ok=True)
+                shutil.copy2(built, bundled)
+    provider = KUBERNETES_PROVIDER.build() / KUBERNETES_PROVIDER.name
+    if not _same_file(provider, kubernetes_plugin()):
+        subprocess.run(
+            [
+                str(folder / "pulumi"),
+                "plugin",
+                "install",
+                "resource",
+                "kubernetes",
+                f"v{KUBERNETES_PROVIDER_VERSION}",
+                "--file",
+                str(provider),
+                "--reinstall",
+            ],
+            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
+            check=True,
+            capture_output=True,
+        )
+    return folder
+
+
+def engine_bin_dir() -> Path:
+    """The folder that holds a ready `pulumi`, or an error naming what is missing."""
+    folder = on_user_path(PULUMI_CLI) or (PULUMI_CLI.bin_dir() if PULUMI_CLI.built() else None)
+    missing = []
+    if folder is None:
+        missing.append(PULUMI_CLI.name)
+    elif not (folder / PYTHON_LANGUAGE_HOST.name).is_file():
+        missing.append(PYTHON_LANGUAGE_HOST.name)
+    if not kubernetes_plugin().is_file():
+        missing.append(KUBERNETES_PROVIDER.name)
+    if missing or folder is None:
+        raise ToolsMissingError(missing)
+    return folder
 
 
 def engine_environment(state_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment in which the engine runs here with no network at all.
 
-    Tools on PATH, state in a `file://` backend (inside the project unless
+    `pulumi` on PATH, state in a `file://` backend (inside the project unless
     `state_dir` says otherwise), no plugin downloads, no update check.
     """
     env = dict(os.environ if base is None else base)
-    entries = [str(p) for p in path_entries(GROUPS["engine"])]
-    env["PATH"] = os.pathsep.join([*entries, env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(engine_bin_dir()), env.get("PATH", "")])
     env.setdefault("PULUMI_BACKEND_URL", (state_dir or PROJECT_DIR / ".pulumi-state").resolve().as_uri())
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
@@ -278,38 +327,30 @@ def engine_environment(state_dir: Path | None = None, base: dict[str, str] | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.toolchain", description=__doc__)
-    parser.add_argument("action", choices=("build", "path", "env"))
+    parser.add_argument("action", choices=("build", "env"))
     parser.add_argument("group", nargs="?", default="all", choices=sorted(GROUPS))
     args = parser.parse_args(argv)
-    tools = GROUPS[args.group]
-    if args.action == "env":
-        try:
-            env = engine_environment()
-        except ToolsMissingError as missing:
-            print(missing, file=sys.stderr)
-            return 1
-        (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
-        for key in (
-            "PATH",
-            "PULUMI_BACKEND_URL",
-            "PULUMI_CONFIG_PASSPHRASE",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
-            "PULUMI_SKIP_UPDATE_CHECK",
-        ):
-            print(f"export {key}={shlex.quote(env[key])}")
-        return 0
-    if args.action == "build":
-        for tool in tools:
-            if on_user_path(tool):
-                print(f"{tool.name}: using {shutil.which(tool.name)}", file=sys.stderr)
-                continue
-            print(f"{tool.name}: {'cached' if tool.built() else 'building'}", file=sys.stderr)
-            tool.build()
     try:
-        print(os.pathsep.join(str(p) for p in path_entries(tools)))
+        if args.action == "build":
+            if args.group in ("engine", "all"):
+                print(f"engine: {install_engine()}", file=sys.stderr)
+            if args.group in ("cluster", "all"):
+                for tool in GROUPS["cluster"]:
+                    print(f"{tool.name}: {tool.build()}", file=sys.stderr)
+            return 0
+        env = engine_environment()
     except ToolsMissingError as missing:
         print(missing, file=sys.stderr)
         return 1
+    (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
+    for key in (
+        "PATH",
+        "PULUMI_BACKEND_URL",
+        "PULUMI_CONFIG_PASSPHRASE",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
+        "PULUMI_SKIP_UPDATE_CHECK",
+    ):
+        print(f"export {key}={shlex.quote(env[key])}")
     return 0
 
 
