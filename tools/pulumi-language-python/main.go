@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -35,6 +36,9 @@ var version = "dev"
 const userActionableExitCode = 32
 
 const execScriptName = "pulumi-language-python-exec"
+
+// How often the host checks that the engine that started it is still there.
+const engineCheckInterval = 5 * time.Second
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
@@ -54,7 +58,21 @@ func main() {
 		os.Exit(1)
 	}
 	h := &host{engineAddress: engineAddress, execScript: script}
+
+	// Stop serving when the engine goes away, or the host outlives it.
+	ctx, stop := context.WithCancel(context.Background())
+	cancel := make(chan bool)
+	go func() {
+		<-ctx.Done()
+		close(cancel)
+	}()
+	if err := rpcutil.Healthcheck(ctx, engineAddress, engineCheckInterval, stop); err != nil {
+		fmt.Fprintf(os.Stderr, "could not watch the engine: %v\n", err)
+		os.Exit(1)
+	}
+
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
+		Cancel: cancel,
 		Init: func(srv *grpc.Server) error {
 			pulumirpc.RegisterLanguageRuntimeServer(srv, h)
 			return nil
