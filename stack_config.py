@@ -169,6 +169,16 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class AlicloudCredentials:
+    """`alicloud:` config for the stack's explicit provider (default providers are off)."""
+
+    access_key: pulumi.Output[str] | None = None
+    secret_key: pulumi.Output[str] | None = None
+    security_token: pulumi.Output[str] | None = None
+    profile: pulumi.Output[str] | None = None
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     region: str | None
@@ -183,6 +193,7 @@ class StackConfig:
     render_yaml_to: str | None
     ack_resource_policy: bool
     # Secrets stay Outputs marked secret from the moment they are read.
+    alicloud_credentials: AlicloudCredentials = field(default_factory=AlicloudCredentials, compare=False)
     cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
     mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
 
@@ -210,8 +221,9 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class Problem:
-    path: str  # the key path under the project namespace, e.g. "gateways[0].ports[1].port"
+    path: str  # the key path under its namespace, e.g. "gateways[0].ports[1].port"
     message: str
+    namespace: str = PROJECT
 
 
 class ConfigError(pulumi.RunError):
@@ -220,7 +232,7 @@ class ConfigError(pulumi.RunError):
     def __init__(self, stack: str, problems: Iterable[Problem]) -> None:
         self.stack = stack
         self.problems = tuple(problems)
-        lines = [f"  {PROJECT}:{p.path}: {p.message}" for p in self.problems]
+        lines = [f"  {p.namespace}:{p.path}: {p.message}" for p in self.problems]
         count = len(self.problems)
         super().__init__(
             f"stack '{stack}' has {count} config error{'s' if count > 1 else ''}"
@@ -606,14 +618,62 @@ def _read_gateway(fields: _Fields, index: int) -> Gateway:
 
 SECRET_KEYS = ("clusterKubeconfig", "meshKubeconfig")
 
+# `alicloud:` keys that the stack passes to its explicit provider (a default
+# provider would read them itself; with default providers disabled, nothing
+# would), with the provider's own argument names.
+ALICLOUD_KEYS = {
+    "accessKey": ("access_key", True),
+    "secretKey": ("secret_key", True),
+    "securityToken": ("security_token", True),
+    "profile": ("profile", False),
+}  # key -> (AlicloudCredentials field, must be a secret)
 
-def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackConfig:
-    """Validate raw config (key -> value, without the project prefix) into a model.
 
-    Structured values may be given as JSON text, as the engine passes them.
-    Raises `ConfigError` listing every problem found.
+def _read_alicloud(
+    values: Mapping[str, Any], secret_keys: set[str], problems: list[Problem]
+) -> AlicloudCredentials:
+    credentials: dict[str, pulumi.Output[str]] = {}
+    for key, value in sorted(values.items()):
+        if key not in ALICLOUD_KEYS:
+            allowed = ", ".join(ALICLOUD_KEYS)
+            problems.append(
+                Problem(
+                    key,
+                    f"is not passed to the stack's provider (it takes {allowed};"
+                    f" the region is {PROJECT}:region)",
+                    "alicloud",
+                )
+            )
+            continue
+        argument, secret = ALICLOUD_KEYS[key]
+        if secret and key not in secret_keys:
+            problems.append(
+                Problem(
+                    key,
+                    f"is a credential and must be set as a secret: pulumi config set --secret alicloud:{key}",
+                    "alicloud",
+                )
+            )
+            continue
+        credentials[argument] = pulumi.Output.secret(str(value))
+    return AlicloudCredentials(**credentials)
+
+
+def parse(
+    stack: str,
+    values: Mapping[str, Any],
+    secret_keys: Iterable[str] = (),
+    alicloud: Mapping[str, Any] | None = None,
+    alicloud_secret_keys: Iterable[str] = (),
+) -> StackConfig:
+    """Validate raw config (key -> value, without the namespace) into a model.
+
+    `values` are the project's keys, `alicloud` the provider's. Structured
+    values may be given as JSON text, as the engine passes them. Raises
+    `ConfigError` listing every problem found.
     """
     problems: list[Problem] = []
+    alicloud_credentials = _read_alicloud(alicloud or {}, set(alicloud_secret_keys), problems)
     decoded = {key: _decode(value) for key, value in values.items()}
     top = _Fields("", decoded, problems)
 
@@ -685,6 +745,7 @@ def parse(stack: str, values: Mapping[str, Any], secret_keys: Iterable[str] = ()
         protect=protect,
         render_yaml_to=render_to,
         ack_resource_policy=ack_resource_policy,
+        alicloud_credentials=alicloud_credentials,
         cluster_kubeconfig=kubeconfigs["clusterKubeconfig"],
         mesh_kubeconfig=kubeconfigs["meshKubeconfig"],
     )
@@ -715,8 +776,13 @@ def _decode(value: Any) -> Any:
 
 def load() -> StackConfig:
     """Read this stack's config from the running Pulumi program."""
-    prefix = f"{PROJECT}:"
     all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
-    values = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
-    secret_keys = [k for k in values if pulumi.runtime.is_config_secret(prefix + k)]
-    return parse(pulumi.get_stack(), values, secret_keys)
+
+    def namespace(name: str) -> tuple[dict[str, Any], list[str]]:
+        prefix = f"{name}:"
+        found = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
+        return found, [k for k in found if pulumi.runtime.is_config_secret(prefix + k)]
+
+    values, secret_keys = namespace(PROJECT)
+    alicloud, alicloud_secret_keys = namespace("alicloud")
+    return parse(pulumi.get_stack(), values, secret_keys, alicloud, alicloud_secret_keys)

@@ -40,7 +40,13 @@ class ServerlessGateway(pulumi.ComponentResource):
 
         cloud = (
             alicloud.Provider(
-                f"{name}-alicloud", region=config.region, opts=pulumi.ResourceOptions(parent=self)
+                f"{name}-alicloud",
+                region=config.region,
+                access_key=config.alicloud_credentials.access_key,
+                secret_key=config.alicloud_credentials.secret_key,
+                security_token=config.alicloud_credentials.security_token,
+                profile=config.alicloud_credentials.profile,
+                opts=pulumi.ResourceOptions(parent=self),
             )
             if config.needs_cloud
             else None

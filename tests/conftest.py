@@ -149,6 +149,7 @@ def run_stack(
     *,
     preview: bool = False,
     program: Callable[[], ServerlessGateway | None] | None = None,
+    alicloud: Mapping[str, str] | None = None,
 ) -> Deployment:
     """Run the program for `stack` with `values` as its config, under mocks.
 
@@ -159,9 +160,13 @@ def run_stack(
     # Each run is its own stack: a fresh root Stack resource, not the last run's.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    # `alicloud` holds provider credentials, set with --secret as they must be.
     pulumi.runtime.set_all_config(
-        {f"{PROJECT}:{k}": _engine_form(v) for k, v in values.items()},
-        [f"{PROJECT}:{k}" for k in secrets],
+        {
+            **{f"{PROJECT}:{k}": _engine_form(v) for k, v in values.items()},
+            **{f"alicloud:{k}": v for k, v in (alicloud or {}).items()},
+        },
+        [f"{PROJECT}:{k}" for k in secrets] + [f"alicloud:{k}" for k in alicloud or {}],
     )
     deployment = Deployment(stack, monitor.registered)
     build = program or (lambda: ServerlessGateway("asm-gateway", stack_config.load()))

@@ -223,3 +223,29 @@ def test_weights_outside_1_to_100_or_not_ordered_are_refused(preferred: int, ove
         assert all(p.path in ("preferredWeight", "overflowWeight") for p in error.problems)
     else:
         assert valid
+
+
+def test_alicloud_credentials_reach_the_explicit_provider_as_secrets() -> None:
+    values = dev_values()
+    config = stack_config.parse(
+        "dev",
+        values,
+        alicloud={"accessKey": "AK", "secretKey": "SK"},
+        alicloud_secret_keys=["accessKey", "secretKey"],
+    )
+    assert config.alicloud_credentials.access_key is not None
+    assert config.alicloud_credentials.profile is None
+
+
+@pytest.mark.parametrize(
+    ("alicloud", "secret_keys", "words"),
+    [
+        ({"accessKey": "AK"}, [], "alicloud:accessKey: is a credential and must be set as a secret"),
+        ({"region": "cn-beijing"}, [], "alicloud:region: is not passed to the stack's provider"),
+    ],
+)
+def test_alicloud_config_the_provider_would_not_see_is_refused(
+    alicloud: dict[str, str], secret_keys: list[str], words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words):
+        stack_config.parse("dev", dev_values(), alicloud=alicloud, alicloud_secret_keys=secret_keys)

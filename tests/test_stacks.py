@@ -11,6 +11,8 @@ from conftest import (
     STACK_NAMES,
     TEST_KUBECONFIG,
     Deployment,
+    config_values_of,
+    run_stack,
     run_stack_file,
 )
 from pulumi.runtime.rpc import is_rpc_secret
@@ -258,3 +260,11 @@ def test_ack_resource_policy_is_rendered_per_gateway_from_the_same_node_groups()
     assert (
         run_stack_file("prod").of_type("kubernetes:scheduling.alibabacloud.com/v1alpha1:ResourcePolicy") == []
     )
+
+
+def test_alicloud_credentials_in_config_stay_secret_on_the_provider() -> None:
+    values, _ = config_values_of(ROOT / "stacks" / "Pulumi.dev.yaml")
+    deployment = run_stack("dev", values, alicloud={"accessKey": "AK-test", "secretKey": "SK-test"})
+    provider = deployment.one(ALICLOUD_PROVIDER).inputs
+    assert provider["region"] == "cn-hangzhou"
+    assert is_rpc_secret(provider["accessKey"]) and is_rpc_secret(provider["secretKey"])
