@@ -37,6 +37,7 @@ class ServerlessGateway(pulumi.ComponentResource):
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
         rules = derive_rules(config.policy, config.node_groups(), config.weights)
+        units = resource_policy_units(config.policy, config.node_groups())
 
         cloud = (
             alicloud.Provider(
@@ -143,7 +144,6 @@ class ServerlessGateway(pulumi.ComponentResource):
         )
         self.mesh_id = mesh.mesh_id
 
-        units = resource_policy_units(config.policy, config.node_groups())
         gateway_outputs = []
         for gateway in config.gateways:
             gateway_name = f"{name}-{gateway.namespace}-{gateway.name}"
