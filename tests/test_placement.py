@@ -219,6 +219,14 @@ ECS_FIRST_PROFILE: dict[str, Any] = {
 # -- The policies ---------------------------------------------------------------------------
 
 
+def test_the_kubeconfig_never_reaches_state_in_plain_text(cluster: Cluster) -> None:
+    # The state file itself, as the file:// backend stores it (export would decrypt).
+    backend = Path(cluster.project.env["PULUMI_BACKEND_URL"].removeprefix("file://"))
+    state = (backend / ".pulumi/stacks/asm-serverless-gateway/local.json").read_text()
+    assert "ciphertext" in state
+    assert cluster.plane.token not in state
+
+
 def test_stack_labels_and_taints_the_gateway_nodes(cluster: Cluster) -> None:
     core = kubernetes.client.CoreV1Api(cluster.api)
     for name in GATEWAY_NODES:
