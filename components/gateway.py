@@ -64,10 +64,9 @@ class IstioGatewayArgs:
 class IstioGateway(pulumi.ComponentResource):
     """One ingress gateway of the mesh, scheduled by the stack's rules."""
 
-    namespace: pulumi.Output[str]
-    gateway_name: pulumi.Output[str]
-    affinity: pulumi.Output[dict[str, Any]]
-    tolerations: pulumi.Output[list[dict[str, str]]]
+    # Known when the component is built, so plain data, not Outputs: where the
+    # gateway is and the rules it got (the stack's `gateways` output).
+    summary: dict[str, Any]
 
     def __init__(self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(type_token("IstioGateway"), name, None, opts)
@@ -80,15 +79,10 @@ class IstioGateway(pulumi.ComponentResource):
             spec=istio_gateway_spec(gateway, args.rules, [args.cluster_id]),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.namespace = pulumi.Output.from_input(gateway.namespace)
-        self.gateway_name = pulumi.Output.from_input(gateway.name)
-        self.affinity = pulumi.Output.from_input(args.rules.affinity)
-        self.tolerations = pulumi.Output.from_input(args.rules.tolerations)
-        self.register_outputs(
-            {
-                "namespace": self.namespace,
-                "gateway_name": self.gateway_name,
-                "affinity": self.affinity,
-                "tolerations": self.tolerations,
-            }
-        )
+        self.summary = {
+            "namespace": gateway.namespace,
+            "name": gateway.name,
+            "affinity": args.rules.affinity,
+            "tolerations": args.rules.tolerations,
+        }
+        self.register_outputs(self.summary)

@@ -144,7 +144,7 @@ class ServerlessGateway(pulumi.ComponentResource):
         )
         self.mesh_id = mesh.mesh_id
 
-        gateway_outputs = []
+        summaries = []
         for gateway in config.gateways:
             gateway_name = f"{name}-{gateway.namespace}-{gateway.name}"
             if config.ack_resource_policy:
@@ -158,15 +158,8 @@ class ServerlessGateway(pulumi.ComponentResource):
                 IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
                 pulumi.ResourceOptions(parent=self, provider=mesh.provider, protect=config.protect),
             )
-            gateway_outputs.append(
-                pulumi.Output.all(
-                    namespace=component.namespace,
-                    name=component.gateway_name,
-                    affinity=component.affinity,
-                    tolerations=component.tolerations,
-                )
-            )
-        self.gateways = pulumi.Output.all(*gateway_outputs)
+            summaries.append(component.summary)
+        self.gateways = pulumi.Output.from_input(summaries)
 
         self.register_outputs(
             {
