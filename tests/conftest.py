@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,8 +198,3 @@ def run_stack_file(stack: str, overrides: Mapping[str, Any] | None = None) -> De
     extra = operator_secrets(values)
     values.update(extra)
     return run_stack(stack, values, [*secrets, *extra])
-
-
-@pytest.fixture(params=STACK_NAMES)
-def stack_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)

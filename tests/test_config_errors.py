@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -176,10 +177,11 @@ def test_a_kubeconfig_set_in_plain_text_is_refused() -> None:
         run_stack("local", values)
 
 
-def test_structured_values_arrive_as_json_text_like_from_the_engine() -> None:
-    # run_stack passes objects as JSON strings, as the engine does: check it parses.
-    config = stack_config.parse("local", {k: v for k, v in local_values().items()})
-    assert config.ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
+def test_structured_values_given_as_json_text_parse_like_objects() -> None:
+    # The engine hands structured config to the program as JSON text.
+    as_text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in local_values().items()}
+    assert stack_config.parse("local", as_text) == stack_config.parse("local", local_values())
+    assert stack_config.parse("local", as_text).ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
 
 
 # -- Properties of Kubernetes' syntax rules ---------------------------------------------
