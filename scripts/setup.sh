@@ -12,5 +12,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/python -m tools.toolchain build "${1:-all}" >/dev/null
-echo "set up: .venv and the tools in $(.venv/bin/python -c 'from tools.toolchain import cache_root; print(cache_root())')"
+group="${1:-all}"   # engine, cluster or all
+.venv/bin/python -m tools.toolchain build "$group" >/dev/null
+if [ "$group" != cluster ]; then
+  # With the virtualenv active, `pulumi` is the engine built above.
+  engine="$(.venv/bin/python -c 'from tools.toolchain import engine_bin_dir; print(engine_bin_dir())')"
+  ln -sfn "$engine/pulumi" .venv/bin/pulumi
+  mkdir -p .pulumi-state
+fi
+echo "set up: .venv, and the tools in $(.venv/bin/python -c 'from tools.toolchain import cache_root; print(cache_root())')"
