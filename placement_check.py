@@ -108,13 +108,20 @@ def placements(
     return result
 
 
-def check(api: Any, gateways: Sequence[Mapping[str, Any]], selector: str) -> list[PodPlacement]:
+def pod_selector(gateway: Mapping[str, Any], override: str | None) -> str:
+    """The stack's own pod labels for the gateway, unless the user names others."""
+    if override:
+        return override.format(name=gateway["name"])
+    return ",".join(f"{k}={v}" for k, v in sorted(gateway["podLabels"].items()))
+
+
+def check(api: Any, gateways: Sequence[Mapping[str, Any]], selector: str | None = None) -> list[PodPlacement]:
     core = kubernetes.client.CoreV1Api(api)
     node_labels = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
     found: list[PodPlacement] = []
     for gateway in gateways:
         pods = core.list_namespaced_pod(
-            gateway["namespace"], label_selector=selector.format(name=gateway["name"])
+            gateway["namespace"], label_selector=pod_selector(gateway, selector)
         ).items
         found.extend(placements(gateway, pods, node_labels))
     return found
@@ -141,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--outputs", default="-", help="the stack's outputs as JSON (default: stdin)")
     parser.add_argument(
-        "--selector", default="istio={name}", help="label selector of a gateway's pods; {name} is the gateway"
+        "--selector",
+        help="label selector of a gateway's pods ({name} is the gateway);"
+        " default: the pod labels the stack gave the gateway",
     )
     args = parser.parse_args(argv)
     text = sys.stdin.read() if args.outputs == "-" else Path(args.outputs).read_text()

@@ -21,6 +21,15 @@ from stack_config import Gateway
 API_VERSION = "istio.alibabacloud.com/v1beta1"
 KIND = "IstioGateway"
 
+# The stack labels each gateway's pods itself (ASM copies `podLabels` onto
+# them), so what selects them (a ResourcePolicy, the placement check) does not
+# depend on ASM's own labelling.
+GATEWAY_POD_LABEL = "asm-serverless-gateway/gateway"
+
+
+def gateway_pod_labels(gateway_name: str) -> dict[str, str]:
+    return {GATEWAY_POD_LABEL: gateway_name}
+
 
 def istio_gateway_spec(
     gateway: Gateway, rules: SchedulingRules, cluster_ids: Sequence[str]
@@ -47,6 +56,7 @@ def istio_gateway_spec(
             "serviceType": gateway.service_type,
             "serviceAnnotations": dict(gateway.service_annotations),
             "podAnnotations": dict(gateway.pod_annotations),
+            "podLabels": {**spec.get("podLabels", {}), **gateway_pod_labels(gateway.name)},
             "resources": copy.deepcopy(dict(gateway.resources)),
             **rules.as_spec(),
         }
@@ -82,6 +92,7 @@ class IstioGateway(pulumi.ComponentResource):
         self.summary = {
             "namespace": gateway.namespace,
             "name": gateway.name,
+            "podLabels": gateway_pod_labels(gateway.name),
             "affinity": args.rules.affinity,
             "tolerations": args.rules.tolerations,
         }

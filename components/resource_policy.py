@@ -19,19 +19,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import type_token
+from components.gateway import gateway_pod_labels
 
 API_VERSION = "scheduling.alibabacloud.com/v1alpha1"
 KIND = "ResourcePolicy"
 
 
-def gateway_pod_selector(gateway_name: str) -> dict[str, str]:
-    """The label ASM puts on a gateway's pods."""
-    return {"istio": gateway_name}
-
-
 def resource_policy_spec(gateway_name: str, units: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "selector": gateway_pod_selector(gateway_name),
+        "selector": gateway_pod_labels(gateway_name),
         # Try the units in order; a pod that fits none stays Pending.
         "strategy": "prefer",
         "units": units,

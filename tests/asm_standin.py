@@ -73,6 +73,7 @@ ISTIO_GATEWAY_CRD: dict[str, Any] = {
                                     },
                                     "serviceAnnotations": _STRING_MAP,
                                     "podAnnotations": _STRING_MAP,
+                                    "podLabels": _STRING_MAP,
                                     "resources": _FREE_OBJECT,
                                     "affinity": _FREE_OBJECT,
                                     "tolerations": {
@@ -161,7 +162,7 @@ def gateway_deployment(gateway: dict[str, Any]) -> dict[str, Any]:
     """The Deployment that ASM's controller makes of one IstioGateway."""
     spec = gateway["spec"]
     name = gateway["metadata"]["name"]
-    labels = {"app": name, "istio": name}
+    labels = {"app": name, "istio": name, **spec.get("podLabels", {})}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

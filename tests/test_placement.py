@@ -28,12 +28,13 @@ from node_inventory import ack_virtual_node, create_nodes, ecs_g7_2xlarge, ecs_g
 from pulumi import automation as auto
 
 import placement_check
+from components.gateway import GATEWAY_POD_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 
 NAMESPACE = "istio-system"
 GATEWAY = "ingressgateway"
-SELECTOR = f"istio={GATEWAY}"
+SELECTOR = f"{GATEWAY_POD_LABEL}={GATEWAY}"
 GATEWAY_NODES = ["gateway-ecs-0", "gateway-ecs-1"]
 # 500m per pod on two 3900m nodes: seven pods each, fourteen in all.
 POD_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}

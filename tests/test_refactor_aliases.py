@@ -35,9 +35,12 @@ def test_moving_the_mesh_provider_previews_as_no_replacement(tmp_path: Path) -> 
 
     after = EngineProject(tmp_path, ROOT, "after")
     steps = changed_steps(after.stack("local"))
-    # Only the new, empty wrapper component appears; the provider and the
-    # gateway it applied keep their URNs.
-    assert steps == [Step("create", "asm-serverless-gateway:index:MeshControlPlane", "asm-gateway-mesh")]
+    # Only the new, empty wrapper component is created; the provider and the
+    # gateway it applied keep their URNs. (Later changes to the gateway's spec
+    # may show as in-place updates.)
+    assert [s for s in steps if s.op != "update"] == [
+        Step("create", "asm-serverless-gateway:index:MeshControlPlane", "asm-gateway-mesh")
+    ]
 
 
 def test_without_the_alias_the_same_move_would_delete_the_provider(tmp_path: Path) -> None:

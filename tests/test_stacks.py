@@ -252,7 +252,10 @@ def test_ack_resource_policy_is_rendered_per_gateway_from_the_same_node_groups()
     cluster = next(p for p in deployment.of_type(K8S_PROVIDER) if p.name.endswith("-cluster"))
     for policy in policies:
         assert policy.provider.startswith(cluster.urn)
-        assert policy.inputs["spec"]["selector"] == {"istio": policy.inputs["metadata"]["name"]}
+        name = policy.inputs["metadata"]["name"]
+        assert policy.inputs["spec"]["selector"] == {"asm-serverless-gateway/gateway": name}
+        gateway = next(g for g in deployment.of_type(ISTIO_GATEWAY) if g.inputs["metadata"]["name"] == name)
+        assert gateway.inputs["spec"]["podLabels"] == policy.inputs["spec"]["selector"]
         assert policy.inputs["spec"]["units"] == [
             {"resource": "ecs", "nodeSelector": {"mykey4pod": "asmgateway"}},
             {"resource": "eci"},
