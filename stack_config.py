@@ -87,6 +87,18 @@ def dns_subdomain_problem(value: str) -> str | None:
     return None
 
 
+_QUANTITY = re.compile(
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$"
+)
+
+
+def quantity_problem(value: str) -> str | None:
+    """Why Kubernetes rejects `value` as a resource quantity (e.g. 500m, 2, 4Gi), if it does."""
+    if not _QUANTITY.match(value):
+        return "must be a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi"
+    return None
+
+
 # -- The model ----------------------------------------------------------------------
 
 
@@ -352,9 +364,12 @@ class _Fields:
         *,
         check_key: Callable[[str], str | None],
         check_value: Callable[[str], str | None] | None = None,
+        numbers_as_text: bool = False,
     ) -> dict[str, str]:
         result: dict[str, str] = {}
         for item_key, item_value in self.free_object(key, "an object of string values").items():
+            if numbers_as_text and isinstance(item_value, int | float) and not isinstance(item_value, bool):
+                item_value = str(item_value)  # noqa: PLW2901 - YAML reads `cpu: 2` as a number
             path = f"{self.at(key)}.{item_key}"
             reason = check_key(item_key)
             if reason:
@@ -574,6 +589,19 @@ def _read_ports(fields: _Fields) -> tuple[GatewayPort, ...]:
     return tuple(ports)
 
 
+def _read_resources(fields: _Fields) -> dict[str, dict[str, str]]:
+    """`requests` and `limits`: resource names to quantities, as Kubernetes has them."""
+    resources: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        amounts = fields.string_map(
+            part, check_key=qualified_name_problem, check_value=quantity_problem, numbers_as_text=True
+        )
+        if amounts:
+            resources[part] = amounts
+    fields.close()
+    return resources
+
+
 def _read_gateway(fields: _Fields, index: int) -> Gateway:
     name = fields.string("name", "ingressgateway" if index == 0 else None, check=dns_label_problem)
     if name is None:
@@ -592,7 +620,8 @@ def _read_gateway(fields: _Fields, index: int) -> Gateway:
     service_type = fields.string("serviceType", "LoadBalancer", choices=SERVICE_TYPES) or "LoadBalancer"
     service_annotations = fields.string_map("serviceAnnotations", check_key=qualified_name_problem)
     pod_annotations = fields.string_map("podAnnotations", check_key=qualified_name_problem)
-    resources = fields.free_object("resources")
+    resources = _read_resources(fields.nested("resources")) if fields.has("resources") else {}
+    fields.raw("resources")
     extra = fields.free_object("extraSpec")
     for reserved in sorted(ISTIO_GATEWAY_RESERVED & set(extra)):
         fields.problem(f"extraSpec.{reserved}", "is derived by the stack and cannot be set here")

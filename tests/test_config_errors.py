@@ -105,6 +105,20 @@ BAD_CONFIGS = [
         "must be a string",
     ),
     ("local", "gateways", [], "gateways", "at least one gateway"),
+    (
+        "local",
+        "gateways[0].resources",
+        {"requests": {"cpu": "two"}},
+        "gateways[0].resources.requests.cpu",
+        "quantity",
+    ),
+    (
+        "local",
+        "gateways[0].resources",
+        {"request": {"cpu": "2"}},
+        "gateways[0].resources.request",
+        "'requests'",
+    ),
     ("local", "ecsCapcity", {}, "ecsCapcity", "did you mean 'ecsCapacity'"),
     ("local", "ecsCapacity.mode", "none", "placementPolicy", "needs ECS nodes"),
     ("local", "virtualNodes.mode", "none", "placementPolicy", "needs virtual nodes"),
@@ -251,3 +265,9 @@ def test_alicloud_config_the_provider_would_not_see_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=words):
         stack_config.parse("dev", dev_values(), alicloud=alicloud, alicloud_secret_keys=secret_keys)
+
+
+def test_resource_quantities_may_be_numbers_as_yaml_reads_them() -> None:
+    values = with_change(local_values(), "gateways[0].resources", {"requests": {"cpu": 2, "memory": "2Gi"}})
+    config = stack_config.parse("local", values)
+    assert config.gateways[0].resources == {"requests": {"cpu": "2", "memory": "2Gi"}}
