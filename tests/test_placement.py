@@ -84,6 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
         def point_at_cluster(config: dict[str, Any]) -> None:
             config.pop("renderYamlTo")
+            config["ecsCapacity"]["nodes"] = GATEWAY_NODES
             config["gateways"][0]["resources"] = POD_RESOURCES
             config["gateways"][0]["maxReplicas"] = 30
 
