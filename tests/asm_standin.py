@@ -21,129 +21,116 @@ PLURAL = "istiogateways"
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _FREE_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
-ISTIO_GATEWAY_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{PLURAL}.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"kind": "IstioGateway", "plural": PLURAL, "singular": "istiogateway"},
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                # Fields the stack passes through `extraSpec`.
-                                "x-kubernetes-preserve-unknown-fields": True,
-                                "required": ["clusterIds", "gatewayType"],
-                                "properties": {
-                                    "clusterIds": {"type": "array", "items": {"type": "string"}},
-                                    "gatewayType": {"type": "string", "enum": ["ingress", "egress"]},
-                                    "replicaCount": {"type": "integer", "minimum": 0},
-                                    "autoscaleEnabled": {"type": "boolean"},
-                                    "minReplicas": {"type": "integer", "minimum": 1},
-                                    "maxReplicas": {"type": "integer", "minimum": 1},
-                                    "cpu": {
-                                        "type": "object",
-                                        "properties": {"targetAverageUtilization": {"type": "integer"}},
-                                    },
-                                    "ports": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["name", "port"],
-                                            "properties": {
-                                                "name": {"type": "string"},
-                                                "port": {"type": "integer"},
-                                                "targetPort": {"type": "integer"},
-                                                "protocol": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                    "serviceType": {
-                                        "type": "string",
-                                        "enum": ["LoadBalancer", "NodePort", "ClusterIP"],
-                                    },
-                                    "serviceAnnotations": _STRING_MAP,
-                                    "podAnnotations": _STRING_MAP,
-                                    "podLabels": _STRING_MAP,
-                                    "resources": _FREE_OBJECT,
-                                    "affinity": _FREE_OBJECT,
-                                    "tolerations": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "key": {"type": "string"},
-                                                "operator": {"type": "string", "enum": ["Equal", "Exists"]},
-                                                "value": {"type": "string"},
-                                                "effect": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
+
+def _namespaced_crd(group: str, version: str, kind: str, plural: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A one-version, namespaced CRD whose objects carry a `spec` of this schema."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
+
+
+ISTIO_GATEWAY_CRD = _namespaced_crd(
+    GROUP,
+    VERSION,
+    "IstioGateway",
+    PLURAL,
+    {
+        "type": "object",
+        # Fields the stack passes through `extraSpec`.
+        "x-kubernetes-preserve-unknown-fields": True,
+        "required": ["clusterIds", "gatewayType"],
+        "properties": {
+            "clusterIds": {"type": "array", "items": {"type": "string"}},
+            "gatewayType": {"type": "string", "enum": ["ingress", "egress"]},
+            "replicaCount": {"type": "integer", "minimum": 0},
+            "autoscaleEnabled": {"type": "boolean"},
+            "minReplicas": {"type": "integer", "minimum": 1},
+            "maxReplicas": {"type": "integer", "minimum": 1},
+            "cpu": {
+                "type": "object",
+                "properties": {"targetAverageUtilization": {"type": "integer"}},
+            },
+            "ports": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "port"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "port": {"type": "integer"},
+                        "targetPort": {"type": "integer"},
+                        "protocol": {"type": "string"},
+                    },
                 },
-            }
-        ],
+            },
+            "serviceType": {
+                "type": "string",
+                "enum": ["LoadBalancer", "NodePort", "ClusterIP"],
+            },
+            "serviceAnnotations": _STRING_MAP,
+            "podAnnotations": _STRING_MAP,
+            "podLabels": _STRING_MAP,
+            "resources": _FREE_OBJECT,
+            "affinity": _FREE_OBJECT,
+            "tolerations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "key": {"type": "string"},
+                        "operator": {"type": "string", "enum": ["Equal", "Exists"]},
+                        "value": {"type": "string"},
+                        "effect": {"type": "string"},
+                    },
+                },
+            },
+        },
     },
-}
+)
 
 
 # ACK Pro serves this CRD for its scheduler; the schema is the fields the stack sets.
-RESOURCE_POLICY_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "resourcepolicies.scheduling.alibabacloud.com"},
-    "spec": {
-        "group": "scheduling.alibabacloud.com",
-        "scope": "Namespaced",
-        "names": {"kind": "ResourcePolicy", "plural": "resourcepolicies", "singular": "resourcepolicy"},
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["units"],
-                                "properties": {
-                                    "selector": _STRING_MAP,
-                                    "strategy": {"type": "string", "enum": ["prefer"]},
-                                    "units": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["resource"],
-                                            "properties": {
-                                                "resource": {"type": "string", "enum": ["ecs", "eci", "acs"]},
-                                                "nodeSelector": _STRING_MAP,
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
+RESOURCE_POLICY_CRD = _namespaced_crd(
+    "scheduling.alibabacloud.com",
+    "v1alpha1",
+    "ResourcePolicy",
+    "resourcepolicies",
+    {
+        "type": "object",
+        "required": ["units"],
+        "properties": {
+            "selector": _STRING_MAP,
+            "strategy": {"type": "string", "enum": ["prefer"]},
+            "units": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["resource"],
+                    "properties": {
+                        "resource": {"type": "string", "enum": ["ecs", "eci", "acs"]},
+                        "nodeSelector": _STRING_MAP,
+                    },
                 },
-            }
-        ],
+            },
+        },
     },
-}
+)
 
 
 def install(api: kubernetes.client.ApiClient, namespace: str = "istio-system") -> None:
