@@ -309,15 +309,30 @@ def engine_bin_dir() -> Path:
     return folder
 
 
+def logged_in() -> bool:
+    """Whether the user chose a backend with `pulumi login`."""
+    credentials = pulumi_home() / "credentials.json"
+    try:
+        return bool(json.loads(credentials.read_text()).get("current"))
+    except (OSError, ValueError):
+        return False
+
+
 def engine_environment(state_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment in which the engine runs here with no network at all.
 
-    `pulumi` on PATH, state in a `file://` backend (inside the project unless
-    `state_dir` says otherwise), no plugin downloads, no update check.
+    `pulumi` on PATH; state in `state_dir` if given, else in the user's own
+    backend if they chose one, else in the project's `.pulumi-state/`; no
+    plugin downloads, no update check.
     """
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(engine_bin_dir()), env.get("PATH", "")])
-    env.setdefault("PULUMI_BACKEND_URL", (state_dir or PROJECT_DIR / ".pulumi-state").resolve().as_uri())
+    if state_dir is not None:
+        env["PULUMI_BACKEND_URL"] = state_dir.resolve().as_uri()
+    elif "PULUMI_BACKEND_URL" not in env and not logged_in():
+        # A user's own backend (env or `pulumi login`) always wins: prod state
+        # must never land in a folder git ignores.
+        env["PULUMI_BACKEND_URL"] = (PROJECT_DIR / ".pulumi-state").resolve().as_uri()
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
@@ -345,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
     for key in (
         "PATH",
-        "PULUMI_BACKEND_URL",
+        *(["PULUMI_BACKEND_URL"] if "PULUMI_BACKEND_URL" in env else []),
         "PULUMI_CONFIG_PASSPHRASE",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
         "PULUMI_SKIP_UPDATE_CHECK",
