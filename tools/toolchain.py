@@ -13,6 +13,7 @@ and takes seconds; only a new machine pays for the build.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -92,10 +93,9 @@ class GoTool:
         digest = hashlib.sha256()
         digest.update(_go_version().encode())
         digest.update(repr((self.name, self.package, self.ldflags, self.companions)).encode())
-        for path in sorted(self.source.rglob("*")):
-            if path.is_file() and not path.name.endswith("-embed.json"):
-                digest.update(path.relative_to(self.source).as_posix().encode())
-                digest.update(path.read_bytes())
+        for relative, content in _source_files(self.source):
+            digest.update(relative.encode())
+            digest.update(content)
         return f"{self.name}-{digest.hexdigest()[:16]}"
 
     def bin_dir(self) -> Path:
@@ -132,6 +132,17 @@ class GoTool:
         return target
 
 
+# Both are asked for every time a tool's key is; neither changes within a run.
+@functools.cache
+def _source_files(source: Path) -> tuple[tuple[str, bytes], ...]:
+    return tuple(
+        (path.relative_to(source).as_posix(), path.read_bytes())
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and not path.name.endswith("-embed.json")
+    )
+
+
+@functools.cache
 def _go_version() -> str:
     return subprocess.run(
         ["go", "env", "GOVERSION"], env=go_env(), check=True, capture_output=True, text=True
