@@ -115,15 +115,21 @@ def pod_selector(gateway: Mapping[str, Any], override: str | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(gateway["podLabels"].items()))
 
 
+def node_labels(api: Any) -> dict[str, dict[str, str]]:
+    """Every node's labels, by node name."""
+    nodes = kubernetes.client.CoreV1Api(api).list_node().items
+    return {n.metadata.name: n.metadata.labels or {} for n in nodes}
+
+
 def check(api: Any, gateways: Sequence[Mapping[str, Any]], selector: str | None = None) -> list[PodPlacement]:
     core = kubernetes.client.CoreV1Api(api)
-    node_labels = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
+    labels = node_labels(api)
     found: list[PodPlacement] = []
     for gateway in gateways:
         pods = core.list_namespaced_pod(
             gateway["namespace"], label_selector=pod_selector(gateway, selector)
         ).items
-        found.extend(placements(gateway, pods, node_labels))
+        found.extend(placements(gateway, pods, labels))
     return found
 
 

@@ -180,6 +180,14 @@ def gateway_deployment(gateway: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_gateway(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """An IstioGateway as the mesh's API serves it."""
+    gateway: dict[str, Any] = kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return gateway
+
+
 def reconcile(
     api: kubernetes.client.ApiClient, namespace: str, name: str, replicas: int | None = None
 ) -> None:
@@ -187,10 +195,7 @@ def reconcile(
 
     `replicas`, if given, stands for the HPA scaling within min..max.
     """
-    gateway = kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    deployment = gateway_deployment(gateway)
+    deployment = gateway_deployment(read_gateway(api, namespace, name))
     if replicas is not None:
         deployment["spec"]["replicas"] = replicas
     apps = kubernetes.client.AppsV1Api(api)

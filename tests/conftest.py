@@ -119,6 +119,19 @@ def config_values_of(stack_file: Path) -> tuple[dict[str, Any], list[str]]:
     return values, secrets
 
 
+def set_path(config: dict[str, Any], path: str, value: Any) -> None:
+    """Set `config` at a key path like `gateways[0].ports` (`...` removes the key)."""
+    *parents, last = path.replace("[", ".").replace("]", "").split(".")
+    target: Any = config
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+    key: Any = int(last) if isinstance(target, list) else last
+    if value is ...:
+        del target[key]
+    else:
+        target[key] = value
+
+
 def operator_secrets(values: Mapping[str, Any]) -> dict[str, str]:
     """The secrets an operator adds to a stack before its first preview."""
     mesh = values.get("mesh") or {}

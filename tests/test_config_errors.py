@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ROOT, config_values_of, operator_secrets, run_stack
+from conftest import ROOT, config_values_of, operator_secrets, run_stack, set_path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,17 +26,9 @@ def dev_values() -> dict[str, Any]:
 
 
 def with_change(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """`values` with the dotted path set (or removed, for `...`); lists by [index]."""
+    """A copy of `values` with the key path set (or removed, for `...`)."""
     changed = copy.deepcopy(values)
-    *parents, last = path.replace("[", ".").replace("]", "").split(".")
-    target: Any = changed
-    for part in parents:
-        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
-    key: Any = int(last) if isinstance(target, list) else last
-    if value is ...:
-        del target[key]
-    else:
-        target[key] = value
+    set_path(changed, path, value)
     return changed
 
 

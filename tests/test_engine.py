@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import set_path
 from engine_project import EngineProject, Step, changed_steps
 from pulumi import automation as auto
 
@@ -56,14 +57,7 @@ def test_up_renders_the_manifests_and_a_second_up_changes_nothing(
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    def edit(config: dict[str, Any]) -> None:
-        *parents, last = path.replace("[", ".").replace("]", "").split(".")
-        target: Any = config
-        for part in parents:
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        target[int(last) if isinstance(target, list) else last] = value
-
-    return edit
+    return lambda config: set_path(config, path, value)
 
 
 GATEWAY_ONLY = [Step("update", ISTIO_GATEWAY, GATEWAY)]

@@ -156,8 +156,7 @@ def settle(api: kubernetes.client.ApiClient, replicas: int, timeout: float = 60)
 
 def where(cluster: Cluster, pods: list[Any]) -> Counter[str]:
     gateway = next(g for g in cluster.gateways() if g["name"] == GATEWAY)
-    core = kubernetes.client.CoreV1Api(cluster.api)
-    labels = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
+    labels = placement_check.node_labels(cluster.api)
     return Counter(p.kind or "pending" for p in placement_check.placements(gateway, pods, labels))
 
 
@@ -265,8 +264,7 @@ def test_ecs_only_never_uses_virtual_nodes_and_leaves_the_rest_pending(cluster: 
     print(f"\necs-only, 30 replicas: {dict(counts)}")
     assert counts == Counter({"gateway-ecs": min(30, ECS_ROOM), "pending": max(0, 30 - ECS_ROOM)})
     gateway = next(g for g in cluster.gateways() if g["name"] == GATEWAY)
-    core = kubernetes.client.CoreV1Api(cluster.api)
-    labels = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
+    labels = placement_check.node_labels(cluster.api)
     reasons = {p.pending_reason for p in placement_check.placements(gateway, pods, labels) if p.node is None}
     assert all(r and r.startswith("Unschedulable") and "Insufficient" in r for r in reasons), reasons
 
@@ -292,9 +290,7 @@ def test_prefer_eci_mirrors_prefer_ecs(cluster: Cluster) -> None:
 def test_a_missing_toleration_keeps_pods_off_the_pool(cluster: Cluster) -> None:
     cluster.set_policy("prefer-ecs")
     reset(cluster.api)
-    gateway = kubernetes.client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        asm_standin.GROUP, asm_standin.VERSION, NAMESPACE, asm_standin.PLURAL, GATEWAY
-    )
+    gateway = asm_standin.read_gateway(cluster.api, NAMESPACE, GATEWAY)
     # What a hand-written gateway spec that forgot the pool's taint would get.
     gateway["spec"]["tolerations"] = [t for t in gateway["spec"]["tolerations"] if t["key"] != "mykey"]
     kubernetes.client.AppsV1Api(cluster.api).create_namespaced_deployment(
@@ -350,11 +346,9 @@ def test_placement_check_command_flags_a_pod_outside_the_rules(cluster: Cluster,
 
     # A pod put on another node by hand (bypassing the scheduler) breaks the rules.
     core = kubernetes.client.CoreV1Api(cluster.api)
-    stray = asm_standin.gateway_deployment(
-        kubernetes.client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-            asm_standin.GROUP, asm_standin.VERSION, NAMESPACE, asm_standin.PLURAL, GATEWAY
-        )
-    )["spec"]["template"]
+    stray = asm_standin.gateway_deployment(asm_standin.read_gateway(cluster.api, NAMESPACE, GATEWAY))["spec"][
+        "template"
+    ]
     stray["metadata"]["name"] = "stray-gateway-pod"
     stray["spec"]["nodeName"] = "app-ecs-0"
     core.create_namespaced_pod(NAMESPACE, {"apiVersion": "v1", "kind": "Pod", **stray})

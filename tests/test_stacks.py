@@ -31,8 +31,7 @@ TOP = "asm-serverless-gateway:index:ServerlessGateway"
 
 
 def stack_file(stack: str) -> dict[str, Any]:
-    raw = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("asm-serverless-gateway:")}
+    return config_values_of(ROOT / "stacks" / f"Pulumi.{stack}.yaml")[0]
 
 
 @pytest.fixture(scope="module")
