@@ -38,6 +38,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "overflowWeight": Weights().overflow,
     "protect": False,
     "ackResourcePolicy": False,
+    "rolloutTimeoutSeconds": 600,
 }
 
 ISTIO_GATEWAY_RESERVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
@@ -204,6 +205,7 @@ class StackConfig:
     protect: bool
     render_yaml_to: str | None
     ack_resource_policy: bool
+    rollout_timeout_seconds: int
     # Secrets stay Outputs marked secret from the moment they are read.
     alicloud_credentials: AlicloudCredentials = field(default_factory=AlicloudCredentials, compare=False)
     cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
@@ -712,7 +714,9 @@ def parse(
     secrets = set(secret_keys)
     kubeconfigs: dict[str, pulumi.Output[str] | None] = {}
     for key in SECRET_KEYS:
-        text = top.string(key)
+        # An empty kubeconfig would make the Kubernetes provider use the
+        # ambient ~/.kube/config: whichever cluster that points at.
+        text = top.string(key, check=_kubeconfig_problem)
         if text is not None and key not in secrets:
             top.problem(
                 key, f"holds a credential and must be set as a secret: pulumi config set --secret {key}"
@@ -761,6 +765,9 @@ def parse(
 
     protect = top.boolean("protect", PROJECT_DEFAULTS["protect"])
     ack_resource_policy = top.boolean("ackResourcePolicy", PROJECT_DEFAULTS["ackResourcePolicy"])
+    rollout_timeout = top.integer(
+        "rolloutTimeoutSeconds", PROJECT_DEFAULTS["rolloutTimeoutSeconds"], 10, 7200
+    )
     config = StackConfig(
         stack=stack,
         region=region,
@@ -774,6 +781,7 @@ def parse(
         protect=protect,
         render_yaml_to=render_to,
         ack_resource_policy=ack_resource_policy,
+        rollout_timeout_seconds=rollout_timeout,
         alicloud_credentials=alicloud_credentials,
         cluster_kubeconfig=kubeconfigs["clusterKubeconfig"],
         mesh_kubeconfig=kubeconfigs["meshKubeconfig"],
@@ -791,6 +799,12 @@ def parse(
     if problems:
         raise ConfigError(stack, problems)
     return config
+
+
+def _kubeconfig_problem(text: str) -> str | None:
+    if not text.strip():
+        return "is empty; the stack never falls back to the ambient ~/.kube/config"
+    return None
 
 
 def _decode(value: Any) -> Any:

@@ -31,6 +31,11 @@ def gateway_pod_labels(gateway_name: str) -> dict[str, str]:
     return {GATEWAY_POD_LABEL: gateway_name}
 
 
+def gateway_pod_selector(namespace: str, gateway_name: str) -> dict[str, str]:
+    """Where one gateway's pods are: their namespace and a label selector."""
+    return {"namespace": namespace, "labelSelector": f"{GATEWAY_POD_LABEL}={gateway_name}"}
+
+
 def istio_gateway_spec(
     gateway: Gateway, rules: SchedulingRules, cluster_ids: Sequence[str]
 ) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class MeshControlPlane(pulumi.ComponentResource):
                 ),
             )
             self.mesh_id = mesh.id
+            # The provider refuses it if ASM hands back none (components/providers.py).
             kubeconfig = pulumi.Output.secret(mesh.kubeconfig.apply(lambda k: k or ""))
 
         # The provider used to be a child of the stack's top component; the

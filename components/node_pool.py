@@ -16,6 +16,7 @@ import pulumi
 import pulumi_alicloud as alicloud
 
 from components import type_token
+from components.node_marks import ADMIT, RESTRICT, NodeMarks
 from components.scheduling import Taint
 
 
@@ -92,6 +93,13 @@ class LabelledNodesArgs:
     node_names: Sequence[str]
     labels: Mapping[str, str]
     taints: Sequence[Taint]
+    # The ACK cluster's kubeconfig (a secret); None renders the nodes' marks as
+    # YAML through the provider in the component's options instead.
+    kubeconfig: pulumi.Input[str] | None = None
+    # Where the gateways' pods are (namespace, labelSelector): a taint is added
+    # only once every one of them tolerates it.
+    gateway_pods: Sequence[Mapping[str, str]] = ()
+    rollout_timeout_seconds: int = 600
 
 
 # The Kubernetes provider's NodePatch, registered by its type token with the
@@ -101,22 +109,30 @@ class LabelledNodesArgs:
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
 
 
-def node_taints(taints: Sequence[Taint]) -> list[dict[str, str]]:
-    """The taints this stack owns on each named node, in a stable order."""
-    return [
-        {"key": t.key, "value": t.value, "effect": t.effect}
-        if t.value
-        else {"key": t.key, "effect": t.effect}
-        for t in sorted(taints)
-    ]
+def _marks(name: str, stage: str, args: LabelledNodesArgs, parent: pulumi.Resource) -> None:
+    assert args.kubeconfig is not None
+    for node_name in args.node_names:
+        NodeMarks(
+            f"{name}-{node_name}",
+            node=node_name,
+            stage=stage,
+            labels=args.labels,
+            taints=args.taints,
+            kubeconfig=args.kubeconfig,
+            gateway_pods=args.gateway_pods,
+            rollout_timeout_seconds=args.rollout_timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
 
 
 class LabelledNodes(pulumi.ComponentResource):
-    """Existing nodes given the gateway's labels and taints by server-side apply.
+    """Existing nodes given the gateway's labels, before the gateways change.
 
-    Each node gets one NodePatch; deleting the stack removes exactly the labels
-    and taints it added. The taint list of a Node is replaced as a whole by
-    server-side apply, so the stack owns the taints of the nodes it names.
+    With a kubeconfig, each node gets one `NodeMarks` in the `admit` stage
+    (components/node_marks.py): it adds the declared labels and removes the
+    taints the stack no longer declares, leaving every other label and taint
+    alone. `TaintedNodes` adds the taints after the gateways have rolled out.
+    Without one, the marks are rendered as NodePatch manifests for review.
     """
 
     node_names: pulumi.Output[list[str]]
@@ -125,23 +141,40 @@ class LabelledNodes(pulumi.ComponentResource):
         self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("LabelledNodes"), name, None, opts)
-        for node_name in args.node_names:
-            pulumi.CustomResource(
-                NODE_PATCH,
-                f"{name}-{node_name}",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Node",
-                    "metadata": {
-                        "name": node_name,
-                        "labels": dict(sorted(args.labels.items())),
-                        # A node's taints may have been set by hand (the guide's
-                        # `kubectl taint`); take them over rather than fail.
-                        "annotations": {"pulumi.com/patchForce": "true"},
+        if args.kubeconfig is not None:
+            _marks(name, ADMIT, args, self)
+        else:
+            for node_name in args.node_names:
+                pulumi.CustomResource(
+                    NODE_PATCH,
+                    f"{name}-{node_name}",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "metadata": {
+                            "name": node_name,
+                            "labels": dict(sorted(args.labels.items())),
+                            "annotations": {"pulumi.com/patchForce": "true"},
+                        },
+                        "spec": {"taints": [t.as_node_taint() for t in sorted(args.taints)]},
                     },
-                    "spec": {"taints": node_taints(args.taints)},
-                },
-                pulumi.ResourceOptions(parent=self),
-            )
+                    pulumi.ResourceOptions(parent=self),
+                )
         self.node_names = pulumi.Output.from_input(list(args.node_names))
         self.register_outputs({"node_names": self.node_names})
+
+
+class TaintedNodes(pulumi.ComponentResource):
+    """The same nodes given the gateway's taints, after the gateways have rolled out.
+
+    One `NodeMarks` per node in the `restrict` stage: it waits until every
+    gateway pod tolerates a taint before adding it, and removes the labels the
+    stack no longer declares. Give it the gateways in `depends_on`.
+    """
+
+    def __init__(
+        self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("TaintedNodes"), name, None, opts)
+        _marks(name, RESTRICT, args, self)
+        self.register_outputs({})

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_kubernetes as k8s
+
+
+class EmptyKubeconfigError(ValueError):
+    pass
+
+
+def _non_empty(name: str) -> Callable[[str | None], str]:
+    """Refuse an empty kubeconfig: the provider would fall back to ~/.kube/config."""
+
+    def check(kubeconfig: str | None) -> str:
+        if not kubeconfig or not kubeconfig.strip():
+            raise EmptyKubeconfigError(
+                f"{name}: the kubeconfig is empty; refusing to fall back to the ambient ~/.kube/config"
+            )
+        return kubeconfig
+
+    return check
 
 
 def kubernetes_provider(
@@ -18,7 +37,9 @@ def kubernetes_provider(
     object's manifest under `render_directory` on `up` (not on `preview`).
     """
     if kubeconfig is not None:
-        return k8s.Provider(name, kubeconfig=kubeconfig, opts=opts)
+        return k8s.Provider(
+            name, kubeconfig=pulumi.Output.from_input(kubeconfig).apply(_non_empty(name)), opts=opts
+        )
     if render_directory is None:
         raise ValueError(f"{name}: neither a kubeconfig nor a folder to render to")
     return k8s.Provider(name, render_yaml_to_directory=render_directory, opts=opts)

@@ -8,7 +8,7 @@ gateway's placement cannot drift from the pool's labels and taints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,6 +29,43 @@ class Taint:
             # scoped to one key and one effect, never a bare `Exists`.
             return {"key": self.key, "operator": "Exists", "effect": self.effect}
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+    def as_node_taint(self) -> dict[str, str]:
+        """This taint as a Node's `spec.taints` carries it."""
+        if not self.value:
+            return {"key": self.key, "effect": self.effect}
+        return {"key": self.key, "value": self.value, "effect": self.effect}
+
+    def same_slot(self, node_taint: Mapping[str, Any]) -> bool:
+        """Whether a node's taint has this key and effect: a node holds one taint per pair."""
+        return node_taint.get("key") == self.key and node_taint.get("effect") == self.effect
+
+    def on(self, node_taints: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether a node's taint list carries exactly this taint."""
+        return any(self.same_slot(t) and (t.get("value") or "") == self.value for t in node_taints)
+
+    def tolerated_by(self, tolerations: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether a pod with these tolerations may stay on (and be placed on) a node with this taint.
+
+        The rules are kube-scheduler's: an empty key with `Exists` matches every
+        key, an empty effect matches every effect, `Equal` (the default) also
+        compares the value.
+        """
+        for toleration in tolerations:
+            key = toleration.get("key") or ""
+            operator = toleration.get("operator") or "Equal"
+            effect = toleration.get("effect") or ""
+            if effect and effect != self.effect:
+                continue
+            if not key:
+                if operator == "Exists":
+                    return True
+                continue
+            if key != self.key:
+                continue
+            if operator == "Exists" or (toleration.get("value") or "") == self.value:
+                return True
+        return False
 
 
 class NodeKind(StrEnum):

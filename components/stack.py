@@ -14,9 +14,15 @@ import pulumi
 import pulumi_alicloud as alicloud
 
 from components import type_token
-from components.gateway import IstioGateway, IstioGatewayArgs
+from components.gateway import IstioGateway, IstioGatewayArgs, gateway_pod_selector
 from components.mesh import MeshControlPlane, MeshControlPlaneArgs, NewMesh
-from components.node_pool import GatewayNodePool, GatewayNodePoolArgs, LabelledNodes, LabelledNodesArgs
+from components.node_pool import (
+    GatewayNodePool,
+    GatewayNodePoolArgs,
+    LabelledNodes,
+    LabelledNodesArgs,
+    TaintedNodes,
+)
 from components.providers import kubernetes_provider
 from components.resource_policy import GatewayResourcePolicy, GatewayResourcePolicyArgs
 from components.scheduling import derive_rules, resource_policy_units
@@ -97,13 +103,22 @@ class ServerlessGateway(pulumi.ComponentResource):
                 on_cloud(),
             )
             self.node_pool_id = pool.node_pool_id
-        elif ecs.mode == "existingNodes":
-            nodes = LabelledNodes(
-                f"{name}-ecs",
-                LabelledNodesArgs(node_names=ecs.nodes, labels=ecs.labels, taints=ecs.taints),
-                pulumi.ResourceOptions(parent=self, provider=cluster),
+        labelled_nodes: LabelledNodes | None = None
+        if ecs.mode == "existingNodes":
+            # Labels (and dropped taints) before the gateways change, taints after:
+            # see components/node_marks.py.
+            labelled_args = LabelledNodesArgs(
+                node_names=ecs.nodes,
+                labels=ecs.labels,
+                taints=ecs.taints,
+                kubeconfig=config.cluster_kubeconfig,
+                gateway_pods=[gateway_pod_selector(g.namespace, g.name) for g in config.gateways],
+                rollout_timeout_seconds=config.rollout_timeout_seconds,
             )
-            self.node_names = nodes.node_names
+            labelled_nodes = LabelledNodes(
+                f"{name}-ecs", labelled_args, pulumi.ResourceOptions(parent=self, provider=cluster)
+            )
+            self.node_names = labelled_nodes.node_names
 
         virtual = config.virtual_nodes
         controller = VirtualNodeController(
@@ -145,6 +160,7 @@ class ServerlessGateway(pulumi.ComponentResource):
         self.mesh_id = mesh.mesh_id
 
         summaries = []
+        gateway_components: list[pulumi.Resource] = []
         for gateway in config.gateways:
             gateway_name = f"{name}-{gateway.namespace}-{gateway.name}"
             if config.ack_resource_policy:
@@ -156,10 +172,23 @@ class ServerlessGateway(pulumi.ComponentResource):
             component = IstioGateway(
                 gateway_name,
                 IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
-                pulumi.ResourceOptions(parent=self, provider=mesh.provider, protect=config.protect),
+                pulumi.ResourceOptions(
+                    parent=self,
+                    provider=mesh.provider,
+                    protect=config.protect,
+                    depends_on=[labelled_nodes] if labelled_nodes is not None else None,
+                ),
             )
             summaries.append(component.summary)
+            gateway_components.append(component)
         self.gateways = pulumi.Output.from_input(summaries)
+
+        if labelled_nodes is not None and config.cluster_kubeconfig is not None:
+            TaintedNodes(
+                f"{name}-ecs-taints",
+                labelled_args,
+                pulumi.ResourceOptions(parent=self, depends_on=gateway_components),
+            )
 
         self.register_outputs(
             {
