@@ -100,7 +100,8 @@ def stage_change(stage: str, old: Marks | None, new: Marks | None) -> NodeChange
         return NodeChange(drop_labels=old.labels) if stage == ADMIT else NodeChange(drop_taints=old.taints)
     old = old or NO_MARKS
     if stage == ADMIT:
-        return NodeChange(set_labels=new.labels, drop_taints=tuple(t for t in old.taints if t not in new.taints))
+        dropped = tuple(t for t in old.taints if t not in new.taints)
+        return NodeChange(set_labels=new.labels, drop_taints=dropped)
     return NodeChange(
         drop_labels={k: v for k, v in old.labels.items() if k not in new.labels},
         add_taints=new.taints,

@@ -10,6 +10,8 @@ replicas, resources, pod annotations, affinity, tolerations.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import kubernetes
@@ -204,3 +206,113 @@ def reconcile(
         apps.replace_namespaced_deployment(name, namespace, deployment)
     else:
         apps.create_namespaced_deployment(namespace, deployment)
+
+
+# -- ASM's controller and a kubelet, as background loops ----------------------------------------
+
+
+def _rollout_strategy(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment strategy ASM gives a gateway (its `rollingMax*` fields, Istio's defaults)."""
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {
+            "maxSurge": spec.get("rollingMaxSurge", "100%"),
+            "maxUnavailable": spec.get("rollingMaxUnavailable", "25%"),
+        },
+    }
+
+
+class MeshController:
+    """ASM's gateway controller, stood in: it watches IstioGateways and reconciles their
+    Deployments continuously, acting on a new spec `delay` seconds after it sees it (ASM
+    reconciles on its own time). With autoscaling on, the replica count of an existing
+    Deployment is left to the HPA (here: to whoever scaled it).
+
+    It also plays the kubelets, which do not run here: a bound gateway pod is reported
+    Running and Ready, and a pod being deleted is removed once it is terminating, so that
+    Deployments roll out and evictions complete as they would on real nodes.
+    """
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, delay: float = 2.0) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.delay = delay
+        self._seen: dict[str, tuple[int, float]] = {}  # gateway -> (generation, first seen)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="asm-standin", daemon=True)
+        self.errors: list[str] = []
+
+    def start(self) -> MeshController:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reconcile_gateways()
+                self._play_kubelets()
+            except Exception as error:  # noqa: BLE001  # keep running, as a controller does
+                self.errors.append(repr(error))
+            self._stop.wait(0.3)
+
+    def _reconcile_gateways(self) -> None:
+        gateways = kubernetes.client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL
+        )["items"]
+        apps = kubernetes.client.AppsV1Api(self.api)
+        deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(self.namespace).items}
+        now = time.monotonic()
+        for gateway in gateways:
+            name = gateway["metadata"]["name"]
+            generation = gateway["metadata"]["generation"]
+            seen = self._seen.get(name)
+            if seen is None or seen[0] != generation:
+                self._seen[name] = seen = (generation, now)
+            if now - seen[1] < self.delay:
+                continue
+            wanted = gateway_deployment(gateway)
+            wanted["spec"]["strategy"] = _rollout_strategy(gateway["spec"])
+            wanted["metadata"]["annotations"] = {"asm-standin/generation": str(generation)}
+            current = deployments.get(name)
+            if current is None:
+                apps.create_namespaced_deployment(self.namespace, wanted)
+            elif (current.metadata.annotations or {}).get("asm-standin/generation") != str(generation):
+                if gateway["spec"].get("autoscaleEnabled", True):
+                    wanted["spec"]["replicas"] = current.spec.replicas
+                apps.replace_namespaced_deployment(
+                    name,
+                    self.namespace,
+                    {
+                        **wanted,
+                        "metadata": {
+                            **wanted["metadata"],
+                            "resourceVersion": current.metadata.resource_version,
+                        },
+                    },
+                )
+
+    def _play_kubelets(self) -> None:
+        core = kubernetes.client.CoreV1Api(self.api)
+        for pod in core.list_namespaced_pod(self.namespace).items:
+            if pod.metadata.deletion_timestamp is not None:
+                core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+            elif pod.spec.node_name and pod.status.phase != "Running":
+                core.patch_namespaced_pod_status(
+                    pod.metadata.name,
+                    self.namespace,
+                    {
+                        "status": {
+                            "phase": "Running",
+                            "conditions": [
+                                {"type": "PodScheduled", "status": "True"},
+                                {"type": "Initialized", "status": "True"},
+                                {"type": "ContainersReady", "status": "True"},
+                                {"type": "Ready", "status": "True"},
+                            ],
+                        }
+                    },
+                )

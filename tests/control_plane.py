@@ -1,7 +1,8 @@
 """A real Kubernetes control plane on 127.0.0.1, started and stopped by the tests.
 
-etcd, kube-apiserver, kube-scheduler and kube-controller-manager (its
-Deployment and ReplicaSet controllers only), built from their Go modules by
+etcd, kube-apiserver, kube-scheduler and kube-controller-manager (the
+Deployment, ReplicaSet, garbage collector, node lifecycle and taint eviction
+controllers), built from their Go modules by
 tools/toolchain.py. There is no kubelet: tests create Node objects with
 capacity, allocatable and a Ready condition, as KWOK does, so the scheduler
 binds pods and `spec.nodeName` shows its decision.
@@ -25,6 +26,13 @@ import yaml
 from tools import toolchain
 
 KUBERNETES_VERSION = toolchain.KUBERNETES_VERSION
+CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "garbage-collector-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+)
 
 
 def cluster_bin() -> dict[str, Path]:
@@ -121,7 +129,14 @@ class ControlPlane:
             "kube-controller-manager",
             [
                 f"--kubeconfig={self.kubeconfig_path}",
-                "--controllers=deployment-controller,replicaset-controller",
+                # What every real cluster runs besides: the garbage collector
+                # (foreground deletion finishes), node lifecycle (cordon and
+                # condition taints) and taint eviction (NoExecute evicts pods).
+                "--controllers=" + ",".join(CONTROLLERS),
+                # No kubelet posts heartbeats: keep the timeout out of reach, so
+                # nodes stay Ready unless a test says otherwise.
+                "--node-monitor-grace-period=8760h",
+                "--node-startup-grace-period=8760h",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",

@@ -176,7 +176,13 @@ PYTHON_LANGUAGE_HOST = GoTool(
         "pulumi-language-python-exec": (
             "github.com/pulumi/pulumi/sdk/v3",
             "python/cmd/pulumi-language-python-exec",
-        )
+        ),
+        # Serves Pulumi dynamic providers (components/node_marks.py); the engine
+        # looks for it beside `pulumi`, as the official install lays it out.
+        "pulumi-resource-pulumi-python": (
+            "github.com/pulumi/pulumi/sdk/v3",
+            "python/dist/pulumi-resource-pulumi-python",
+        ),
     },
 )
 
