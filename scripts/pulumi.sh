@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the pulumi CLI that scripts/setup.sh built (or the one on your PATH),
-# offline, with state in .pulumi-state/:  scripts/pulumi.sh up --stack local
+# offline, with state in your backend or .pulumi-state/. The `local` stack gets
+# its published passphrase; any other stack needs its own (see README).
+#   scripts/pulumi.sh up --stack local
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(.venv/bin/python -m tools.toolchain env)"
-exec pulumi "$@"
+exec .venv/bin/python -m tools.toolchain pulumi "$@"

@@ -28,7 +28,10 @@ PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "stack_config.py", "requirements.
 def engine_env(state_dir: Path) -> dict[str, str]:
     """The engine's environment, or a skip (a failure under scripts/test.sh) naming what is missing."""
     try:
-        return toolchain.engine_environment(state_dir=state_dir)
+        env = toolchain.engine_environment(state_dir=state_dir)
+        # Test stacks live in a throwaway backend; the local stack's passphrase will do.
+        env.setdefault("PULUMI_CONFIG_PASSPHRASE", toolchain.LOCAL_PASSPHRASE)
+        return env
     except toolchain.ToolsMissingError as missing:
         if os.environ.get("ASM_GATEWAY_REQUIRE_TOOLS"):
             pytest.fail(str(missing))

@@ -33,7 +33,9 @@ KUBERNETES_PROVIDER_VERSION = "4.25.0"
 KUBERNETES_VERSION = "1.34.4"
 
 PROJECT_DIR = TOOLS_DIR.parent
-# The passphrase of the `local` stack, which holds no cloud secrets.
+# The passphrase of the `local` stack, which holds no cloud secrets. It is
+# published, so no other stack may use it (see `secrets_problem`).
+LOCAL_STACK = "local"
 LOCAL_PASSPHRASE = "local"
 
 
@@ -350,17 +352,87 @@ def engine_environment(state_dir: Path | None = None, base: dict[str, str] | Non
         # A user's own backend (env or `pulumi login`) always wins: prod state
         # must never land in a folder git ignores.
         env["PULUMI_BACKEND_URL"] = (PROJECT_DIR / ".pulumi-state").resolve().as_uri()
-    env.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
     env.setdefault("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", "true")
     return env
 
 
+def stack_named(args: list[str]) -> str | None:
+    """The stack a `pulumi` command line names (`--stack X`, `-s X`, `stack init X`), if any."""
+    for index, arg in enumerate(args):
+        if arg in ("--stack", "-s") and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--stack="):
+            return arg.removeprefix("--stack=")
+    positional = [a for a in args if not a.startswith("-")]
+    if positional[:2] == ["stack", "init"] and len(positional) > 2:
+        return positional[2]
+    return None
+
+
+def _has_own_secrets(stack: str, args: list[str], env: dict[str, str]) -> bool:
+    """A secrets provider on the command line or in the stack file, or a backend that has one."""
+    if any(a == "--secrets-provider" or a.startswith("--secrets-provider=") for a in args):
+        return True
+    backend = env.get("PULUMI_BACKEND_URL", "")
+    if backend and not backend.startswith("file://"):
+        return True
+    stack_file = PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml"
+    if stack_file.is_file():
+        for line in stack_file.read_text().splitlines():
+            if line.startswith("secretsprovider:"):
+                return line.split(":", 1)[1].strip() not in ("", "passphrase")
+    return False
+
+
+def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> str | None:
+    """Sets the `local` stack's passphrase; says why another stack has no way to encrypt secrets.
+
+    The published passphrase must never encrypt a real kubeconfig, so a stack
+    other than `local` needs its own passphrase, a secrets provider in its stack
+    file (or `--secrets-provider`), or a backend with its own secrets manager.
+    """
+    if env.get("PULUMI_CONFIG_PASSPHRASE") is not None or env.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        return None
+    if stack is None:
+        return None  # pulumi itself asks, or says what is missing
+    if stack == LOCAL_STACK:
+        env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        return None
+    if _has_own_secrets(stack, args, env):
+        return None
+    return (
+        f"stack '{stack}' has no passphrase or secrets provider to encrypt its secrets (kubeconfigs,"
+        " credentials) with, and the `local` stack's published passphrase is only for `local`.\n"
+        "Set one of: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE (kept out of the repo),"
+        f" or a KMS or Vault secrets provider: pulumi stack init {stack} --secrets-provider=<url>"
+        f" (or pulumi stack change-secrets-provider <url> --stack {stack})."
+    )
+
+
+def run_pulumi(args: list[str]) -> int:
+    """`scripts/pulumi.sh`: the engine's environment, the stack's secrets rule, then `pulumi`."""
+    env = engine_environment()
+    problem = secrets_problem(stack_named(args), args, env)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
+    os.execvpe("pulumi", ["pulumi", *args], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.toolchain", description=__doc__)
-    parser.add_argument("action", choices=("build", "env"))
+    parser.add_argument("action", choices=("build", "env", "pulumi"))
     parser.add_argument("group", nargs="?", default="all", choices=sorted(GROUPS))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pulumi"]:
+        try:
+            return run_pulumi(argv[1:])
+        except ToolsMissingError as missing:
+            print(missing, file=sys.stderr)
+            return 1
     args = parser.parse_args(argv)
     try:
         if args.action == "build":
@@ -378,7 +450,6 @@ def main(argv: list[str] | None = None) -> int:
     for key in (
         "PATH",
         *(["PULUMI_BACKEND_URL"] if "PULUMI_BACKEND_URL" in env else []),
-        "PULUMI_CONFIG_PASSPHRASE",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
         "PULUMI_SKIP_UPDATE_CHECK",
     ):
