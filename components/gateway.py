@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import type_token
+from components import child_options, type_token
 from components.scheduling import SchedulingRules
 from stack_config import Gateway
 
@@ -92,7 +92,7 @@ class IstioGateway(pulumi.ComponentResource):
             kind=KIND,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
             spec=istio_gateway_spec(gateway, args.rules, [args.cluster_id]),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )
         self.summary = {
             "namespace": gateway.namespace,

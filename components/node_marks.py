@@ -222,7 +222,7 @@ def wait_until_tolerated(
     gateway_pods: Sequence[Mapping[str, str]],
     taints: Sequence[Taint],
     timeout: float,
-    node: str,
+    where: str,
 ) -> None:
     """Wait until every live gateway pod tolerates `taints` (the gateways have rolled out)."""
     deadline = time.monotonic() + timeout
@@ -241,7 +241,7 @@ def wait_until_tolerated(
         if time.monotonic() >= deadline:
             shown = ", ".join(f"{t.key}={t.value}:{t.effect}" for t in taints)
             raise NodeMarksError(
-                f"node {node}: gateway pods {', '.join(sorted(lacking))} still lack a toleration for"
+                f"{where}: gateway pods {', '.join(sorted(lacking))} still lack a toleration for"
                 f" {shown} after {timeout:.0f}s (rolloutTimeoutSeconds); the taint was not added, so"
                 " nothing was evicted. Run `up` again once the mesh has rolled the gateway out."
             )
@@ -263,7 +263,7 @@ class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
             # Tolerate before taint: the gateways' pods must carry the new
             # tolerations before any node does, or a NoExecute taint evicts them.
             timeout = float(props["rolloutTimeoutSeconds"])
-            wait_until_tolerated(core, props.get("gatewayPods") or [], missing, timeout, name)
+            wait_until_tolerated(core, props.get("gatewayPods") or [], missing, timeout, f"node {name}")
         change_node(core, name, change)
 
     def create(self, props: Any) -> pulumi.dynamic.CreateResult:
@@ -334,6 +334,66 @@ class NodeMarks(pulumi.dynamic.Resource, module="asm-serverless-gateway", name="
                 "node": node,
                 "stage": stage,
                 "labels": dict(sorted(labels.items())),
+                "taints": [t.as_node_taint() for t in sorted(taints)],
+                "kubeconfig": pulumi.Output.secret(kubeconfig),
+                "gatewayPods": [dict(g) for g in gateway_pods],
+                "rolloutTimeoutSeconds": rollout_timeout_seconds,
+            },
+            pulumi.ResourceOptions.merge(
+                pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]), opts
+            ),
+        )
+
+
+class TolerationRolloutProvider(pulumi.dynamic.ResourceProvider):
+    """Waits until every gateway pod tolerates the declared taints; changes nothing."""
+
+    def _wait(self, props: Mapping[str, Any]) -> None:
+        wait_until_tolerated(
+            _client(props["kubeconfig"]),
+            props.get("gatewayPods") or [],
+            Marks.from_props(props).taints,
+            float(props["rolloutTimeoutSeconds"]),
+            props["waitsFor"],
+        )
+
+    def create(self, props: Any) -> pulumi.dynamic.CreateResult:
+        self._wait(props)
+        return pulumi.dynamic.CreateResult(id_=props["waitsFor"], outs=dict(props))
+
+    def update(self, _id: str, olds: Any, news: Any) -> pulumi.dynamic.UpdateResult:
+        self._wait(news)
+        return pulumi.dynamic.UpdateResult(outs=dict(news))
+
+    def diff(self, _id: str, olds: Any, news: Any) -> pulumi.dynamic.DiffResult:
+        keys = ("taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig", "waitsFor")
+        changed = [k for k in keys if _canonical(olds.get(k)) != _canonical(news.get(k))]
+        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[])
+
+
+class TolerationRollout(pulumi.dynamic.Resource, module="asm-serverless-gateway", name="TolerationRollout"):
+    """A gate: done once every gateway pod tolerates `taints`. What taints nodes goes after it.
+
+    For a node pool, whose taints ACK puts on the nodes itself: the pool
+    depends on this gate, which depends on the gateways.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        waits_for: str,
+        taints: Sequence[Taint],
+        kubeconfig: pulumi.Input[str],
+        gateway_pods: Sequence[Mapping[str, str]],
+        rollout_timeout_seconds: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            TolerationRolloutProvider(),
+            name,
+            {
+                "waitsFor": waits_for,
                 "taints": [t.as_node_taint() for t in sorted(taints)],
                 "kubeconfig": pulumi.Output.secret(kubeconfig),
                 "gatewayPods": [dict(g) for g in gateway_pods],

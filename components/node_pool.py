@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 
-from components import type_token
+from components import child_options, type_token
 from components.node_marks import ADMIT, RESTRICT, NodeMarks
 from components.scheduling import Taint
 
@@ -77,8 +77,9 @@ class GatewayNodePool(pulumi.ComponentResource):
                 if args.autoscaling_bounds is not None
                 else None
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
+            opts=child_options(
+                self,
+                opts,
                 protect=args.protect,
                 # The autoscaler owns the size; a scaled pool is not drift.
                 ignore_changes=["desiredSize"] if autoscaled else None,
@@ -109,7 +110,7 @@ class LabelledNodesArgs:
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
 
 
-def _marks(name: str, stage: str, args: LabelledNodesArgs, parent: pulumi.Resource) -> None:
+def _marks(name: str, stage: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions) -> None:
     assert args.kubeconfig is not None
     for node_name in args.node_names:
         NodeMarks(
@@ -121,7 +122,7 @@ def _marks(name: str, stage: str, args: LabelledNodesArgs, parent: pulumi.Resour
             kubeconfig=args.kubeconfig,
             gateway_pods=args.gateway_pods,
             rollout_timeout_seconds=args.rollout_timeout_seconds,
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=opts,
         )
 
 
@@ -142,7 +143,7 @@ class LabelledNodes(pulumi.ComponentResource):
     ) -> None:
         super().__init__(type_token("LabelledNodes"), name, None, opts)
         if args.kubeconfig is not None:
-            _marks(name, ADMIT, args, self)
+            _marks(name, ADMIT, args, child_options(self, opts))
         else:
             for node_name in args.node_names:
                 pulumi.CustomResource(
@@ -158,7 +159,7 @@ class LabelledNodes(pulumi.ComponentResource):
                         },
                         "spec": {"taints": [t.as_node_taint() for t in sorted(args.taints)]},
                     },
-                    pulumi.ResourceOptions(parent=self),
+                    child_options(self, opts),
                 )
         self.node_names = pulumi.Output.from_input(list(args.node_names))
         self.register_outputs({"node_names": self.node_names})
@@ -176,5 +177,5 @@ class TaintedNodes(pulumi.ComponentResource):
         self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("TaintedNodes"), name, None, opts)
-        _marks(name, RESTRICT, args, self)
+        _marks(name, RESTRICT, args, child_options(self, opts))
         self.register_outputs({})

@@ -16,6 +16,7 @@ import pulumi_alicloud as alicloud
 from components import type_token
 from components.gateway import IstioGateway, IstioGatewayArgs, gateway_pod_selector
 from components.mesh import MeshControlPlane, MeshControlPlaneArgs, NewMesh
+from components.node_marks import TolerationRollout
 from components.node_pool import (
     GatewayNodePool,
     GatewayNodePoolArgs,
@@ -80,29 +81,7 @@ class ServerlessGateway(pulumi.ComponentResource):
         ecs = config.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
         self.node_names = pulumi.Output.from_input([])
-        if ecs.mode == "nodePool" and ecs.node_pool is not None:
-            spec = ecs.node_pool
-            pool = GatewayNodePool(
-                f"{name}-ecs",
-                GatewayNodePoolArgs(
-                    cluster_id=config.cluster_id,
-                    node_pool_name=spec.name,
-                    labels=ecs.labels,
-                    taints=ecs.taints,
-                    instance_types=spec.instance_types,
-                    vswitch_ids=spec.vswitch_ids,
-                    system_disk_category=spec.system_disk_category,
-                    system_disk_size=spec.system_disk_size,
-                    desired_size=spec.desired_size,
-                    autoscaling_bounds=(
-                        (spec.autoscaling.min_size, spec.autoscaling.max_size) if spec.autoscaling else None
-                    ),
-                    security_group_ids=spec.security_group_ids,
-                    protect=config.protect,
-                ),
-                on_cloud(),
-            )
-            self.node_pool_id = pool.node_pool_id
+        gateway_pods = [gateway_pod_selector(g.namespace, g.name) for g in config.gateways]
         labelled_nodes: LabelledNodes | None = None
         if ecs.mode == "existingNodes":
             # Labels (and dropped taints) before the gateways change, taints after:
@@ -112,7 +91,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                 labels=ecs.labels,
                 taints=ecs.taints,
                 kubeconfig=config.cluster_kubeconfig,
-                gateway_pods=[gateway_pod_selector(g.namespace, g.name) for g in config.gateways],
+                gateway_pods=gateway_pods,
                 rollout_timeout_seconds=config.rollout_timeout_seconds,
             )
             labelled_nodes = LabelledNodes(
@@ -183,6 +162,45 @@ class ServerlessGateway(pulumi.ComponentResource):
             gateway_components.append(component)
         self.gateways = pulumi.Output.from_input(summaries)
 
+        # Tolerate before taint, for a pool too: ACK puts the pool's taints on
+        # its nodes, so the pool changes after the gateways (and, where the
+        # stack can see the cluster, after their pods tolerate the taints).
+        pool_waits_for: list[pulumi.Resource] = list(gateway_components)
+        if ecs.mode == "nodePool" and config.cluster_kubeconfig is not None:
+            pool_waits_for = [
+                TolerationRollout(
+                    f"{name}-ecs-rollout",
+                    waits_for="the gateway's node pool",
+                    taints=ecs.taints,
+                    kubeconfig=config.cluster_kubeconfig,
+                    gateway_pods=gateway_pods,
+                    rollout_timeout_seconds=config.rollout_timeout_seconds,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=gateway_components),
+                )
+            ]
+        if ecs.mode == "nodePool" and ecs.node_pool is not None:
+            spec = ecs.node_pool
+            pool = GatewayNodePool(
+                f"{name}-ecs",
+                GatewayNodePoolArgs(
+                    cluster_id=config.cluster_id,
+                    node_pool_name=spec.name,
+                    labels=ecs.labels,
+                    taints=ecs.taints,
+                    instance_types=spec.instance_types,
+                    vswitch_ids=spec.vswitch_ids,
+                    system_disk_category=spec.system_disk_category,
+                    system_disk_size=spec.system_disk_size,
+                    desired_size=spec.desired_size,
+                    autoscaling_bounds=(
+                        (spec.autoscaling.min_size, spec.autoscaling.max_size) if spec.autoscaling else None
+                    ),
+                    security_group_ids=spec.security_group_ids,
+                    protect=config.protect,
+                ),
+                pulumi.ResourceOptions.merge(on_cloud(), pulumi.ResourceOptions(depends_on=pool_waits_for)),
+            )
+            self.node_pool_id = pool.node_pool_id
         if labelled_nodes is not None and config.cluster_kubeconfig is not None:
             TaintedNodes(
                 f"{name}-ecs-taints",

@@ -44,6 +44,7 @@ class Registered:
     inputs: dict[str, Any]
     ignore_changes: list[str]
     additional_secret_outputs: list[str]
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
                     inputs=pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True),
                     ignore_changes=list(request.ignoreChanges),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
+                    dependencies=list(request.dependencies),
                 )
             )
         return response

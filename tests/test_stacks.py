@@ -270,3 +270,47 @@ def test_alicloud_credentials_in_config_stay_secret_on_the_provider() -> None:
     provider = deployment.one(ALICLOUD_PROVIDER).inputs
     assert provider["region"] == "cn-hangzhou"
     assert is_rpc_secret(provider["accessKey"]) and is_rpc_secret(provider["secretKey"])
+
+
+NODE_MARKS = "pulumi-python:dynamic/asm-serverless-gateway:NodeMarks"
+TOLERATION_ROLLOUT = "pulumi-python:dynamic/asm-serverless-gateway:TolerationRollout"
+
+
+def test_on_a_cluster_labels_go_on_before_the_gateways_and_taints_after_them() -> None:
+    deployment = run_stack_file(
+        "local", {"clusterKubeconfig": TEST_KUBECONFIG, "meshKubeconfig": TEST_KUBECONFIG}
+    )
+    assert deployment.of_type(NODE_PATCH) == []
+    marks = deployment.of_type(NODE_MARKS)
+    admit = [m for m in marks if m.inputs["stage"] == "admit"]
+    restrict = [m for m in marks if m.inputs["stage"] == "restrict"]
+    nodes = stack_file("local")["ecsCapacity"]["nodes"]
+    assert (
+        sorted(m.inputs["node"] for m in admit) == sorted(m.inputs["node"] for m in restrict) == sorted(nodes)
+    )
+    gateway = deployment.one(ISTIO_GATEWAY)
+    assert {m.urn for m in admit} <= set(gateway.dependencies)
+    for mark in restrict:
+        assert gateway.urn in mark.dependencies
+        assert mark.inputs["gatewayPods"] == [
+            {"namespace": "istio-system", "labelSelector": "asm-serverless-gateway/gateway=ingressgateway"}
+        ]
+        assert mark.additional_secret_outputs == ["kubeconfig"]
+        assert is_rpc_secret(mark.inputs["kubeconfig"])
+
+
+@pytest.mark.parametrize("sees_the_cluster", [False, True])
+def test_a_node_pool_changes_after_the_gateways(sees_the_cluster: bool) -> None:
+    overrides = {"clusterKubeconfig": TEST_KUBECONFIG} if sees_the_cluster else {}
+    deployment = run_stack_file("dev", overrides)
+    gateway = deployment.one(ISTIO_GATEWAY)
+    pool = deployment.one(NODE_POOL)
+    if sees_the_cluster:
+        # ...and after the gateways' pods tolerate the pool's taints.
+        gate = deployment.one(TOLERATION_ROLLOUT)
+        assert gateway.urn in gate.dependencies
+        assert gate.urn in pool.dependencies
+        assert gate.inputs["taints"] == stack_file("dev")["ecsCapacity"]["taints"]
+    else:
+        assert deployment.of_type(TOLERATION_ROLLOUT) == []
+        assert gateway.urn in pool.dependencies
