@@ -263,7 +263,25 @@ class ToolsMissingError(RuntimeError):
 
 
 def pulumi_home() -> Path:
-    return Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    """Where the engine keeps plugins: PULUMI_HOME if the user set it, else this project's cache.
+
+    Never the user's own ~/.pulumi unless they point PULUMI_HOME there: set-up
+    installs a provider plugin, and that is not ours to put in their home.
+    """
+    return Path(os.environ.get("PULUMI_HOME") or cache_root() / "pulumi-home")
+
+
+def _user_login() -> tuple[str, str | None] | None:
+    """The backend (and its token) the user chose with `pulumi login`, read from their home."""
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    try:
+        credentials = json.loads((home / "credentials.json").read_text())
+    except (OSError, ValueError):
+        return None
+    current = credentials.get("current")
+    if not current:
+        return None
+    return current, (credentials.get("accessTokens") or {}).get(current)
 
 
 def kubernetes_plugin() -> Path:
@@ -306,7 +324,7 @@ def install_engine() -> Path:
                 str(provider),
                 "--reinstall",
             ],
-            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
+            env={**os.environ, "PULUMI_HOME": str(pulumi_home()), "PULUMI_SKIP_UPDATE_CHECK": "true"},
             check=True,
             capture_output=True,
         )
@@ -328,15 +346,6 @@ def engine_bin_dir() -> Path:
     return folder
 
 
-def logged_in() -> bool:
-    """Whether the user chose a backend with `pulumi login`."""
-    credentials = pulumi_home() / "credentials.json"
-    try:
-        return bool(json.loads(credentials.read_text()).get("current"))
-    except (OSError, ValueError):
-        return False
-
-
 def engine_environment(state_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment in which the engine runs here with no network at all.
 
@@ -345,13 +354,21 @@ def engine_environment(state_dir: Path | None = None, base: dict[str, str] | Non
     plugin downloads, no update check.
     """
     env = dict(os.environ if base is None else base)
+    env.setdefault("PULUMI_HOME", str(pulumi_home()))
     env["PATH"] = os.pathsep.join([str(engine_bin_dir()), env.get("PATH", "")])
     if state_dir is not None:
         env["PULUMI_BACKEND_URL"] = state_dir.resolve().as_uri()
-    elif "PULUMI_BACKEND_URL" not in env and not logged_in():
+    elif "PULUMI_BACKEND_URL" not in env:
         # A user's own backend (env or `pulumi login`) always wins: prod state
-        # must never land in a folder git ignores.
-        env["PULUMI_BACKEND_URL"] = (PROJECT_DIR / ".pulumi-state").resolve().as_uri()
+        # must never land in a folder git ignores. PULUMI_HOME is the project's,
+        # so their login is passed on explicitly.
+        login = _user_login()
+        if login is None:
+            env["PULUMI_BACKEND_URL"] = (PROJECT_DIR / ".pulumi-state").resolve().as_uri()
+        else:
+            env["PULUMI_BACKEND_URL"] = login[0]
+            if login[1] and "PULUMI_ACCESS_TOKEN" not in env:
+                env["PULUMI_ACCESS_TOKEN"] = login[1]
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
     env.setdefault("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", "true")
@@ -450,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in (
         "PATH",
         *(["PULUMI_BACKEND_URL"] if "PULUMI_BACKEND_URL" in env else []),
+        "PULUMI_HOME",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
         "PULUMI_SKIP_UPDATE_CHECK",
     ):

@@ -1,6 +1,8 @@
-"""Which stacks may use the published `local` passphrase (tools/toolchain.py)."""
+"""The engine's environment: which stacks may use the published passphrase, where plugins go."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,31 @@ def test_another_stack_without_a_passphrase_is_refused_with_how_to_set_one() -> 
 )
 def test_another_stack_with_its_own_secrets_is_let_through(args: list[str], env: dict[str, str]) -> None:
     assert toolchain.secrets_problem("prod", args, dict(env)) is None
+
+
+def test_plugins_go_to_the_projects_cache_not_the_users_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PULUMI_HOME", raising=False)
+    monkeypatch.setenv("ASM_GATEWAY_TOOLS_CACHE", str(tmp_path / "cache"))
+    assert toolchain.pulumi_home() == tmp_path / "cache" / "pulumi-home"
+    assert toolchain.kubernetes_plugin().is_relative_to(tmp_path / "cache")
+    # Unless the user asks for another home.
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "theirs"))
+    assert toolchain.pulumi_home() == tmp_path / "theirs"
+
+
+def test_the_users_login_still_chooses_the_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".pulumi").mkdir(parents=True)
+    (home / ".pulumi" / "credentials.json").write_text(
+        '{"current": "https://pulumi.example.com", "accessTokens": {"https://pulumi.example.com": "pul-x"}}'
+    )
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(toolchain, "engine_bin_dir", lambda: tmp_path)
+    env = toolchain.engine_environment()
+    assert env["PULUMI_BACKEND_URL"] == "https://pulumi.example.com"
+    assert env["PULUMI_ACCESS_TOKEN"] == "pul-x"
+    assert not Path(env["PULUMI_HOME"]).is_relative_to(home / ".pulumi")
