@@ -135,14 +135,55 @@ def node_patch(node: Mapping[str, Any], change: NodeChange) -> dict[str, Any] | 
             # `kubectl taint --overwrite`: one taint per key and effect.
             taints[slot] = taint.as_node_taint()
 
-    if not label_patch and taints == current:
+    handover = released_managed_fields(node, change)
+    if not label_patch and taints == current and handover is None:
         return None
     patch: dict[str, Any] = {"metadata": {"resourceVersion": metadata.get("resourceVersion")}}
+    if handover is not None:
+        patch["metadata"]["managedFields"] = handover
     if label_patch:
         patch["metadata"]["labels"] = label_patch
     if taints != current:
         patch["spec"] = {"taints": taints}
     return patch
+
+
+# What earlier versions of this stack applied nodes' marks with: the Kubernetes
+# provider's NodePatch, by server-side apply under this field manager prefix.
+NODE_PATCH_MANAGER_PREFIX = "pulumi-kubernetes-"
+
+
+def released_managed_fields(node: Mapping[str, Any], change: NodeChange) -> list[Any] | None:
+    """The node's managedFields without a NodePatch's claim on the marks this change sets, or None.
+
+    Upgrading replaces the NodePatch of earlier versions; deleting it would
+    remove every field it applied, the whole atomic taint list included. Taking
+    its claim off first (as a `kubectl` user may edit managedFields) makes that
+    delete touch nothing.
+    """
+    if not change.set_labels and not change.add_taints:
+        return None
+    entries = list(node.get("metadata", {}).get("managedFields") or [])
+    label_fields = {f"f:{key}" for key in change.set_labels}
+
+    def claims_ours(entry: Mapping[str, Any]) -> bool:
+        fields = entry.get("fieldsV1") or {}
+        labels = fields.get("f:metadata", {}).get("f:labels", {})
+        return "f:taints" in fields.get("f:spec", {}) or bool(label_fields & set(labels))
+
+    kept = [
+        e
+        for e in entries
+        if not (
+            str(e.get("manager", "")).startswith(NODE_PATCH_MANAGER_PREFIX)
+            and e.get("operation") == "Apply"
+            and claims_ours(e)
+        )
+    ]
+    if len(kept) == len(entries):
+        return None
+    # An empty list would leave managedFields as they are; `[{}]` clears them.
+    return kept or [{}]
 
 
 def untolerating_pods(pods: Sequence[Mapping[str, Any]], taints: Sequence[Taint]) -> list[str]:

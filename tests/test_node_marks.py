@@ -164,3 +164,21 @@ def test_marks_found_on_a_node_are_what_refresh_reports() -> None:
     declared = Marks({"a": "1", "b": "2"}, (OURS, NEW))
     found = declared.found_on(node({"a": "1", "b": "changed"}, [OURS.as_node_taint(), TEAM]))
     assert found == Marks({"a": "1"}, (OURS,))
+
+
+def test_an_earlier_versions_node_patch_claim_is_released_so_its_delete_touches_nothing() -> None:
+    before = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint(), TEAM])
+    node_patch_claim = {
+        "manager": "pulumi-kubernetes-5a1b2c3d",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
+    }
+    kubelet = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
+    before["metadata"]["managedFields"] = [kubelet, node_patch_claim]
+    patch = node_patch(before, NodeChange(set_labels={"mykey4pod": "asmgateway"}))
+    assert patch is not None
+    assert patch["metadata"]["managedFields"] == [kubelet]
+    assert "labels" not in patch["metadata"] and "spec" not in patch
+    # Once released, nothing more to write.
+    before["metadata"]["managedFields"] = [kubelet]
+    assert node_patch(before, NodeChange(set_labels={"mykey4pod": "asmgateway"})) is None
