@@ -232,8 +232,9 @@ KUBE_SCHEDULER = GoTool(
     ldflags=_kubernetes_version_flags(),
 )
 
-# Only for its Deployment and ReplicaSet controllers: the cluster tests scale
-# gateway Deployments and let the real controllers make the pods.
+# For its Deployment, ReplicaSet, garbage collector, node lifecycle and taint
+# eviction controllers: the cluster tests scale gateway Deployments and let
+# the real controllers make, roll and evict the pods.
 KUBE_CONTROLLER_MANAGER = GoTool(
     name="kube-controller-manager",
     module="kube-control-plane",
