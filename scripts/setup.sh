@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets this project up on a fresh machine: the Python environment, then the
-# Pulumi engine and the local Kubernetes control plane, built from their Go
-# modules (cached outside the repo; a second run takes seconds).
+# Pulumi engine built from its Go modules (cached outside the repo; a second
+# run takes seconds). `scripts/setup.sh all` also builds the local Kubernetes
+# control plane now, which scripts/test.sh otherwise builds on its first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,9 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
+echo "installing the Python packages into .venv ..." >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-group="${1:-all}"   # engine, cluster or all
+group="${1:-engine}"   # engine, cluster or all
 .venv/bin/python -m tools.toolchain build "$group" >/dev/null
 if [ "$group" != cluster ]; then
   # With the virtualenv active, `pulumi` is the engine built above.

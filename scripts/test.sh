@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test: unit, engine and cluster. Tools that setup.sh should have
-# built are required here: a missing one fails the run instead of skipping.
+# Runs every test: unit, engine and cluster. Builds the local Kubernetes
+# control plane first if it is not built yet (a cold build takes a long while
+# and prints its progress). Tools that set-up should have built are required
+# here: a missing one fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
+.venv/bin/python -m tools.toolchain build cluster >/dev/null
 export ASM_GATEWAY_REQUIRE_TOOLS=1
 exec .venv/bin/python -m pytest "$@"

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ class GoTool:
             cmd = ["go", "build", "-trimpath", "-o", str(out / self.name)]
             if self.ldflags:
                 cmd += ["-ldflags", " ".join(self.ldflags)]
-            subprocess.run([*cmd, self.package], cwd=work, env=go_env(), check=True)
+            _run_with_progress([*cmd, self.package], work, f"building {self.name}")
             for file_name, (module_path, rel) in self.companions.items():
                 src = _module_dir_of(module_path, work) / rel
                 shutil.copyfile(src, out / file_name)
@@ -132,6 +133,25 @@ class GoTool:
             shutil.move(str(out), staging)
             staging.rename(target)
         return target
+
+
+PROGRESS_EVERY_SECONDS = 30.0
+
+
+def _run_with_progress(cmd: list[str], cwd: Path, what: str) -> None:
+    """Run a long build, saying what it is and how long it has taken, so it never looks hung."""
+    start = time.monotonic()
+    print(f"{what} (a cold build takes minutes) ...", file=sys.stderr, flush=True)
+    process = subprocess.Popen(cmd, cwd=cwd, env=go_env())
+    while True:
+        try:
+            process.wait(timeout=PROGRESS_EVERY_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            print(f"  {what}: {time.monotonic() - start:.0f} s so far", file=sys.stderr, flush=True)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, cmd)
+    print(f"  {what}: done in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 # Both are asked for every time a tool's key is; neither changes within a run.
@@ -437,7 +457,32 @@ def run_pulumi(args: list[str]) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
+    stack = stack_named(args)
+    command = [a for a in args if not a.startswith("-")][:1]
+    if stack is not None and command in (["up"], ["preview"]):
+        _create_if_missing(stack, env)
     os.execvpe("pulumi", ["pulumi", *args], env)
+
+
+def _create_if_missing(stack: str, env: dict[str, str]) -> None:
+    """`up --stack X` on a fresh clone: create the stack the user named, and only that one."""
+    listing = subprocess.run(
+        ["pulumi", "stack", "ls", "--json", "--non-interactive"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listing.returncode == 0 and stack in {s.get("name") for s in json.loads(listing.stdout or "[]")}:
+        return
+    print(f"creating stack '{stack}' (it did not exist in {env.get('PULUMI_BACKEND_URL', 'your backend')})")
+    subprocess.run(
+        ["pulumi", "stack", "init", stack, "--no-select", "--non-interactive"],
+        cwd=PROJECT_DIR,
+        env=env,
+        check=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,8 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.group in ("engine", "all"):
                 print(f"engine: {install_engine()}", file=sys.stderr)
             if args.group in ("cluster", "all"):
-                for tool in GROUPS["cluster"]:
-                    print(f"{tool.name}: {tool.build()}", file=sys.stderr)
+                tools = GROUPS["cluster"]
+                for number, tool in enumerate(tools, 1):
+                    print(f"[{number}/{len(tools)}] {tool.name}: {tool.build()}", file=sys.stderr)
             return 0
         env = engine_environment()
     except ToolsMissingError as missing:
