@@ -13,6 +13,7 @@ from typing import Any
 import kubernetes
 
 from components.scheduling import VIRTUAL_NODE_LABELS, VIRTUAL_NODE_TAINT
+from stack_config import parse_quantity
 
 
 @dataclass(frozen=True)
@@ -80,32 +81,11 @@ def create_nodes(api: kubernetes.client.ApiClient, nodes: list[NodeSpec]) -> Non
         core.patch_node(node.name, {"spec": {"taints": body["spec"]["taints"] or None}})
 
 
-_SUFFIXES = {
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as a number (`500m` -> 0.5, `4Gi` -> 4294967296)."""
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(text)
-
-
 def pods_that_fit(nodes: list[NodeSpec], requests: dict[str, str]) -> int:
     """How many pods with `requests` the nodes hold, counted as the scheduler's fit check does."""
     total = 0
     for node in nodes:
-        room = {"cpu": quantity(node.cpu), "memory": quantity(node.memory)}
-        per_resource = [int(room[name] // quantity(amount)) for name, amount in requests.items()]
+        room = {"cpu": parse_quantity(node.cpu), "memory": parse_quantity(node.memory)}
+        per_resource = [int(room[name] // parse_quantity(amount)) for name, amount in requests.items()]
         total += min([*per_resource, int(node.pods)])
     return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -263,3 +264,31 @@ def test_resource_quantities_may_be_numbers_as_yaml_reads_them() -> None:
     values = with_change(local_values(), "gateways[0].resources", {"requests": {"cpu": 2, "memory": "2Gi"}})
     config = stack_config.parse("local", values)
     assert config.gateways[0].resources == {"requests": {"cpu": "2", "memory": "2Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("100n", Decimal("1E-7")),
+        ("1u", Decimal("0.000001")),
+        ("500m", Decimal("0.5")),
+        ("2", Decimal(2)),
+        ("4Gi", Decimal(4 * 2**30)),
+        ("1.5Gi", Decimal(int(1.5 * 2**30))),
+        ("1e3", Decimal(1000)),
+        ("1E3", Decimal(1000)),
+        ("+1", Decimal(1)),
+        (".5", Decimal("0.5")),
+        ("5.", Decimal(5)),
+        ("1k", Decimal(1000)),
+        ("2Ei", Decimal(2 * 2**60)),
+    ],
+)
+def test_every_kubernetes_quantity_form_is_read(text: str, value: Decimal) -> None:
+    assert stack_config.parse_quantity(text) == value
+    assert stack_config.quantity_problem(text) is None
+
+
+@pytest.mark.parametrize("text", ["1K", "1 Gi", "1Gb", "abc", "", "0x1", "1e", "1mi", "1.0.0", "Gi", "-1"])
+def test_what_the_api_server_refuses_is_refused(text: str) -> None:
+    assert stack_config.quantity_problem(text) is not None
