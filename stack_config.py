@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 
 from components import PACKAGE
+from components.gateway import ISTIO_GATEWAY_FIELDS, Gateway, GatewayPort
 from components.scheduling import (
     TAINT_EFFECTS,
     VIRTUAL_NODE_LABELS,
@@ -178,31 +179,6 @@ class Mesh:
     version: str | None = None
     vpc_id: str = ""
     vswitch_id: str = ""
-
-
-@dataclass(frozen=True)
-class GatewayPort:
-    name: str
-    port: int
-    target_port: int
-    protocol: str
-
-
-@dataclass(frozen=True)
-class Gateway:
-    name: str
-    namespace: str
-    replicas: int
-    autoscale: bool
-    min_replicas: int
-    max_replicas: int
-    target_cpu_utilization: int
-    ports: tuple[GatewayPort, ...]
-    service_type: str
-    service_annotations: Mapping[str, str]
-    pod_annotations: Mapping[str, str]
-    resources: Mapping[str, Any]
-    extra_spec: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -628,6 +604,34 @@ def _read_resources(fields: _Fields) -> dict[str, dict[str, str]]:
     return resources
 
 
+# Spec fields that have their own key under gateways[]: one way to set each.
+EXTRA_SPEC_OWN_KEYS = {
+    "replicaCount": "replicaCount",
+    "minReplicas": "minReplicas",
+    "maxReplicas": "maxReplicas",
+    "autoscaleEnabled": "autoscaleEnabled",
+    "cpu": "targetCpuUtilization",
+    "ports": "ports",
+    "serviceType": "serviceType",
+    "serviceAnnotations": "serviceAnnotations",
+    "podAnnotations": "podAnnotations",
+    "resources": "resources",
+}
+
+
+def extra_spec_problem(key: str) -> str | None:
+    """Why `gateways[].extraSpec` may not carry `key`, if it may not."""
+    if key in ISTIO_GATEWAY_RESERVED:
+        return "is derived by the stack and cannot be set here"
+    if key in EXTRA_SPEC_OWN_KEYS:
+        return f"has its own key: set gateways[].{EXTRA_SPEC_OWN_KEYS[key]} instead"
+    if key not in ISTIO_GATEWAY_FIELDS:
+        close = difflib.get_close_matches(key, sorted(ISTIO_GATEWAY_FIELDS), n=3, cutoff=0.6)
+        hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
+        return "is not a field of ASM's IstioGateway spec" + hint
+    return None
+
+
 def _read_gateway(fields: _Fields, index: int) -> Gateway:
     name = fields.string("name", "ingressgateway" if index == 0 else None, check=dns_label_problem)
     if name is None:
@@ -649,8 +653,10 @@ def _read_gateway(fields: _Fields, index: int) -> Gateway:
     resources = _read_resources(fields.nested("resources")) if fields.has("resources") else {}
     fields.raw("resources")
     extra = fields.free_object("extraSpec")
-    for reserved in sorted(ISTIO_GATEWAY_RESERVED & set(extra)):
-        fields.problem(f"extraSpec.{reserved}", "is derived by the stack and cannot be set here")
+    for key in sorted(extra):
+        problem = extra_spec_problem(key)
+        if problem:
+            fields.problem(f"extraSpec.{key}", problem)
     fields.close()
     return Gateway(
         name or f"gateway-{index}",

@@ -7,7 +7,7 @@ scheduling rules into the spec, keyed in camelCase exactly as ASM's CRD has it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +16,92 @@ import pulumi_kubernetes as k8s
 
 from components import child_options, type_token
 from components.scheduling import SchedulingRules
-from stack_config import Gateway
 
 API_VERSION = "istio.alibabacloud.com/v1beta1"
 KIND = "IstioGateway"
+
+# The fields ASM's IstioGateway spec has (its API types, and the document "CRD
+# fields of an ASM gateway"); anything else is dropped or refused by ASM.
+ISTIO_GATEWAY_FIELDS = frozenset(
+    {
+        # top level
+        "gatewayType",
+        "clusterIds",
+        "overrides",
+        # the basic fields, also the values of `overrides`
+        "replicaCount",
+        "minReplicas",
+        "maxReplicas",
+        "autoscaleEnabled",
+        "cpu",
+        "memory",
+        "serviceType",
+        "loadBalancerClass",
+        "loadBalancerIP",
+        "externalTrafficPolicy",
+        "serviceAnnotations",
+        "podAnnotations",
+        "serviceLabels",
+        "podLabels",
+        "sds",
+        "resources",
+        "env",
+        "ports",
+        "meshExpansionPorts",
+        "nodeSelector",
+        "applicationPorts",
+        "requestedNetworkView",
+        "affinity",
+        "tolerations",
+        "secretVolumes",
+        "configVolumes",
+        "rollingMaxSurge",
+        "rollingMaxUnavailable",
+        "kernel",
+        "compression",
+        "runAsRoot",
+        "hostNetwork",
+        "dnsPolicy",
+        "lifecycle",
+        "readinessProbe",
+        "autoCreateGatewayYaml",
+        "disableContainerPortExposed",
+    }
+)
 
 # The stack labels each gateway's pods itself (ASM copies `podLabels` onto
 # them), so what selects them (a ResourcePolicy, the placement check) does not
 # depend on ASM's own labelling.
 GATEWAY_POD_LABEL = "asm-serverless-gateway/gateway"
+
+
+@dataclass(frozen=True)
+class GatewayPort:
+    """One port of the gateway's Service."""
+
+    name: str
+    port: int
+    target_port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """One ingress gateway's own settings (the stack derives its scheduling rules)."""
+
+    name: str
+    namespace: str
+    replicas: int
+    autoscale: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int
+    ports: tuple[GatewayPort, ...]
+    service_type: str
+    service_annotations: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    resources: Mapping[str, Any]
+    extra_spec: Mapping[str, Any]
 
 
 def gateway_pod_labels(gateway_name: str) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 ASM's control plane serves the `IstioGateway` CRD and its controller turns each
 IstioGateway into a Deployment of Envoy pods. Neither runs here, so this module
-provides both: a CRD written from the fields this project uses (so the API
-server validates the stack's specs against it), and a controller stand-in that
+provides both: a CRD with ASM's real field list (so the API server validates
+the stack's specs against it and prunes any field ASM does not have), and a controller stand-in that
 builds the Deployment from an IstioGateway's spec as ASM's controller does:
 replicas, resources, pod annotations, affinity, tolerations.
 """
@@ -46,6 +46,85 @@ def _namespaced_crd(group: str, version: str, kind: str, plural: str, spec: dict
     }
 
 
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+_STRING = {"type": "string"}
+_PORTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "port"],
+        "properties": {
+            "name": _STRING,
+            "protocol": _STRING,
+            "appProtocol": _STRING,
+            "port": _INT,
+            "targetPort": {"x-kubernetes-int-or-string": True},
+            "nodePort": _INT,
+        },
+    },
+}
+_TOLERATIONS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "key": _STRING,
+            "operator": {"type": "string", "enum": ["Equal", "Exists"]},
+            "value": _STRING,
+            "effect": _STRING,
+            "tolerationSeconds": _INT,
+        },
+    },
+}
+
+# ASM's IstioGateway basic fields, written here from ASM's published API types
+# (../shared/reference/istio-gateway-spec.md), not from the stack's own list,
+# so a field the stack names wrongly is pruned by the API server and the
+# cluster tests see it missing.
+_BASIC_FIELDS: dict[str, Any] = {
+    "replicaCount": _INT,
+    "minReplicas": {"type": "integer", "minimum": 1},
+    "maxReplicas": {"type": "integer", "minimum": 1},
+    "autoscaleEnabled": _BOOL,
+    "cpu": {"type": "object", "properties": {"targetAverageUtilization": _INT}},
+    "memory": {"type": "object", "properties": {"targetAverageUtilization": _INT}},
+    "serviceType": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+    "loadBalancerClass": _STRING,
+    "loadBalancerIP": _STRING,
+    "externalTrafficPolicy": _STRING,
+    "serviceAnnotations": _STRING_MAP,
+    "podAnnotations": _STRING_MAP,
+    "serviceLabels": _STRING_MAP,
+    "podLabels": _STRING_MAP,
+    "sds": _FREE_OBJECT,
+    "resources": _FREE_OBJECT,
+    "env": {"type": "array", "items": _FREE_OBJECT},
+    "ports": _PORTS,
+    "meshExpansionPorts": _PORTS,
+    "nodeSelector": _STRING_MAP,
+    "applicationPorts": _STRING,
+    "requestedNetworkView": _STRING,
+    "affinity": _FREE_OBJECT,
+    "tolerations": _TOLERATIONS,
+    "secretVolumes": {"type": "array", "items": _FREE_OBJECT},
+    "configVolumes": {"type": "array", "items": _FREE_OBJECT},
+    "rollingMaxSurge": {"x-kubernetes-int-or-string": True},
+    "rollingMaxUnavailable": {"x-kubernetes-int-or-string": True},
+    "kernel": _FREE_OBJECT,
+    "compression": _FREE_OBJECT,
+    "runAsRoot": _BOOL,
+    "hostNetwork": _BOOL,
+    "dnsPolicy": _STRING,
+    "lifecycle": _FREE_OBJECT,
+    "readinessProbe": {
+        "type": "object",
+        "properties": {"failureThreshold": _INT, "periodSeconds": _INT, "successThreshold": _INT},
+    },
+    "autoCreateGatewayYaml": _BOOL,
+    "disableContainerPortExposed": _BOOL,
+}
+
 ISTIO_GATEWAY_CRD = _namespaced_crd(
     GROUP,
     VERSION,
@@ -53,54 +132,15 @@ ISTIO_GATEWAY_CRD = _namespaced_crd(
     PLURAL,
     {
         "type": "object",
-        # Fields the stack passes through `extraSpec`.
-        "x-kubernetes-preserve-unknown-fields": True,
         "required": ["clusterIds", "gatewayType"],
         "properties": {
-            "clusterIds": {"type": "array", "items": {"type": "string"}},
             "gatewayType": {"type": "string", "enum": ["ingress", "egress"]},
-            "replicaCount": {"type": "integer", "minimum": 0},
-            "autoscaleEnabled": {"type": "boolean"},
-            "minReplicas": {"type": "integer", "minimum": 1},
-            "maxReplicas": {"type": "integer", "minimum": 1},
-            "cpu": {
+            "clusterIds": {"type": "array", "items": _STRING},
+            "overrides": {
                 "type": "object",
-                "properties": {"targetAverageUtilization": {"type": "integer"}},
+                "additionalProperties": {"type": "object", "properties": _BASIC_FIELDS},
             },
-            "ports": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "port"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "port": {"type": "integer"},
-                        "targetPort": {"type": "integer"},
-                        "protocol": {"type": "string"},
-                    },
-                },
-            },
-            "serviceType": {
-                "type": "string",
-                "enum": ["LoadBalancer", "NodePort", "ClusterIP"],
-            },
-            "serviceAnnotations": _STRING_MAP,
-            "podAnnotations": _STRING_MAP,
-            "podLabels": _STRING_MAP,
-            "resources": _FREE_OBJECT,
-            "affinity": _FREE_OBJECT,
-            "tolerations": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "key": {"type": "string"},
-                        "operator": {"type": "string", "enum": ["Equal", "Exists"]},
-                        "value": {"type": "string"},
-                        "effect": {"type": "string"},
-                    },
-                },
-            },
+            **_BASIC_FIELDS,
         },
     },
 )

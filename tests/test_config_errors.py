@@ -292,3 +292,28 @@ def test_every_kubernetes_quantity_form_is_read(text: str, value: Decimal) -> No
 @pytest.mark.parametrize("text", ["1K", "1 Gi", "1Gb", "abc", "", "0x1", "1e", "1mi", "1.0.0", "Gi", "-1"])
 def test_what_the_api_server_refuses_is_refused(text: str) -> None:
     assert stack_config.quantity_problem(text) is not None
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("hostNetwok", "is not a field of ASM's IstioGateway spec; did you mean 'hostNetwork'?"),
+        ("priorityClassName", "is not a field of ASM's IstioGateway spec"),
+        ("tolerations", "is derived by the stack"),
+        ("replicaCount", "has its own key: set gateways[].replicaCount instead"),
+        ("cpu", "has its own key: set gateways[].targetCpuUtilization instead"),
+    ],
+)
+def test_extra_spec_keys_are_checked_against_the_real_istio_gateway_fields(key: str, expected: str) -> None:
+    values, secrets = config_values_of(ROOT / "stacks" / "Pulumi.local.yaml")
+    values["gateways"] = [{"name": "ingressgateway", "extraSpec": {key: True}}]
+    with pytest.raises(ConfigError) as error:
+        stack_config.parse("local", values, secrets)
+    assert f"asm-serverless-gateway:gateways[0].extraSpec.{key}: {expected}" in str(error.value)
+
+
+def test_real_istio_gateway_fields_pass_through_extra_spec() -> None:
+    values, secrets = config_values_of(ROOT / "stacks" / "Pulumi.local.yaml")
+    extra = {"hostNetwork": False, "rollingMaxUnavailable": "0", "nodeSelector": {"a": "b"}}
+    values["gateways"] = [{"name": "ingressgateway", "extraSpec": extra}]
+    assert stack_config.parse("local", values, secrets).gateways[0].extra_spec == extra

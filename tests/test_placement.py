@@ -414,3 +414,17 @@ def test_scale_in_after_a_burst_reports_where_the_pods_stay(cluster: Cluster) ->
         # The hard guarantees hold through a scale-in too.
         assert after["other"] == 0 and after["pending"] == 0
         assert after["gateway-ecs"] + after["virtual"] == ECS_ROOM
+
+
+def test_every_field_the_stack_sends_is_a_field_of_the_istio_gateway(cluster: Cluster) -> None:
+    """The API server prunes what the CRD (ASM's real field list) lacks: nothing may go missing."""
+    cluster.set_policy("prefer-ecs")
+    resources = cluster.stack.export_stack().deployment["resources"]
+    (gateway,) = [
+        r for r in resources if r["type"] == "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
+    ]
+    sent, stored = gateway["inputs"]["spec"], gateway["outputs"]["spec"]
+    assert set(sent) <= set(stored), f"pruned by the API server: {sorted(set(sent) - set(stored))}"
+    for key, value in sent.items():
+        if isinstance(value, dict):
+            assert set(value) <= set(stored[key]), key

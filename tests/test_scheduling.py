@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asm_standin
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from components.gateway import ISTIO_GATEWAY_FIELDS
 from components.scheduling import (
     VIRTUAL_NODES,
     MissingNodeGroupError,
@@ -179,3 +181,10 @@ def test_resource_policy_units_follow_the_policys_order(
     policy: Policy, expected: list[dict[str, Any]]
 ) -> None:
     assert resource_policy_units(policy, BOTH) == expected
+
+
+def test_the_stacks_istio_gateway_fields_are_the_ones_asm_publishes() -> None:
+    # Two lists written apart: the stack's (components/gateway.py) and the test
+    # CRD's (tests/asm_standin.py, from ASM's API types). A typo in either fails here.
+    crd_fields = asm_standin.ISTIO_GATEWAY_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert set(crd_fields["properties"]["spec"]["properties"]) == ISTIO_GATEWAY_FIELDS
