@@ -419,7 +419,9 @@ def test_scale_in_after_a_burst_reports_where_the_pods_stay(cluster: Cluster) ->
 def test_every_field_the_stack_sends_is_a_field_of_the_istio_gateway(cluster: Cluster) -> None:
     """The API server prunes what the CRD (ASM's real field list) lacks: nothing may go missing."""
     cluster.set_policy("prefer-ecs")
-    resources = cluster.stack.export_stack().deployment["resources"]
+    deployment = cluster.stack.export_stack().deployment
+    assert deployment is not None
+    resources = deployment["resources"]
     (gateway,) = [
         r for r in resources if r["type"] == "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
     ]
