@@ -223,7 +223,11 @@ class StackConfig:
     @property
     def needs_cluster_api(self) -> bool:
         """Whether the stack writes to the ACK cluster's own Kubernetes API."""
-        return self.ecs.mode == "existingNodes" or self.ack_resource_policy
+        return (
+            self.ecs.mode == "existingNodes"
+            or self.ack_resource_policy
+            or bool(self.virtual_nodes.eci_vswitch_ids or self.virtual_nodes.eci_security_group_id)
+        )
 
     @property
     def needs_cloud(self) -> bool:
@@ -538,10 +542,14 @@ def _read_virtual_nodes(fields: _Fields) -> VirtualNodes:
             fields.string("addonVersion"),
             fields.free_object("addonConfig"),
         )
+    elif mode == "existing":
+        # Existing virtual nodes: the ECI network in their eci-profile is optional.
+        fields.refuse(("addonVersion", "addonConfig"), "is only used with mode addon (mode is existing)")
+        result = VirtualNodes(mode, fields.strings("eciVswitchIds"), fields.string("eciSecurityGroupId"))
     else:
         fields.refuse(
             ("eciVswitchIds", "eciSecurityGroupId", "addonVersion", "addonConfig"),
-            f"is only used with mode addon (mode is {mode})",
+            f"is not used with mode {mode}",
         )
         result = VirtualNodes(mode)
     fields.close()
@@ -819,7 +827,13 @@ def parse(
     if config.needs_cloud and not region:
         top.problem("region", "is required: the stack declares Alibaba Cloud resources")
     if config.needs_cluster_api and kubeconfigs["clusterKubeconfig"] is None and not render_to:
-        why = "label and taint existing nodes" if ecs.mode == "existingNodes" else "apply ackResourcePolicy"
+        why = (
+            "label and taint existing nodes"
+            if ecs.mode == "existingNodes"
+            else "apply ackResourcePolicy"
+            if ack_resource_policy
+            else "set the ECI network in kube-system/eci-profile (virtualNodes.eciVswitchIds)"
+        )
         top.problem("clusterKubeconfig", f"is required to {why} (or set renderYamlTo)")
     if mesh.mode == "existing" and kubeconfigs["meshKubeconfig"] is None and not render_to:
         top.problem(

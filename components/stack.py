@@ -78,6 +78,16 @@ class ServerlessGateway(pulumi.ComponentResource):
             else None
         )
 
+        # Node marks and the rollout gate are Pulumi dynamic resources; their
+        # provider is declared like every other (default providers are off).
+        dynamic = (
+            pulumi.ProviderResource(
+                "pulumi-python", f"{name}-node-marks", None, pulumi.ResourceOptions(parent=self)
+            )
+            if config.cluster_kubeconfig is not None and config.ecs.mode != "none"
+            else None
+        )
+
         ecs = config.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
         self.node_names = pulumi.Output.from_input([])
@@ -95,7 +105,11 @@ class ServerlessGateway(pulumi.ComponentResource):
                 rollout_timeout_seconds=config.rollout_timeout_seconds,
             )
             labelled_nodes = LabelledNodes(
-                f"{name}-ecs", labelled_args, pulumi.ResourceOptions(parent=self, provider=cluster)
+                f"{name}-ecs",
+                labelled_args,
+                pulumi.ResourceOptions(
+                    parent=self, providers=[p for p in (cluster, dynamic) if p is not None]
+                ),
             )
             self.node_names = labelled_nodes.node_names
 
@@ -111,7 +125,8 @@ class ServerlessGateway(pulumi.ComponentResource):
                 addon_overrides=virtual.addon_config,
                 protect=config.protect,
             ),
-            on_cloud(),
+            # The add-on on the cloud's provider, the eci-profile on the cluster's.
+            pulumi.ResourceOptions(parent=self, providers=[p for p in (cloud, cluster) if p is not None]),
         )
         self.virtual_node_mode = controller.mode
 
@@ -175,7 +190,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     kubeconfig=config.cluster_kubeconfig,
                     gateway_pods=gateway_pods,
                     rollout_timeout_seconds=config.rollout_timeout_seconds,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=gateway_components),
+                    opts=pulumi.ResourceOptions(parent=self, provider=dynamic, depends_on=gateway_components),
                 )
             ]
         if ecs.mode == "nodePool" and ecs.node_pool is not None:
@@ -205,7 +220,9 @@ class ServerlessGateway(pulumi.ComponentResource):
             TaintedNodes(
                 f"{name}-ecs-taints",
                 labelled_args,
-                pulumi.ResourceOptions(parent=self, depends_on=gateway_components),
+                pulumi.ResourceOptions(
+                    parent=self, providers=[dynamic] if dynamic else None, depends_on=gateway_components
+                ),
             )
 
         self.register_outputs(

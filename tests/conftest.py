@@ -144,6 +144,10 @@ def operator_secrets(values: Mapping[str, Any]) -> dict[str, str]:
         and not values.get("renderYamlTo")
     ):
         extra["meshKubeconfig"] = TEST_KUBECONFIG
+    virtual = values.get("virtualNodes") or {}
+    if isinstance(virtual, dict) and virtual.get("eciVswitchIds") and not values.get("renderYamlTo"):
+        # The ECI network goes into the cluster's eci-profile.
+        extra["clusterKubeconfig"] = TEST_KUBECONFIG
     return extra
 
 

@@ -136,7 +136,9 @@ BAD_CONFIGS = [
     ("dev", "virtualNodes.eciSecurityGroupId", ..., "virtualNodes.eciSecurityGroupId", "is required"),
     ("dev", "mesh.vpcId", ..., "mesh.vpcId", "is required"),
     ("dev", "mesh.mode", "existing", "mesh.name", "only used with mode create"),
-    ("dev", "ackResourcePolicy", True, "clusterKubeconfig", "required to apply ackResourcePolicy"),
+    ("prod", "ackResourcePolicy", True, "clusterKubeconfig", "required to apply ackResourcePolicy"),
+    ("prod", "virtualNodes.eciVswitchIds", ["vsw-1"], "clusterKubeconfig", "kube-system/eci-profile"),
+    ("dev", "virtualNodes.mode", "none", "virtualNodes.eciVswitchIds", "is not used with mode none"),
 ]
 
 
@@ -144,8 +146,10 @@ BAD_CONFIGS = [
 def test_bad_config_stops_before_any_resource_naming_stack_and_key(
     base: str, path: str, value: Any, named_key: str, words: str
 ) -> None:
-    values = with_change(local_values() if base == "local" else dev_values(), path, value)
-    secrets = operator_secrets(values) if base == "dev" else {}
+    base_values, _ = config_values_of(ROOT / "stacks" / f"Pulumi.{base}.yaml")
+    # The operator set the secrets the stack needed before this change.
+    secrets = operator_secrets(base_values) if base != "local" else {}
+    values = with_change(base_values, path, value)
     values.update(secrets)
     with pytest.raises(ConfigError) as raised:
         run_stack(base, values, secrets)
@@ -236,9 +240,11 @@ def test_weights_outside_1_to_100_or_not_ordered_are_refused(preferred: int, ove
 
 def test_alicloud_credentials_reach_the_explicit_provider_as_secrets() -> None:
     values = dev_values()
+    secrets = operator_secrets(values)
     config = stack_config.parse(
         "dev",
-        values,
+        {**values, **secrets},
+        list(secrets),
         alicloud={"accessKey": "AK", "secretKey": "SK"},
         alicloud_secret_keys=["accessKey", "secretKey"],
     )

@@ -12,6 +12,7 @@ from conftest import (
     TEST_KUBECONFIG,
     Deployment,
     config_values_of,
+    operator_secrets,
     run_stack,
     run_stack_file,
 )
@@ -25,6 +26,7 @@ ADDON = "alicloud:cs/kubernetesAddon:KubernetesAddon"
 MESH = "alicloud:servicemesh/serviceMesh:ServiceMesh"
 ISTIO_GATEWAY = "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
+CONFIG_MAP_PATCH = "kubernetes:core/v1:ConfigMapPatch"
 K8S_PROVIDER = "pulumi:providers:kubernetes"
 ALICLOUD_PROVIDER = "pulumi:providers:alicloud"
 TOP = "asm-serverless-gateway:index:ServerlessGateway"
@@ -167,9 +169,19 @@ def test_virtual_node_add_on_cleans_up_and_gets_the_eci_network(deployments: dic
         assert addon["name"] == "ack-virtual-node"
         assert addon["cleanupCloudResources"] is True
         assert addon["clusterId"] == stack_file(stack)["clusterId"]
-        for vswitch in virtual["eciVswitchIds"]:
-            assert vswitch in addon["config"]
-        assert virtual["eciSecurityGroupId"] in addon["config"]
+        # No guessed add-on config keys: the ECI network goes into the eci-profile.
+        assert "config" not in addon or not addon["config"]
+        profile = deployment.one(CONFIG_MAP_PATCH)
+        assert profile.inputs["metadata"]["name"] == "eci-profile"
+        assert profile.inputs["metadata"]["namespace"] == "kube-system"
+        assert profile.inputs["data"] == {
+            "vSwitchIds": ",".join(virtual["eciVswitchIds"]),
+            "securityGroupId": virtual["eciSecurityGroupId"],
+        }
+        (cluster,) = [
+            p for p in deployment.of_type("pulumi:providers:kubernetes") if p.name == "asm-gateway-cluster"
+        ]
+        assert profile.provider.startswith(cluster.urn)
 
 
 def test_a_created_mesh_holds_the_cluster_and_its_kubeconfig_stays_secret(
@@ -266,7 +278,9 @@ def test_ack_resource_policy_is_rendered_per_gateway_from_the_same_node_groups()
 
 def test_alicloud_credentials_in_config_stay_secret_on_the_provider() -> None:
     values, _ = config_values_of(ROOT / "stacks" / "Pulumi.dev.yaml")
-    deployment = run_stack("dev", values, alicloud={"accessKey": "AK-test", "secretKey": "SK-test"})
+    secrets = operator_secrets(values)
+    values.update(secrets)
+    deployment = run_stack("dev", values, secrets, alicloud={"accessKey": "AK-test", "secretKey": "SK-test"})
     provider = deployment.one(ALICLOUD_PROVIDER).inputs
     assert provider["region"] == "cn-hangzhou"
     assert is_rpc_secret(provider["accessKey"]) and is_rpc_secret(provider["secretKey"])
@@ -299,18 +313,18 @@ def test_on_a_cluster_labels_go_on_before_the_gateways_and_taints_after_them() -
         assert is_rpc_secret(mark.inputs["kubeconfig"])
 
 
-@pytest.mark.parametrize("sees_the_cluster", [False, True])
-def test_a_node_pool_changes_after_the_gateways(sees_the_cluster: bool) -> None:
-    overrides = {"clusterKubeconfig": TEST_KUBECONFIG} if sees_the_cluster else {}
-    deployment = run_stack_file("dev", overrides)
-    gateway = deployment.one(ISTIO_GATEWAY)
+@pytest.mark.parametrize(("stack", "sees_the_cluster"), [("prod", False), ("dev", True)])
+def test_a_node_pool_changes_after_the_gateways(stack: str, sees_the_cluster: bool) -> None:
+    deployment = run_stack_file(stack)
+    assert bool(deployment.of_type("pulumi:providers:pulumi-python")) is sees_the_cluster
+    gateways = {g.urn for g in deployment.of_type(ISTIO_GATEWAY)}
     pool = deployment.one(NODE_POOL)
     if sees_the_cluster:
         # ...and after the gateways' pods tolerate the pool's taints.
         gate = deployment.one(TOLERATION_ROLLOUT)
-        assert gateway.urn in gate.dependencies
+        assert gateways <= set(gate.dependencies)
         assert gate.urn in pool.dependencies
-        assert gate.inputs["taints"] == stack_file("dev")["ecsCapacity"]["taints"]
+        assert gate.inputs["taints"] == stack_file(stack)["ecsCapacity"]["taints"]
     else:
         assert deployment.of_type(TOLERATION_ROLLOUT) == []
-        assert gateway.urn in pool.dependencies
+        assert gateways <= set(pool.dependencies)
