@@ -51,6 +51,15 @@ INVENTORY = [
     NodeSpec("batch-0", cpu="31800m", memory="120Gi"),
     ack_virtual_node("virtual-kubelet-cn-shanghai-b"),
 ]
+# What the add-on's profile holds before the stack runs (ACK writes it).
+ECI_PROFILE_BEFORE = {
+    "vpcId": "vpc-day-two",
+    "vSwitchIds": "vsw-old",
+    "securityGroupId": "sg-old",
+    "selectors": "[]",
+    "enableClusterIp": "true",
+}
+ECI_NETWORK = {"eciVswitchIds": ["vsw-day-two-a", "vsw-day-two-b"], "eciSecurityGroupId": "sg-day-two"}
 POD_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
@@ -180,6 +189,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # edge-b is cordoned by its team; node lifecycle adds the unschedulable taint.
         kubernetes.client.CoreV1Api(api).patch_node("edge-b", {"spec": {"unschedulable": True}})
         asm_standin.install(api, NAMESPACE)
+        kubernetes.client.CoreV1Api(api).create_namespaced_config_map(
+            "kube-system",
+            {"metadata": {"name": "eci-profile"}, "data": ECI_PROFILE_BEFORE},
+            field_manager="ack-virtual-node",
+        )
         mesh = asm_standin.MeshController(api, NAMESPACE, delay=2.0).start()
         watch = PodWatch(plane)
 
@@ -195,6 +209,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 "labels": {ROLE: "gateway"},
                 "taints": [DEDICATED],
             }
+            config["virtualNodes"] = {"mode": "existing", **ECI_NETWORK}
             config["gateways"] = [
                 {
                     "name": GATEWAY,
@@ -241,6 +256,23 @@ def test_the_first_up_marks_the_nodes_and_leaves_foreign_marks(live: Live) -> No
     assert ("node.kubernetes.io/unschedulable", None, "NoSchedule") in taints_b
     # The gateway serves from the ECS node its rules admit.
     assert {p.spec.node_name for p in live.serving_pods()} == {"edge-a"}
+
+
+def eci_profile(api: kubernetes.client.ApiClient) -> dict[str, str]:
+    data: dict[str, str] = (
+        kubernetes.client.CoreV1Api(api).read_namespaced_config_map("eci-profile", "kube-system").data
+    )
+    return data
+
+
+def test_the_eci_network_is_set_in_the_profile_and_its_other_keys_stay(live: Live) -> None:
+    profile = eci_profile(live.api)
+    print(f"\neci-profile after up: {profile}")
+    assert profile == {
+        **ECI_PROFILE_BEFORE,
+        "vSwitchIds": "vsw-day-two-a,vsw-day-two-b",
+        "securityGroupId": "sg-day-two",
+    }
 
 
 def test_no_up_evicts_or_strands_a_serving_gateway(live: Live) -> None:
@@ -365,3 +397,10 @@ def test_destroy_takes_back_only_what_the_stack_added(live: Live) -> None:
         assert not [t for t in node.spec.taints or [] if t.key.startswith("edge.example.com/")]
         assert not [k for k in node.metadata.labels if k.startswith("edge.example.com/")]
     assert foreign_marks(live.api, set()) == before
+    # The profile keeps its other keys, and the network it was given: other ECI
+    # workloads still need one.
+    assert eci_profile(live.api) == {
+        **ECI_PROFILE_BEFORE,
+        "vSwitchIds": "vsw-day-two-a,vsw-day-two-b",
+        "securityGroupId": "sg-day-two",
+    }
