@@ -187,12 +187,14 @@ def released_managed_fields(node: Mapping[str, Any], change: NodeChange) -> list
 
 
 def untolerating_pods(pods: Sequence[Mapping[str, Any]], taints: Sequence[Taint]) -> list[str]:
-    """The live pods (namespace/name) that lack a toleration for one of `taints`."""
+    """The pods (namespace/name) that lack a toleration for one of `taints`.
+
+    Terminating pods count: a gateway pod that the rollout is replacing still
+    drains its connections, and a NoExecute taint would evict it mid-drain.
+    """
     lacking = []
     for pod in pods:
         metadata = pod.get("metadata", {})
-        if metadata.get("deletionTimestamp"):
-            continue
         tolerations = pod.get("spec", {}).get("tolerations") or []
         if not all(t.tolerated_by(tolerations) for t in taints):
             lacking.append(f"{metadata.get('namespace')}/{metadata.get('name')}")
@@ -265,7 +267,7 @@ def wait_until_tolerated(
     timeout: float,
     where: str,
 ) -> None:
-    """Wait until every live gateway pod tolerates `taints` (the gateways have rolled out)."""
+    """Wait until every gateway pod tolerates `taints`: the gateways have rolled out, old pods gone."""
     deadline = time.monotonic() + timeout
     while True:
         pods: list[dict[str, Any]] = []
@@ -341,9 +343,28 @@ class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
         keys = ("labels", "taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig")
         changed = [k for k in keys if _canonical(olds.get(k)) != _canonical(news.get(k))]
         replaces = [k for k in ("node", "stage") if olds.get(k) != news.get(k)]
+        if not changed and not replaces and self._drifted(news):
+            changed = ["taints" if news["stage"] == RESTRICT else "labels"]
         return pulumi.dynamic.DiffResult(
             changes=bool(changed or replaces), replaces=replaces, delete_before_replace=True
         )
+
+    def _drifted(self, props: Mapping[str, Any]) -> bool:
+        """Whether a mark this stage puts on the node was taken off behind the stack's back.
+
+        Checked on every preview, so a plain `up` puts it back (as
+        `preview --refresh` shows it); a node that is gone is not drift here.
+        """
+        if not isinstance(props.get("kubeconfig"), str):
+            return False  # not known yet in this preview
+        node = _read_node(_client(props["kubeconfig"]), props["node"])
+        if node is None:
+            return False
+        declared = Marks.from_props(props)
+        found = declared.found_on(node)
+        if props["stage"] == RESTRICT:
+            return found.taints != declared.taints
+        return dict(found.labels) != dict(declared.labels)
 
 
 def _canonical(value: Any) -> str:

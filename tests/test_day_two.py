@@ -86,7 +86,7 @@ class PodWatch:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
-        self.evicted: set[str] = set()
+        self.evicted: dict[str, str] = {}  # pod -> the condition's reason
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -99,10 +99,9 @@ class PodWatch:
                 core.list_namespaced_pod, NAMESPACE, label_selector=SELECTOR, timeout_seconds=5
             ):
                 pod = event["object"]
-                if any(
-                    c.type == "DisruptionTarget" and c.status == "True" for c in pod.status.conditions or []
-                ):
-                    self.evicted.add(pod.metadata.name)
+                for condition in pod.status.conditions or []:
+                    if condition.type == "DisruptionTarget" and condition.status == "True":
+                        self.evicted[pod.metadata.name] = condition.reason
                 if self._stop.is_set():
                     watch.stop()
 
@@ -172,7 +171,7 @@ class Live:
         self.results.append((title, evicted, lost))
         print(f"  {title:28s} evicted {evicted}  lost {lost}")
         assert foreign_marks(self.api, self.declared_label_keys()) == before, title
-        assert (evicted, lost) == (0, 0), title
+        assert (evicted, lost) == (0, 0), f"{title}: evicted {self.watch.evicted}"
         assert not self.mesh.errors, self.mesh.errors
 
 

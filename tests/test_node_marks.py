@@ -144,7 +144,7 @@ def test_toleration_matching_follows_kube_scheduler(toleration: dict[str, str], 
     assert NEW.tolerated_by([]) is False
 
 
-def test_the_rollout_waits_only_on_live_pods_that_lack_a_toleration() -> None:
+def test_the_rollout_waits_on_every_pod_that_lacks_a_toleration_terminating_ones_too() -> None:
     def pod(name: str, tolerations: list[dict[str, str]], terminating: bool = False) -> dict[str, Any]:
         metadata: dict[str, Any] = {"namespace": "istio-system", "name": name}
         if terminating:
@@ -156,7 +156,8 @@ def test_the_rollout_waits_only_on_live_pods_that_lack_a_toleration() -> None:
         pod("old", [OURS.as_toleration()]),
         pod("leaving", [], terminating=True),
     ]
-    assert untolerating_pods(pods, [NEW]) == ["istio-system/old"]
+    # A terminating pod still drains connections: it is waited for too.
+    assert untolerating_pods(pods, [NEW]) == ["istio-system/old", "istio-system/leaving"]
     assert untolerating_pods(pods, []) == []
 
 
