@@ -6,14 +6,18 @@ exits 1 when a pod runs on a node that the stack's required node affinity does
 not admit. What is expected comes from the stack's own `gateways` output (the
 rules it applied), so the check cannot drift from the stack either.
 
-    scripts/pulumi.sh stack output --json --stack prod | \\
-        .venv/bin/python placement_check.py --kubeconfig ~/.kube/config
+    .venv/bin/python placement_check.py --stack prod --kubeconfig ~/.kube/ack-prod.yaml
+
+`--stack` reads the stack's outputs with the project's `pulumi` (the same
+backend and passphrase rules as scripts/pulumi.sh); `--outputs FILE` (or `-`,
+stdin) takes them from `pulumi stack output --json` instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -145,6 +149,28 @@ def report(found: Sequence[PodPlacement]) -> str:
     return "\n".join(lines)
 
 
+def stack_outputs(stack: str) -> dict[str, Any]:
+    """The stack's outputs, read with the project's own engine set-up."""
+    from tools import toolchain  # noqa: PLC0415  # only this path needs the engine
+
+    env = toolchain.engine_environment()
+    problem = toolchain.secrets_problem(stack, [], env)
+    if problem:
+        raise SystemExit(f"error: {problem}")
+    result = subprocess.run(
+        ["pulumi", "stack", "output", "--json", "--stack", stack],
+        cwd=Path(__file__).resolve().parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"error: cannot read the outputs of stack '{stack}': {result.stderr.strip()}")
+    outputs: dict[str, Any] = json.loads(result.stdout)
+    return outputs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,15 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--kubeconfig", help="the ACK cluster's kubeconfig (default: $KUBECONFIG or ~/.kube/config)"
     )
-    parser.add_argument("--outputs", default="-", help="the stack's outputs as JSON (default: stdin)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="the stack whose outputs say what is allowed")
+    source.add_argument("--outputs", help="the stack's outputs as JSON, from a file or - for stdin")
     parser.add_argument(
         "--selector",
         help="label selector of a gateway's pods ({name} is the gateway);"
         " default: the pod labels the stack gave the gateway",
     )
     args = parser.parse_args(argv)
-    text = sys.stdin.read() if args.outputs == "-" else Path(args.outputs).read_text()
-    gateways = json.loads(text)["gateways"]
+    if args.stack:
+        outputs = stack_outputs(args.stack)
+    else:
+        outputs = json.loads(sys.stdin.read() if args.outputs == "-" else Path(args.outputs).read_text())
+    if "gateways" not in outputs:
+        print("error: the stack has no `gateways` output; has it been `up`-ed?", file=sys.stderr)
+        return 2
+    gateways = outputs["gateways"]
     api = kubernetes.config.new_client_from_config(config_file=args.kubeconfig)
     found = check(api, gateways, args.selector)
     print(report(found))

@@ -387,6 +387,29 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     assert len(live.serving_pods()) == REPLICAS
 
 
+def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Live) -> None:
+    """What the stack avoids, done by hand: the eviction counter above does see evictions."""
+    live.wait_serving()
+    live.watch.evicted.clear()
+    core = kubernetes.client.CoreV1Api(live.api)
+    node = core.read_node("edge-a")
+    surprise = {"key": "team.example.com/evict", "value": "now", "effect": "NoExecute"}
+    kept = [
+        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
+        for t in node.spec.taints
+    ]
+    core.patch_node("edge-a", {"spec": {"taints": [*kept, surprise]}})
+    try:
+        deadline = time.monotonic() + 60
+        while not live.watch.evicted:
+            assert time.monotonic() < deadline, "the taint eviction controller evicted nothing"
+            time.sleep(0.2)
+        print(f"\nnegative control: a NoExecute taint by hand evicted {sorted(live.watch.evicted)}")
+    finally:
+        _drop_taint_by_hand(live.api, "edge-a", surprise["key"])
+    live.wait_serving()
+
+
 def test_destroy_takes_back_only_what_the_stack_added(live: Live) -> None:
     before = foreign_marks(live.api, live.declared_label_keys())
     live.stack.destroy()

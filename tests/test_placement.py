@@ -343,10 +343,14 @@ def test_placement_check_command_flags_a_pod_outside_the_rules(cluster: Cluster,
     reset(cluster.api)
     asm_standin.reconcile(cluster.api, NAMESPACE, GATEWAY, replicas=2)
     settle(cluster.api, 2)
+    kubeconfig = str(cluster.plane.kubeconfig_path)
+    # As a user runs it: the stack's name; the command reads the outputs itself.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PULUMI_BACKEND_URL", cluster.project.env["PULUMI_BACKEND_URL"])
+        env.setenv("PULUMI_CONFIG_PASSPHRASE", cluster.project.env["PULUMI_CONFIG_PASSPHRASE"])
+        assert placement_check.main(["--stack", "local", "--kubeconfig", kubeconfig]) == 0
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({"gateways": cluster.gateways()}))
-    kubeconfig = str(cluster.plane.kubeconfig_path)
-    assert placement_check.main(["--kubeconfig", kubeconfig, "--outputs", str(outputs)]) == 0
 
     # A pod put on another node by hand (bypassing the scheduler) breaks the rules.
     core = kubernetes.client.CoreV1Api(cluster.api)
