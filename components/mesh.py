@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_alicloud as alicloud
 import pulumi_kubernetes as k8s
 
 from components import type_token
@@ -66,6 +65,10 @@ class MeshControlPlane(pulumi.ComponentResource):
         self.mesh_id = pulumi.Output.from_input(None)
         if args.new_mesh is not None:
             spec = args.new_mesh
+            # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
+            # stacks without cloud resources (local) never need it.
+            import pulumi_alicloud as alicloud  # noqa: PLC0415
+
             mesh = alicloud.servicemesh.ServiceMesh(
                 f"{name}-mesh",
                 service_mesh_name=spec.mesh_name,

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_alicloud as alicloud
 
 from components import child_options, type_token
 from components.node_marks import ADMIT, RESTRICT, NodeMarks
@@ -47,6 +46,10 @@ class GatewayNodePool(pulumi.ComponentResource):
     ) -> None:
         super().__init__(type_token("GatewayNodePool"), name, None, opts)
         autoscaled = args.autoscaling_bounds is not None
+        # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
+        # stacks without cloud resources (local) never need it.
+        import pulumi_alicloud as alicloud  # noqa: PLC0415
+
         pool = alicloud.cs.NodePool(
             f"{name}-pool",
             cluster_id=args.cluster_id,

@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pulumi
-import pulumi_alicloud as alicloud
 
 from components import type_token
+
+if TYPE_CHECKING:
+    import pulumi_alicloud as alicloud
 
 ADDON_NAME = "ack-virtual-node"
 
@@ -77,6 +80,10 @@ class VirtualNodeController(pulumi.ComponentResource):
         super().__init__(type_token("VirtualNodeController"), name, None, opts)
         addon: alicloud.cs.KubernetesAddon | None = None
         if args.mode == "addon":
+            # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
+            # stacks without cloud resources (local) never need it.
+            import pulumi_alicloud as alicloud  # noqa: PLC0415
+
             addon = alicloud.cs.KubernetesAddon(
                 f"{name}-addon",
                 cluster_id=args.cluster_id,
