@@ -364,7 +364,7 @@ def test_placement_check_command_flags_a_pod_outside_the_rules(cluster: Cluster,
     core.delete_namespaced_pod("stray-gateway-pod", NAMESPACE, grace_period_seconds=0)
 
 
-def test_resource_policy_is_applied_and_with_affinity_made_decisive_placement_is_strictly_ecs_first(cluster: Cluster) -> None:
+def test_resource_policy_applied_and_decisive_affinity_is_strictly_ecs_first(cluster: Cluster) -> None:
     cluster.set_policy("prefer-ecs", ackResourcePolicy=True)
     policy = kubernetes.client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
         "scheduling.alibabacloud.com", "v1alpha1", NAMESPACE, "resourcepolicies", GATEWAY
