@@ -36,23 +36,34 @@ runtime:
 """
 
 
-def preview_seconds(project_dir: Path, env: dict[str, str], runs: int) -> float:
-    def once() -> float:
-        start = time.perf_counter()
-        done = subprocess.run(
-            ["pulumi", "preview", "--stack", "local", "--non-interactive"],
-            cwd=project_dir,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"preview failed in {project_dir}:\n{done.stdout}{done.stderr}")
-        return time.perf_counter() - start
+def preview_once(project_dir: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["pulumi", "preview", "--stack", "local", "--non-interactive"],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"preview failed in {project_dir}:\n{done.stdout}{done.stderr}")
+    return time.perf_counter() - start
 
-    once()  # warm the OS caches and plugin lookups
-    return statistics.median(once() for _ in range(runs))
+
+def interleaved_medians(folders: list[Path], env: dict[str, str], runs: int) -> list[float]:
+    """Median preview time of each program, run in turns (A B C, A B C, ...).
+
+    Taking turns spreads the machine's drift (other load, caches) over every
+    program alike, so the ratios hold even where the absolute times wander.
+    """
+    for folder in folders:
+        preview_once(folder, env)  # warm the OS caches, plugin lookups, bytecode
+    times: list[list[float]] = [[] for _ in folders]
+    for _ in range(runs):
+        for index, folder in enumerate(folders):
+            times[index].append(preview_once(folder, env))
+    return [statistics.median(t) for t in times]
 
 
 def init_stack(project_dir: Path, env: dict[str, str]) -> None:
@@ -94,17 +105,53 @@ def main() -> None:
         tmp = Path(tmp_name)
         project = EngineProject(tmp, folder="project")
         init_stack(project.dir, project.env)
-        empty = tmp / "empty"
-        empty.mkdir()
-        (empty / "Pulumi.yaml").write_text(EMPTY_PROGRAM)
-        (empty / "__main__.py").write_text("import pulumi  # noqa: F401\n")
-        (empty / ".venv").symlink_to(ROOT / ".venv")
-        init_stack(empty, project.env)
 
-        floor = preview_seconds(empty, project.env, args.runs)
-        local = preview_seconds(project.dir, project.env, args.runs)
-    print(f"pulumi preview, empty Python program: median {floor:6.2f} s  (floor)")
-    print(f"pulumi preview, local stack:          median {local:6.2f} s  {local / floor:4.2f}x floor")
+        def program(folder: str, main: str) -> Path:
+            """A throwaway program beside the project, sharing its modules and virtualenv."""
+            path = tmp / folder
+            path.mkdir()
+            (path / "Pulumi.yaml").write_text(EMPTY_PROGRAM)
+            (path / "__main__.py").write_text(main)
+            (path / ".venv").symlink_to(ROOT / ".venv")
+            for module in ("components", "stack_config.py"):
+                (path / module).symlink_to(project.dir / module)
+            init_stack(path, project.env)
+            return path
+
+        # Where the local stack's time goes, step by step over the floor.
+        steps = [
+            ("empty Python program (floor)", program("empty", "import pulumi  # noqa: F401\n")),
+            (
+                "+ import the stack's modules",
+                program("imports", "import pulumi, stack_config, components.stack  # noqa: F401\n"),
+            ),
+            (
+                "+ one Kubernetes provider",
+                program("one-provider", KUBERNETES_PROVIDERS.format(names='["cluster"]')),
+            ),
+            (
+                "+ a second one (cluster and mesh)",
+                program("two-providers", KUBERNETES_PROVIDERS.format(names='["cluster", "mesh"]')),
+            ),
+            ("local stack", project.dir),
+        ]
+        # Python writes bytecode caches by default; a machine that turns that
+        # off (PYTHONDONTWRITEBYTECODE) recompiles every module on each preview.
+        env = {k: v for k, v in project.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        medians = interleaved_medians([folder for _, folder in steps], env, args.runs)
+        for (title, _), seconds in zip(steps, medians, strict=True):
+            print(f"pulumi preview, {title:36s} median {seconds:5.2f} s  {seconds / medians[0]:4.2f}x floor")
+
+
+KUBERNETES_PROVIDERS = """\
+import pulumi_kubernetes as k8s
+
+import components.stack  # noqa: F401
+import stack_config  # noqa: F401
+
+for name in {names}:
+    k8s.Provider(name, render_yaml_to_directory=f"rendered/{{name}}")
+"""
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asm_standin
@@ -308,6 +309,18 @@ def test_no_up_evicts_or_strands_a_serving_gateway(live: Live) -> None:
         assert node.metadata.labels["edge.example.com/pool"] == "gateway"
 
 
+def kill_processes_in(folder: Path) -> None:
+    """SIGKILL every process whose working directory is `folder` (a killed engine's plugins)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")) == folder:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
 def _drop_taint_by_hand(api: kubernetes.client.ApiClient, node: str, key: str) -> None:
     core = kubernetes.client.CoreV1Api(api)
     current = core.read_node(node)
@@ -369,6 +382,9 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     finally:
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
+        # Plugins the engine started run in their own process groups and outlive
+        # it, as they would on a user's machine; here they must not linger.
+        kill_processes_in(live.project.dir)
 
     with pytest.raises(auto.errors.CommandError, match="locked"):
         live.stack.up()
