@@ -6,7 +6,7 @@ import stack_config
 from components.stack import ServerlessGateway
 
 config = stack_config.load()
-stack = ServerlessGateway("asm-gateway", config)
+stack = ServerlessGateway("asm-gateway", config.gateway, stack_config.provider_options(config, "asm-gateway"))
 
 pulumi.export("nodePoolId", stack.node_pool_id)
 pulumi.export("nodeNames", stack.node_names)

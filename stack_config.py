@@ -17,18 +17,21 @@ from typing import Any
 
 import pulumi
 
-from components import PACKAGE
+from components import PACKAGE, type_token
 from components.gateway import ISTIO_GATEWAY_FIELDS, Gateway, GatewayPort
+from components.mesh import Mesh
+from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
+from components.providers import alicloud_provider
 from components.scheduling import (
     TAINT_EFFECTS,
     VIRTUAL_NODE_LABELS,
-    VIRTUAL_NODES,
-    NodeGroup,
     NodeKind,
     Policy,
     Taint,
     Weights,
 )
+from components.stack import ServerlessGatewayArgs
+from components.virtual_nodes import VirtualNodes
 
 PROJECT = PACKAGE  # config keys live in the project namespace
 
@@ -129,59 +132,6 @@ def quantity_problem(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Autoscaling:
-    min_size: int
-    max_size: int
-
-
-@dataclass(frozen=True)
-class NodePoolSpec:
-    """A new ACK node pool for the gateway (`ecsCapacity.nodePool`)."""
-
-    name: str
-    instance_types: tuple[str, ...]
-    vswitch_ids: tuple[str, ...]
-    desired_size: int | None
-    autoscaling: Autoscaling | None
-    system_disk_category: str
-    system_disk_size: int
-    security_group_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EcsCapacity:
-    """The gateway's dedicated ECS nodes and what marks them."""
-
-    mode: str  # "nodePool" | "existingNodes" | "none"
-    labels: Mapping[str, str]
-    taints: tuple[Taint, ...]
-    node_pool: NodePoolSpec | None = None
-    nodes: tuple[str, ...] = ()
-
-    def node_group(self) -> NodeGroup | None:
-        return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)
-
-
-@dataclass(frozen=True)
-class VirtualNodes:
-    mode: str  # "addon" | "existing" | "none"
-    eci_vswitch_ids: tuple[str, ...] = ()
-    eci_security_group_id: str | None = None
-    addon_version: str | None = None
-    addon_config: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Mesh:
-    mode: str  # "create" | "existing"
-    name: str = ""
-    edition: str = "Pro"
-    version: str | None = None
-    vpc_id: str = ""
-    vswitch_id: str = ""
-
-
-@dataclass(frozen=True)
 class AlicloudCredentials:
     """`alicloud:` config for the stack's explicit provider (default providers are off)."""
 
@@ -193,45 +143,13 @@ class AlicloudCredentials:
 
 @dataclass(frozen=True)
 class StackConfig:
+    """A stack's whole config: the gateway stack's own inputs, and the cloud credentials."""
+
     stack: str
     region: str | None
-    cluster_id: str
-    ecs: EcsCapacity
-    virtual_nodes: VirtualNodes
-    mesh: Mesh
-    policy: Policy
-    weights: Weights
-    gateways: tuple[Gateway, ...]
-    protect: bool
-    render_yaml_to: str | None
-    ack_resource_policy: bool
-    rollout_timeout_seconds: int
+    gateway: ServerlessGatewayArgs
     # Secrets stay Outputs marked secret from the moment they are read.
     alicloud_credentials: AlicloudCredentials = field(default_factory=AlicloudCredentials, compare=False)
-    cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
-    mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
-
-    def node_groups(self) -> dict[NodeKind, NodeGroup]:
-        groups: dict[NodeKind, NodeGroup] = {}
-        ecs = self.ecs.node_group()
-        if ecs is not None:
-            groups[NodeKind.ECS] = ecs
-        if self.virtual_nodes.mode != "none":
-            groups[NodeKind.ECI] = VIRTUAL_NODES
-        return groups
-
-    @property
-    def needs_cluster_api(self) -> bool:
-        """Whether the stack writes to the ACK cluster's own Kubernetes API."""
-        return (
-            self.ecs.mode == "existingNodes"
-            or self.ack_resource_policy
-            or bool(self.virtual_nodes.eci_vswitch_ids or self.virtual_nodes.eci_security_group_id)
-        )
-
-    @property
-    def needs_cloud(self) -> bool:
-        return self.ecs.mode == "nodePool" or self.virtual_nodes.mode == "addon" or self.mesh.mode == "create"
 
 
 # -- Errors --------------------------------------------------------------------------
@@ -806,9 +724,7 @@ def parse(
     rollout_timeout = top.integer(
         "rolloutTimeoutSeconds", PROJECT_DEFAULTS["rolloutTimeoutSeconds"], 10, 7200
     )
-    config = StackConfig(
-        stack=stack,
-        region=region,
+    gateway_args = ServerlessGatewayArgs(
         cluster_id=cluster_id,
         ecs=ecs,
         virtual_nodes=virtual_nodes,
@@ -820,13 +736,13 @@ def parse(
         render_yaml_to=render_to,
         ack_resource_policy=ack_resource_policy,
         rollout_timeout_seconds=rollout_timeout,
-        alicloud_credentials=alicloud_credentials,
         cluster_kubeconfig=kubeconfigs["clusterKubeconfig"],
         mesh_kubeconfig=kubeconfigs["meshKubeconfig"],
     )
-    if config.needs_cloud and not region:
+    config = StackConfig(stack, region, gateway_args, alicloud_credentials)
+    if gateway_args.needs_cloud and not region:
         top.problem("region", "is required: the stack declares Alibaba Cloud resources")
-    if config.needs_cluster_api and kubeconfigs["clusterKubeconfig"] is None and not render_to:
+    if gateway_args.needs_cluster_api and kubeconfigs["clusterKubeconfig"] is None and not render_to:
         why = (
             "label and taint existing nodes"
             if ecs.mode == "existingNodes"
@@ -849,6 +765,36 @@ def _kubeconfig_problem(text: str) -> str | None:
     if not text.strip():
         return "is empty; the stack never falls back to the ambient ~/.kube/config"
     return None
+
+
+def _root_stack_urn() -> str:
+    """The URN of the program's root `pulumi:pulumi:Stack` resource (named `<project>-<stack>`)."""
+    project, stack = pulumi.get_project(), pulumi.get_stack()
+    return f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
+
+
+def provider_options(config: StackConfig, stack_component: str) -> pulumi.ResourceOptions:
+    """The explicit cloud provider for the stack's component, when it declares cloud resources.
+
+    Made here, beside the credentials it reads, and passed in through
+    `ResourceOptions.providers`. It was a child of the component once; its
+    alias keeps its URN.
+    """
+    if not config.gateway.needs_cloud:
+        return pulumi.ResourceOptions()
+    credentials = config.alicloud_credentials
+    provider = alicloud_provider(
+        f"{stack_component}-alicloud",
+        config.region,
+        access_key=credentials.access_key,
+        secret_key=credentials.secret_key,
+        security_token=credentials.security_token,
+        profile=credentials.profile,
+        moved_from=pulumi.create_urn(
+            stack_component, type_token("ServerlessGateway"), parent=_root_stack_urn()
+        ),
+    )
+    return pulumi.ResourceOptions(providers=[provider])
 
 
 def _decode(value: Any) -> Any:

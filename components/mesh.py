@@ -18,6 +18,18 @@ from components import type_token
 from components.providers import kubernetes_provider
 
 
+@dataclass(frozen=True)
+class Mesh:
+    """The mesh the gateways go to: one to create, or one that exists."""
+
+    mode: str  # "create" | "existing"
+    name: str = ""
+    edition: str = "Pro"
+    version: str | None = None
+    vpc_id: str = ""
+    vswitch_id: str = ""
+
+
 @dataclass
 class NewMesh:
     """What the stack needs to create an ASM instance."""

@@ -16,7 +16,43 @@ import pulumi
 
 from components import child_options, type_token
 from components.node_marks import ADMIT, RESTRICT, NodeMarks
-from components.scheduling import Taint
+from components.scheduling import NodeGroup, NodeKind, Taint
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """Bounds for ACK's autoscaler, which then owns the pool's size."""
+
+    min_size: int
+    max_size: int
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    """A new ACK node pool for the gateway (`ecsCapacity.nodePool`)."""
+
+    name: str
+    instance_types: tuple[str, ...]
+    vswitch_ids: tuple[str, ...]
+    desired_size: int | None
+    autoscaling: Autoscaling | None
+    system_disk_category: str
+    system_disk_size: int
+    security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EcsCapacity:
+    """The gateway's dedicated ECS nodes and what marks them."""
+
+    mode: str  # "nodePool" | "existingNodes" | "none"
+    labels: Mapping[str, str]
+    taints: tuple[Taint, ...]
+    node_pool: NodePoolSpec | None = None
+    nodes: tuple[str, ...] = ()
+
+    def node_group(self) -> NodeGroup | None:
+        return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)
 
 
 @dataclass

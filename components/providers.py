@@ -43,3 +43,34 @@ def kubernetes_provider(
     if render_directory is None:
         raise ValueError(f"{name}: neither a kubeconfig nor a folder to render to")
     return k8s.Provider(name, render_yaml_to_directory=render_directory, opts=opts)
+
+
+def alicloud_provider(
+    name: str,
+    region: str | None,
+    *,
+    access_key: pulumi.Input[str] | None,
+    secret_key: pulumi.Input[str] | None,
+    security_token: pulumi.Input[str] | None,
+    profile: pulumi.Input[str] | None,
+    moved_from: pulumi.Input[str] | None = None,
+) -> pulumi.ProviderResource:
+    """The explicit Alibaba Cloud provider, made where the credentials are read.
+
+    It is handed to `ServerlessGateway` through `ResourceOptions.providers`, so
+    credentials never enter a component. `moved_from` is the URN of the
+    component it used to be a child of: the alias keeps its URN, and nothing
+    it manages is replaced.
+    """
+    # Imported here: only stacks that declare cloud resources pay for it.
+    import pulumi_alicloud as alicloud  # noqa: PLC0415
+
+    return alicloud.Provider(
+        name,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        security_token=security_token,
+        profile=profile,
+        opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=moved_from)] if moved_from else None),
+    )

@@ -8,15 +8,17 @@ tolerations in the same preview.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 
 from components import type_token
-from components.gateway import IstioGateway, IstioGatewayArgs, gateway_pod_selector
-from components.mesh import MeshControlPlane, MeshControlPlaneArgs, NewMesh
+from components.gateway import Gateway, IstioGateway, IstioGatewayArgs, gateway_pod_selector
+from components.mesh import Mesh, MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_marks import TolerationRollout
 from components.node_pool import (
+    EcsCapacity,
     GatewayNodePool,
     GatewayNodePoolArgs,
     LabelledNodes,
@@ -25,9 +27,58 @@ from components.node_pool import (
 )
 from components.providers import kubernetes_provider
 from components.resource_policy import GatewayResourcePolicy, GatewayResourcePolicyArgs
-from components.scheduling import derive_rules, resource_policy_units
-from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs
-from stack_config import StackConfig
+from components.scheduling import (
+    VIRTUAL_NODES,
+    NodeGroup,
+    NodeKind,
+    Policy,
+    Weights,
+    derive_rules,
+    resource_policy_units,
+)
+from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs, VirtualNodes
+
+
+@dataclass(frozen=True)
+class ServerlessGatewayArgs:
+    """Everything the stack declares, as plain data (no cloud credentials)."""
+
+    cluster_id: str
+    ecs: EcsCapacity
+    virtual_nodes: VirtualNodes
+    mesh: Mesh
+    policy: Policy
+    weights: Weights
+    gateways: tuple[Gateway, ...]
+    protect: bool
+    render_yaml_to: str | None
+    ack_resource_policy: bool
+    rollout_timeout_seconds: int
+    # Kubeconfigs (secret Outputs) for the cluster's and an existing mesh's API.
+    cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
+    mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
+
+    def node_groups(self) -> dict[NodeKind, NodeGroup]:
+        groups: dict[NodeKind, NodeGroup] = {}
+        ecs = self.ecs.node_group()
+        if ecs is not None:
+            groups[NodeKind.ECS] = ecs
+        if self.virtual_nodes.mode != "none":
+            groups[NodeKind.ECI] = VIRTUAL_NODES
+        return groups
+
+    @property
+    def needs_cluster_api(self) -> bool:
+        """Whether the stack writes to the ACK cluster's own Kubernetes API."""
+        return (
+            self.ecs.mode == "existingNodes"
+            or self.ack_resource_policy
+            or bool(self.virtual_nodes.eci_vswitch_ids or self.virtual_nodes.eci_security_group_id)
+        )
+
+    @property
+    def needs_cloud(self) -> bool:
+        return self.ecs.mode == "nodePool" or self.virtual_nodes.mode == "addon" or self.mesh.mode == "create"
 
 
 class ServerlessGateway(pulumi.ComponentResource):
@@ -39,45 +90,31 @@ class ServerlessGateway(pulumi.ComponentResource):
     mesh_id: pulumi.Output[str | None]
     gateways: pulumi.Output[list[dict[str, Any]]]
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ServerlessGatewayArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """`opts.providers` carries the Alibaba Cloud provider when `args` declares cloud resources."""
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
-        rules = derive_rules(config.policy, config.node_groups(), config.weights)
-        units = resource_policy_units(config.policy, config.node_groups())
-
-        if config.needs_cloud:
-            # Imported only here and in the components that declare cloud
-            # resources: it costs ~75 ms of every preview of a stack without any.
-            import pulumi_alicloud as alicloud  # noqa: PLC0415
-        cloud = (
-            alicloud.Provider(
-                f"{name}-alicloud",
-                region=config.region,
-                access_key=config.alicloud_credentials.access_key,
-                secret_key=config.alicloud_credentials.secret_key,
-                security_token=config.alicloud_credentials.security_token,
-                profile=config.alicloud_credentials.profile,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            if config.needs_cloud
-            else None
-        )
+        rules = derive_rules(args.policy, args.node_groups(), args.weights)
+        units = resource_policy_units(args.policy, args.node_groups())
 
         def on_cloud() -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, provider=cloud)
+            # The cloud provider comes from this component's `providers`.
+            return pulumi.ResourceOptions(parent=self)
 
         def render_directory(api: str) -> str | None:
             """Where a provider without a kubeconfig writes the manifests for one API."""
-            return os.path.join(config.render_yaml_to, api) if config.render_yaml_to else None
+            return os.path.join(args.render_yaml_to, api) if args.render_yaml_to else None
 
         cluster = (
             kubernetes_provider(
                 f"{name}-cluster",
-                config.cluster_kubeconfig,
+                args.cluster_kubeconfig,
                 render_directory("cluster"),
                 pulumi.ResourceOptions(parent=self),
             )
-            if config.needs_cluster_api
+            if args.needs_cluster_api
             else None
         )
 
@@ -87,14 +124,14 @@ class ServerlessGateway(pulumi.ComponentResource):
             pulumi.ProviderResource(
                 "pulumi-python", f"{name}-node-marks", None, pulumi.ResourceOptions(parent=self)
             )
-            if config.cluster_kubeconfig is not None and config.ecs.mode != "none"
+            if args.cluster_kubeconfig is not None and args.ecs.mode != "none"
             else None
         )
 
-        ecs = config.ecs
+        ecs = args.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
         self.node_names = pulumi.Output.from_input([])
-        gateway_pods = [gateway_pod_selector(g.namespace, g.name) for g in config.gateways]
+        gateway_pods = [gateway_pod_selector(g.namespace, g.name) for g in args.gateways]
         labelled_nodes: LabelledNodes | None = None
         if ecs.mode == "existingNodes":
             # Labels (and dropped taints) before the gateways change, taints after:
@@ -103,9 +140,9 @@ class ServerlessGateway(pulumi.ComponentResource):
                 node_names=ecs.nodes,
                 labels=ecs.labels,
                 taints=ecs.taints,
-                kubeconfig=config.cluster_kubeconfig,
+                kubeconfig=args.cluster_kubeconfig,
                 gateway_pods=gateway_pods,
-                rollout_timeout_seconds=config.rollout_timeout_seconds,
+                rollout_timeout_seconds=args.rollout_timeout_seconds,
             )
             labelled_nodes = LabelledNodes(
                 f"{name}-ecs",
@@ -116,20 +153,20 @@ class ServerlessGateway(pulumi.ComponentResource):
             )
             self.node_names = labelled_nodes.node_names
 
-        virtual = config.virtual_nodes
+        virtual = args.virtual_nodes
         controller = VirtualNodeController(
             f"{name}-virtual-nodes",
             VirtualNodeControllerArgs(
                 mode=virtual.mode,
-                cluster_id=config.cluster_id,
+                cluster_id=args.cluster_id,
                 eci_vswitch_ids=virtual.eci_vswitch_ids,
                 eci_security_group_id=virtual.eci_security_group_id or "",
                 addon_version=virtual.addon_version,
                 addon_overrides=virtual.addon_config,
-                protect=config.protect,
+                protect=args.protect,
             ),
-            # The add-on on the cloud's provider, the eci-profile on the cluster's.
-            pulumi.ResourceOptions(parent=self, providers=[p for p in (cloud, cluster) if p is not None]),
+            # The add-on on the cloud's provider (inherited), the eci-profile on the cluster's.
+            pulumi.ResourceOptions(parent=self, providers=[cluster] if cluster is not None else None),
         )
         self.virtual_node_mode = controller.mode
 
@@ -138,19 +175,19 @@ class ServerlessGateway(pulumi.ComponentResource):
             MeshControlPlaneArgs(
                 new_mesh=(
                     NewMesh(
-                        mesh_name=config.mesh.name,
-                        edition=config.mesh.edition,
-                        version=config.mesh.version,
-                        vpc_id=config.mesh.vpc_id,
-                        vswitch_id=config.mesh.vswitch_id,
-                        cluster_ids=[config.cluster_id],
+                        mesh_name=args.mesh.name,
+                        edition=args.mesh.edition,
+                        version=args.mesh.version,
+                        vpc_id=args.mesh.vpc_id,
+                        vswitch_id=args.mesh.vswitch_id,
+                        cluster_ids=[args.cluster_id],
                     )
-                    if config.mesh.mode == "create"
+                    if args.mesh.mode == "create"
                     else None
                 ),
-                kubeconfig=config.mesh_kubeconfig,
+                kubeconfig=args.mesh_kubeconfig,
                 render_directory=render_directory("mesh"),
-                protect=config.protect,
+                protect=args.protect,
             ),
             on_cloud(),
         )
@@ -158,9 +195,9 @@ class ServerlessGateway(pulumi.ComponentResource):
 
         summaries = []
         gateway_components: list[pulumi.Resource] = []
-        for gateway in config.gateways:
+        for gateway in args.gateways:
             gateway_name = f"{name}-{gateway.namespace}-{gateway.name}"
-            if config.ack_resource_policy:
+            if args.ack_resource_policy:
                 GatewayResourcePolicy(
                     f"{gateway_name}-policy",
                     GatewayResourcePolicyArgs(gateway.name, gateway.namespace, units),
@@ -168,11 +205,11 @@ class ServerlessGateway(pulumi.ComponentResource):
                 )
             component = IstioGateway(
                 gateway_name,
-                IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=config.cluster_id),
+                IstioGatewayArgs(gateway=gateway, rules=rules, cluster_id=args.cluster_id),
                 pulumi.ResourceOptions(
                     parent=self,
                     provider=mesh.provider,
-                    protect=config.protect,
+                    protect=args.protect,
                     depends_on=[labelled_nodes] if labelled_nodes is not None else None,
                 ),
             )
@@ -184,15 +221,15 @@ class ServerlessGateway(pulumi.ComponentResource):
         # its nodes, so the pool changes after the gateways (and, where the
         # stack can see the cluster, after their pods tolerate the taints).
         pool_waits_for: list[pulumi.Resource] = list(gateway_components)
-        if ecs.mode == "nodePool" and config.cluster_kubeconfig is not None:
+        if ecs.mode == "nodePool" and args.cluster_kubeconfig is not None:
             pool_waits_for = [
                 TolerationRollout(
                     f"{name}-ecs-rollout",
                     waits_for="the gateway's node pool",
                     taints=ecs.taints,
-                    kubeconfig=config.cluster_kubeconfig,
+                    kubeconfig=args.cluster_kubeconfig,
                     gateway_pods=gateway_pods,
-                    rollout_timeout_seconds=config.rollout_timeout_seconds,
+                    rollout_timeout_seconds=args.rollout_timeout_seconds,
                     opts=pulumi.ResourceOptions(parent=self, provider=dynamic, depends_on=gateway_components),
                 )
             ]
@@ -201,7 +238,7 @@ class ServerlessGateway(pulumi.ComponentResource):
             pool = GatewayNodePool(
                 f"{name}-ecs",
                 GatewayNodePoolArgs(
-                    cluster_id=config.cluster_id,
+                    cluster_id=args.cluster_id,
                     node_pool_name=spec.name,
                     labels=ecs.labels,
                     taints=ecs.taints,
@@ -214,12 +251,12 @@ class ServerlessGateway(pulumi.ComponentResource):
                         (spec.autoscaling.min_size, spec.autoscaling.max_size) if spec.autoscaling else None
                     ),
                     security_group_ids=spec.security_group_ids,
-                    protect=config.protect,
+                    protect=args.protect,
                 ),
                 pulumi.ResourceOptions.merge(on_cloud(), pulumi.ResourceOptions(depends_on=pool_waits_for)),
             )
             self.node_pool_id = pool.node_pool_id
-        if labelled_nodes is not None and config.cluster_kubeconfig is not None:
+        if labelled_nodes is not None and args.cluster_kubeconfig is not None:
             TaintedNodes(
                 f"{name}-ecs-taints",
                 labelled_args,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 
@@ -55,6 +55,17 @@ def eci_profile_data(eci_vswitch_ids: Sequence[str], security_group_id: str) -> 
     if security_group_id:
         data["securityGroupId"] = security_group_id
     return data
+
+
+@dataclass(frozen=True)
+class VirtualNodes:
+    """Where the virtual nodes come from, and the ECI pods' network."""
+
+    mode: str  # "addon" | "existing" | "none"
+    eci_vswitch_ids: tuple[str, ...] = ()
+    eci_security_group_id: str | None = None
+    addon_version: str | None = None
+    addon_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -45,6 +45,8 @@ class Registered:
     ignore_changes: list[str]
     additional_secret_outputs: list[str]
     dependencies: list[str] = field(default_factory=list)
+    # Parent URNs this resource was once under (`Alias(parent=...)`).
+    alias_parents: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
                     ignore_changes=list(request.ignoreChanges),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     dependencies=list(request.dependencies),
+                    alias_parents=[a.spec.parentUrn for a in request.aliases if a.spec.parentUrn],
                 )
             )
         return response
@@ -187,7 +190,14 @@ def run_stack(
         [f"{PROJECT}:{k}" for k in secrets] + [f"alicloud:{k}" for k in alicloud or {}],
     )
     deployment = Deployment(stack, monitor.registered)
-    build = program or (lambda: ServerlessGateway("asm-gateway", stack_config.load()))
+
+    def build_as_main_does() -> ServerlessGateway:
+        config = stack_config.load()
+        return ServerlessGateway(
+            "asm-gateway", config.gateway, stack_config.provider_options(config, "asm-gateway")
+        )
+
+    build = program or build_as_main_does
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def run() -> pulumi.Output[Any] | None:

@@ -192,7 +192,7 @@ def test_structured_values_given_as_json_text_parse_like_objects() -> None:
     # The engine hands structured config to the program as JSON text.
     as_text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in local_values().items()}
     assert stack_config.parse("local", as_text) == stack_config.parse("local", local_values())
-    assert stack_config.parse("local", as_text).ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
+    assert stack_config.parse("local", as_text).gateway.ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
 
 
 # -- Properties of Kubernetes' syntax rules ---------------------------------------------
@@ -269,7 +269,7 @@ def test_alicloud_config_the_provider_would_not_see_is_refused(
 def test_resource_quantities_may_be_numbers_as_yaml_reads_them() -> None:
     values = with_change(local_values(), "gateways[0].resources", {"requests": {"cpu": 2, "memory": "2Gi"}})
     config = stack_config.parse("local", values)
-    assert config.gateways[0].resources == {"requests": {"cpu": "2", "memory": "2Gi"}}
+    assert config.gateway.gateways[0].resources == {"requests": {"cpu": "2", "memory": "2Gi"}}
 
 
 @pytest.mark.parametrize(
@@ -322,4 +322,4 @@ def test_real_istio_gateway_fields_pass_through_extra_spec() -> None:
     values, secrets = config_values_of(ROOT / "stacks" / "Pulumi.local.yaml")
     extra = {"hostNetwork": False, "rollingMaxUnavailable": "0", "nodeSelector": {"a": "b"}}
     values["gateways"] = [{"name": "ingressgateway", "extraSpec": extra}]
-    assert stack_config.parse("local", values, secrets).gateways[0].extra_spec == extra
+    assert stack_config.parse("local", values, secrets).gateway.gateways[0].extra_spec == extra

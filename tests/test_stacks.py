@@ -46,7 +46,9 @@ def test_every_child_is_parented_inside_the_component(deployments: dict[str, Dep
         top = deployment.one(TOP)
         assert top.parent.endswith("::pulumi:pulumi:Stack::asm-serverless-gateway-" + deployment.stack)
         for resource in deployment.resources:
-            if resource is top:
+            if resource is top or resource.type == ALICLOUD_PROVIDER:
+                # The cloud provider is made beside the credentials, outside
+                # the component, and handed to it (see the alias test).
                 continue
             # Walk up: every resource reaches the top component through its parents.
             chain = resource
@@ -328,3 +330,15 @@ def test_a_node_pool_changes_after_the_gateways(stack: str, sees_the_cluster: bo
     else:
         assert deployment.of_type(TOLERATION_ROLLOUT) == []
         assert gateways <= set(pool.dependencies)
+
+
+def test_the_cloud_provider_made_outside_the_component_keeps_its_urn() -> None:
+    deployment = run_stack_file("dev")
+    provider = deployment.one(ALICLOUD_PROVIDER)
+    top = deployment.one(TOP)
+    # Now a child of the stack, once of the component: the alias names the old parent.
+    assert provider.parent.endswith("::pulumi:pulumi:Stack::asm-serverless-gateway-dev")
+    assert provider.alias_parents == [top.urn]
+    # ...and the component's cloud children still name it explicitly.
+    pool = deployment.one(NODE_POOL)
+    assert pool.provider.startswith(provider.urn)
