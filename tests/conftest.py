@@ -81,9 +81,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+    def __init__(self, mocks: pulumi.runtime.Mocks, registered: list[Registered] | None = None) -> None:
         super().__init__(mocks)
-        self.registered: list[Registered] = []
+        self.registered: list[Registered] = [] if registered is None else registered
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
@@ -171,13 +171,15 @@ def run_stack(
     preview: bool = False,
     program: Callable[[], ServerlessGateway | None] | None = None,
     alicloud: Mapping[str, str] | None = None,
+    registered: list[Registered] | None = None,
 ) -> Deployment:
     """Run the program for `stack` with `values` as its config, under mocks.
 
     `program` defaults to what __main__.py does: load the config, build the stack.
     """
     mocks = RecordingMocks()
-    monitor = RecordingMonitor(mocks)
+    # `registered`, if given, sees every registration even when the program raises.
+    monitor = RecordingMonitor(mocks, registered)
     # Each run is its own stack: a fresh root Stack resource, not the last run's.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

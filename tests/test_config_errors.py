@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import ROOT, config_values_of, operator_secrets, run_stack, set_path
+from conftest import ROOT, Registered, config_values_of, operator_secrets, run_stack, set_path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -161,17 +161,14 @@ def test_bad_config_stops_before_any_resource_naming_stack_and_key(
 
 
 def test_no_resource_is_registered_when_config_is_bad() -> None:
-    values = with_change(local_values(), "preferredWeight", 0)
-    registered: list[str] = []
-
-    def program() -> Any:
-        stack_config.load()
-        registered.append("built")  # never reached: load() raised first
-        raise AssertionError
-
+    # The program as __main__.py runs it; the monitor sees what it registers.
+    registered: list[Registered] = []
     with pytest.raises(ConfigError):
-        run_stack("local", values, program=program)
+        run_stack("local", with_change(local_values(), "preferredWeight", 0), registered=registered)
     assert registered == []
+    # The same program with good config does register (so the check above can fail).
+    run_stack("local", local_values(), registered=registered)
+    assert registered
 
 
 def test_every_problem_is_reported_at_once() -> None:
