@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import config_values_of, run_stack  # noqa: E402
+from mock_stack import config_values_of, run_stack  # noqa: E402
 
 
 def median_seconds(run: Callable[[], Any], runs: int) -> float:

@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import ROOT, Registered, config_values_of, operator_secrets, run_stack, set_path
 from hypothesis import given
 from hypothesis import strategies as st
+from mock_stack import ROOT, Registered, config_values_of, operator_secrets, run_stack, set_path
 
 import stack_config
 from stack_config import ConfigError, label_value_problem, qualified_name_problem

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import set_path
 from engine_project import EngineProject, Step, changed_steps
+from mock_stack import set_path
 from pulumi import automation as auto
 
 pytestmark = pytest.mark.engine

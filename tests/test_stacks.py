@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from mock_stack import (
     ROOT,
     STACK_NAMES,
     TEST_KUBECONFIG,
@@ -36,190 +36,188 @@ def stack_file(stack: str) -> dict[str, Any]:
     return config_values_of(ROOT / "stacks" / f"Pulumi.{stack}.yaml")[0]
 
 
-@pytest.fixture(scope="module")
-def deployments() -> dict[str, Deployment]:
-    return {stack: run_stack_file(stack) for stack in STACK_NAMES}
+@pytest.fixture(scope="module", params=STACK_NAMES)
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """Each stack of `stacks/` under mocks: a failure names the stack."""
+    stack: str = request.param
+    return run_stack_file(stack)
 
 
-def test_every_child_is_parented_inside_the_component(deployments: dict[str, Deployment]) -> None:
-    for deployment in deployments.values():
-        top = deployment.one(TOP)
-        assert top.parent.endswith("::pulumi:pulumi:Stack::asm-serverless-gateway-" + deployment.stack)
-        for resource in deployment.resources:
-            if resource is top or resource.type == ALICLOUD_PROVIDER:
-                # The cloud provider is made beside the credentials, outside
-                # the component, and handed to it (see the alias test).
-                continue
-            # Walk up: every resource reaches the top component through its parents.
-            chain = resource
-            while chain is not top:
-                assert chain.parent, f"{resource.name} has no parent"
-                chain = deployment.by_urn(chain.parent)
+def test_every_child_is_parented_inside_the_component(deployment: Deployment) -> None:
+    top = deployment.one(TOP)
+    assert top.parent.endswith("::pulumi:pulumi:Stack::asm-serverless-gateway-" + deployment.stack)
+    for resource in deployment.resources:
+        if resource is top or resource.type == ALICLOUD_PROVIDER:
+            # The cloud provider is made beside the credentials, outside
+            # the component, and handed to it (see the alias test).
+            continue
+        # Walk up: every resource reaches the top component through its parents.
+        chain = resource
+        while chain is not top:
+            assert chain.parent, f"{resource.name} has no parent"
+            chain = deployment.by_urn(chain.parent)
 
 
 def test_every_cloud_and_kubernetes_resource_names_an_explicit_provider(
-    deployments: dict[str, Deployment],
+    deployment: Deployment,
 ) -> None:
-    for deployment in deployments.values():
-        provider_urns = {r.urn for r in deployment.resources if r.type.startswith("pulumi:providers:")}
-        for resource in deployment.resources:
-            if resource.custom and not resource.type.startswith("pulumi:providers:"):
-                urn = resource.provider.split("::")[0:4]
-                assert "::".join(urn) in provider_urns, (
-                    f"{resource.name} uses {resource.provider or 'a default provider'}"
-                )
-
-
-def test_each_stack_gets_the_rules_its_policy_and_pool_call_for(deployments: dict[str, Deployment]) -> None:
-    for stack, deployment in deployments.items():
-        values = stack_file(stack)
-        labels = values["ecsCapacity"]["labels"]
-        pool_term = {
-            "matchExpressions": [
-                {"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())
-            ]
-        }
-        gateways = deployment.of_type(ISTIO_GATEWAY)
-        assert len(gateways) == len(values["gateways"])
-        for resource in gateways:
-            spec = resource.inputs["spec"]
-            terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            assert terms["nodeSelectorTerms"][0] == pool_term
-            preferred = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
-            assert preferred[0]["weight"] == values.get("preferredWeight", 80)
-            assert preferred[1]["weight"] == values.get("overflowWeight", 20)
-            expected = {(t["key"], t["value"], t["effect"]) for t in values["ecsCapacity"]["taints"]}
-            expected.add((VIRTUAL_NODE_TAINT.key, VIRTUAL_NODE_TAINT.value, VIRTUAL_NODE_TAINT.effect))
-            assert {(t["key"], t["value"], t["effect"]) for t in spec["tolerations"]} == expected
-            assert spec["clusterIds"] == [values["clusterId"]]
-            assert spec["gatewayType"] == "ingress"
-
-
-def test_gateway_specs_carry_each_gateways_settings_in_camel_case(deployments: dict[str, Deployment]) -> None:
-    for stack, deployment in deployments.items():
-        declared = stack_file(stack)["gateways"]
-        by_name = {r.inputs["metadata"]["name"]: r for r in deployment.of_type(ISTIO_GATEWAY)}
-        for gateway in declared:
-            resource = by_name[gateway["name"]]
-            spec = resource.inputs["spec"]
-            assert resource.inputs["apiVersion"] == "istio.alibabacloud.com/v1beta1"
-            assert resource.inputs["metadata"]["namespace"] == gateway.get("namespace", "istio-system")
-            assert spec["replicaCount"] == gateway["replicaCount"]
-            assert (spec["minReplicas"], spec["maxReplicas"]) == (
-                gateway["minReplicas"],
-                gateway["maxReplicas"],
+    provider_urns = {r.urn for r in deployment.resources if r.type.startswith("pulumi:providers:")}
+    for resource in deployment.resources:
+        if resource.custom and not resource.type.startswith("pulumi:providers:"):
+            urn = resource.provider.split("::")[0:4]
+            assert "::".join(urn) in provider_urns, (
+                f"{resource.name} uses {resource.provider or 'a default provider'}"
             )
-            assert spec["cpu"] == {"targetAverageUtilization": 80}
-            assert spec["podAnnotations"] == gateway.get("podAnnotations", {})
-            assert spec["serviceAnnotations"] == gateway.get("serviceAnnotations", {})
-            if "ports" in gateway:
-                assert [p["port"] for p in spec["ports"]] == [p["port"] for p in gateway["ports"]]
-            if "resources" in gateway:
-                assert spec["resources"] == gateway["resources"]
-            assert all(not any(c == "_" for c in key) for key in spec)
+
+
+def test_each_stack_gets_the_rules_its_policy_and_pool_call_for(deployment: Deployment) -> None:
+    stack = deployment.stack
+    values = stack_file(stack)
+    labels = values["ecsCapacity"]["labels"]
+    pool_term = {
+        "matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())]
+    }
+    gateways = deployment.of_type(ISTIO_GATEWAY)
+    assert len(gateways) == len(values["gateways"])
+    for resource in gateways:
+        spec = resource.inputs["spec"]
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0] == pool_term
+        preferred = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert preferred[0]["weight"] == values.get("preferredWeight", 80)
+        assert preferred[1]["weight"] == values.get("overflowWeight", 20)
+        expected = {(t["key"], t["value"], t["effect"]) for t in values["ecsCapacity"]["taints"]}
+        expected.add((VIRTUAL_NODE_TAINT.key, VIRTUAL_NODE_TAINT.value, VIRTUAL_NODE_TAINT.effect))
+        assert {(t["key"], t["value"], t["effect"]) for t in spec["tolerations"]} == expected
+        assert spec["clusterIds"] == [values["clusterId"]]
+        assert spec["gatewayType"] == "ingress"
+
+
+def test_gateway_specs_carry_each_gateways_settings_in_camel_case(deployment: Deployment) -> None:
+    stack = deployment.stack
+    declared = stack_file(stack)["gateways"]
+    by_name = {r.inputs["metadata"]["name"]: r for r in deployment.of_type(ISTIO_GATEWAY)}
+    for gateway in declared:
+        resource = by_name[gateway["name"]]
+        spec = resource.inputs["spec"]
+        assert resource.inputs["apiVersion"] == "istio.alibabacloud.com/v1beta1"
+        assert resource.inputs["metadata"]["namespace"] == gateway.get("namespace", "istio-system")
+        assert spec["replicaCount"] == gateway["replicaCount"]
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (
+            gateway["minReplicas"],
+            gateway["maxReplicas"],
+        )
+        assert spec["cpu"] == {"targetAverageUtilization": 80}
+        assert spec["podAnnotations"] == gateway.get("podAnnotations", {})
+        assert spec["serviceAnnotations"] == gateway.get("serviceAnnotations", {})
+        if "ports" in gateway:
+            assert [p["port"] for p in spec["ports"]] == [p["port"] for p in gateway["ports"]]
+        if "resources" in gateway:
+            assert spec["resources"] == gateway["resources"]
+        assert all(not any(c == "_" for c in key) for key in spec)
 
 
 def test_node_pool_stacks_declare_a_labelled_tainted_pool_that_updates_its_nodes(
-    deployments: dict[str, Deployment],
+    deployment: Deployment,
 ) -> None:
-    for stack, deployment in deployments.items():
-        ecs = stack_file(stack)["ecsCapacity"]
-        if ecs["mode"] != "nodePool":
-            assert deployment.of_type(NODE_POOL) == []
-            continue
-        pool = deployment.one(NODE_POOL).inputs
-        spec = ecs["nodePool"]
-        assert pool["nodePoolName"] == spec["name"]
-        assert pool["instanceTypes"] == spec["instanceTypes"]
-        assert pool["vswitchIds"] == spec["vswitchIds"]
-        assert pool["labels"] == [{"key": k, "value": v} for k, v in sorted(ecs["labels"].items())]
-        assert pool["taints"] == sorted(ecs["taints"], key=lambda t: (t["key"], t["value"], t["effect"]))
-        assert pool["updateNodes"] is True
-        assert "name" not in pool and "nodeCount" not in pool
-        if "autoscaling" in spec:
-            assert "desiredSize" not in pool
-            assert pool["scalingConfig"]["enable"] is True
-            assert pool["scalingConfig"]["minSize"] == spec["autoscaling"]["minSize"]
-            assert pool["scalingConfig"]["maxSize"] == spec["autoscaling"]["maxSize"]
-            assert deployment.one(NODE_POOL).ignore_changes == ["desiredSize"]
-        else:
-            assert pool["desiredSize"] == str(spec["desiredSize"])
+    stack = deployment.stack
+    ecs = stack_file(stack)["ecsCapacity"]
+    if ecs["mode"] != "nodePool":
+        assert deployment.of_type(NODE_POOL) == []
+        return
+    pool = deployment.one(NODE_POOL).inputs
+    spec = ecs["nodePool"]
+    assert pool["nodePoolName"] == spec["name"]
+    assert pool["instanceTypes"] == spec["instanceTypes"]
+    assert pool["vswitchIds"] == spec["vswitchIds"]
+    assert pool["labels"] == [{"key": k, "value": v} for k, v in sorted(ecs["labels"].items())]
+    assert pool["taints"] == sorted(ecs["taints"], key=lambda t: (t["key"], t["value"], t["effect"]))
+    assert pool["updateNodes"] is True
+    assert "name" not in pool and "nodeCount" not in pool
+    if "autoscaling" in spec:
+        assert "desiredSize" not in pool
+        assert pool["scalingConfig"]["enable"] is True
+        assert pool["scalingConfig"]["minSize"] == spec["autoscaling"]["minSize"]
+        assert pool["scalingConfig"]["maxSize"] == spec["autoscaling"]["maxSize"]
+        assert deployment.one(NODE_POOL).ignore_changes == ["desiredSize"]
+    else:
+        assert pool["desiredSize"] == str(spec["desiredSize"])
 
 
-def test_existing_node_stacks_label_and_taint_each_named_node(deployments: dict[str, Deployment]) -> None:
-    for stack, deployment in deployments.items():
-        ecs = stack_file(stack)["ecsCapacity"]
-        patches = deployment.of_type(NODE_PATCH)
-        if ecs["mode"] != "existingNodes":
-            assert patches == []
-            continue
-        assert sorted(p.inputs["metadata"]["name"] for p in patches) == sorted(ecs["nodes"])
-        for patch in patches:
-            assert patch.inputs["metadata"]["labels"] == ecs["labels"]
-            assert patch.inputs["spec"]["taints"] == ecs["taints"]
-        assert deployment.outputs["node_names"] == ecs["nodes"]
+def test_existing_node_stacks_label_and_taint_each_named_node(deployment: Deployment) -> None:
+    stack = deployment.stack
+    ecs = stack_file(stack)["ecsCapacity"]
+    patches = deployment.of_type(NODE_PATCH)
+    if ecs["mode"] != "existingNodes":
+        assert patches == []
+        return
+    assert sorted(p.inputs["metadata"]["name"] for p in patches) == sorted(ecs["nodes"])
+    for patch in patches:
+        assert patch.inputs["metadata"]["labels"] == ecs["labels"]
+        assert patch.inputs["spec"]["taints"] == ecs["taints"]
+    assert deployment.outputs["node_names"] == ecs["nodes"]
 
 
-def test_virtual_node_add_on_cleans_up_and_gets_the_eci_network(deployments: dict[str, Deployment]) -> None:
-    for stack, deployment in deployments.items():
-        virtual = stack_file(stack)["virtualNodes"]
-        assert deployment.outputs["virtual_node_mode"] == virtual["mode"]
-        if virtual["mode"] != "addon":
-            assert deployment.of_type(ADDON) == []
-            continue
-        addon = deployment.one(ADDON).inputs
-        assert addon["name"] == "ack-virtual-node"
-        assert addon["cleanupCloudResources"] is True
-        assert addon["clusterId"] == stack_file(stack)["clusterId"]
-        # No guessed add-on config keys: the ECI network goes into the eci-profile.
-        assert "config" not in addon or not addon["config"]
-        profile = deployment.one(CONFIG_MAP_PATCH)
-        assert profile.inputs["metadata"]["name"] == "eci-profile"
-        assert profile.inputs["metadata"]["namespace"] == "kube-system"
-        assert profile.inputs["data"] == {
-            "vSwitchIds": ",".join(virtual["eciVswitchIds"]),
-            "securityGroupId": virtual["eciSecurityGroupId"],
-        }
-        (cluster,) = [
-            p for p in deployment.of_type("pulumi:providers:kubernetes") if p.name == "asm-gateway-cluster"
-        ]
-        assert profile.provider.startswith(cluster.urn)
+def test_virtual_node_add_on_cleans_up_and_gets_the_eci_network(deployment: Deployment) -> None:
+    stack = deployment.stack
+    virtual = stack_file(stack)["virtualNodes"]
+    assert deployment.outputs["virtual_node_mode"] == virtual["mode"]
+    if virtual["mode"] != "addon":
+        assert deployment.of_type(ADDON) == []
+        return
+    addon = deployment.one(ADDON).inputs
+    assert addon["name"] == "ack-virtual-node"
+    assert addon["cleanupCloudResources"] is True
+    assert addon["clusterId"] == stack_file(stack)["clusterId"]
+    # No guessed add-on config keys: the ECI network goes into the eci-profile.
+    assert "config" not in addon or not addon["config"]
+    profile = deployment.one(CONFIG_MAP_PATCH)
+    assert profile.inputs["metadata"]["name"] == "eci-profile"
+    assert profile.inputs["metadata"]["namespace"] == "kube-system"
+    assert profile.inputs["data"] == {
+        "vSwitchIds": ",".join(virtual["eciVswitchIds"]),
+        "securityGroupId": virtual["eciSecurityGroupId"],
+    }
+    (cluster,) = [
+        p for p in deployment.of_type("pulumi:providers:kubernetes") if p.name == "asm-gateway-cluster"
+    ]
+    assert profile.provider.startswith(cluster.urn)
 
 
 def test_a_created_mesh_holds_the_cluster_and_its_kubeconfig_stays_secret(
-    deployments: dict[str, Deployment],
+    deployment: Deployment,
 ) -> None:
-    for stack, deployment in deployments.items():
-        mesh_mode = stack_file(stack)["mesh"]["mode"]
-        mesh_providers = [p for p in deployment.of_type(K8S_PROVIDER) if p.name.endswith("-mesh")]
-        assert len(mesh_providers) == 1
-        provider = mesh_providers[0].inputs
-        if mesh_mode == "create":
-            mesh = deployment.one(MESH)
-            assert mesh.inputs["clusterIds"] == [stack_file(stack)["clusterId"]]
-            assert "kubeconfig" in mesh.additional_secret_outputs
-            assert deployment.outputs["mesh_id"] == f"{mesh.name}-id"
-        else:
-            assert deployment.of_type(MESH) == []
-            assert deployment.outputs["mesh_id"] is None
-        if "kubeconfig" in provider:
-            assert is_rpc_secret(provider["kubeconfig"]), "a kubeconfig reached state in plain text"
-            assert TEST_KUBECONFIG not in str({k: v for k, v in provider.items() if k != "kubeconfig"})
-        else:
-            assert provider["renderYamlToDirectory"].startswith(stack_file(stack)["renderYamlTo"])
+    stack = deployment.stack
+    mesh_mode = stack_file(stack)["mesh"]["mode"]
+    mesh_providers = [p for p in deployment.of_type(K8S_PROVIDER) if p.name.endswith("-mesh")]
+    assert len(mesh_providers) == 1
+    provider = mesh_providers[0].inputs
+    if mesh_mode == "create":
+        mesh = deployment.one(MESH)
+        assert mesh.inputs["clusterIds"] == [stack_file(stack)["clusterId"]]
+        assert "kubeconfig" in mesh.additional_secret_outputs
+        assert deployment.outputs["mesh_id"] == f"{mesh.name}-id"
+    else:
+        assert deployment.of_type(MESH) == []
+        assert deployment.outputs["mesh_id"] is None
+    if "kubeconfig" in provider:
+        assert is_rpc_secret(provider["kubeconfig"]), "a kubeconfig reached state in plain text"
+        assert TEST_KUBECONFIG not in str({k: v for k, v in provider.items() if k != "kubeconfig"})
+    else:
+        assert provider["renderYamlToDirectory"].startswith(stack_file(stack)["renderYamlTo"])
 
 
-def test_prod_protects_what_holds_traffic_or_capacity(deployments: dict[str, Deployment]) -> None:
-    for stack, deployment in deployments.items():
-        protect = stack_file(stack).get("protect", False)
-        for resource in deployment.resources:
-            if resource.type in (NODE_POOL, ADDON, MESH, ISTIO_GATEWAY):
-                assert resource.protect is protect, f"{stack}: {resource.name}"
+def test_prod_protects_what_holds_traffic_or_capacity(deployment: Deployment) -> None:
+    stack = deployment.stack
+    protect = stack_file(stack).get("protect", False)
+    for resource in deployment.resources:
+        if resource.type in (NODE_POOL, ADDON, MESH, ISTIO_GATEWAY):
+            assert resource.protect is protect, f"{stack}: {resource.name}"
     assert stack_file("prod")["protect"] is True
 
 
-def test_local_stack_needs_no_cloud(deployments: dict[str, Deployment]) -> None:
-    local = deployments["local"]
+def test_local_stack_needs_no_cloud() -> None:
+    local = run_stack_file("local")
     assert not [r for r in local.resources if r.type.startswith("alicloud:") or r.type == ALICLOUD_PROVIDER]
 
 

@@ -13,7 +13,7 @@ import json
 import os
 
 import pytest
-from conftest import ROOT, STACK_NAMES, run_stack_file
+from mock_stack import ROOT, STACK_NAMES, run_stack_file
 
 RECORD = ROOT / "tests" / "stack_urns.json"
 

@@ -9,7 +9,6 @@ can assert on what the stack declares.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,10 @@ from typing import Any
 import pulumi
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import stack_config
+from components.stack import ServerlessGateway
 
-import stack_config  # noqa: E402
-from components.stack import ServerlessGateway  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT = stack_config.PROJECT
 STACK_FILES = sorted((ROOT / "stacks").glob("Pulumi.*.yaml"))
