@@ -151,7 +151,7 @@ def report(found: Sequence[PodPlacement]) -> str:
 
 def stack_outputs(stack: str) -> dict[str, Any]:
     """The stack's outputs, read with the project's own engine set-up."""
-    from tools import toolchain  # noqa: PLC0415  # only this path needs the engine
+    from go_tools import toolchain  # noqa: PLC0415  # only this path needs the engine
 
     env = toolchain.engine_environment()
     problem = toolchain.secrets_problem(stack, [], env)

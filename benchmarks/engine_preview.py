@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from engine_project import EngineProject  # noqa: E402
 
-from tools import toolchain  # noqa: E402
+from go_tools import toolchain  # noqa: E402
 
 EMPTY_PROGRAM = """\
 name: empty-floor

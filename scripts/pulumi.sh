@@ -5,4 +5,4 @@
 #   scripts/pulumi.sh up --stack local
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m tools.toolchain pulumi "$@"
+exec .venv/bin/python -m go_tools.toolchain pulumi "$@"

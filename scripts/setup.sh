@@ -6,20 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Modules that need a newer Go fetch that toolchain from the module proxy.
-export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
-
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "installing the Python packages into .venv ..." >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 group="${1:-engine}"   # engine, cluster or all
-.venv/bin/python -m tools.toolchain build "$group" >/dev/null
+.venv/bin/python -m go_tools.toolchain build "$group" >/dev/null
 if [ "$group" != cluster ]; then
   # With the virtualenv active, `pulumi` is the engine built above.
-  engine="$(.venv/bin/python -c 'from tools.toolchain import engine_bin_dir; print(engine_bin_dir())')"
+  engine="$(.venv/bin/python -c 'from go_tools.toolchain import engine_bin_dir; print(engine_bin_dir())')"
   ln -sfn "$engine/pulumi" .venv/bin/pulumi
   mkdir -p .pulumi-state
 fi
-echo "set up: .venv, and the tools in $(.venv/bin/python -c 'from tools.toolchain import cache_root; print(cache_root())')"
+echo "set up: .venv, and the tools in $(.venv/bin/python -c 'from go_tools.toolchain import cache_root; print(cache_root())')"

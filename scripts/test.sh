@@ -5,10 +5,9 @@
 # here: a missing one fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
 case "$*" in
   *"not cluster"*) ;;  # the quick loop needs no control plane
-  *) .venv/bin/python -m tools.toolchain build cluster >/dev/null ;;
+  *) .venv/bin/python -m go_tools.toolchain build cluster >/dev/null ;;
 esac
 export ASM_GATEWAY_REQUIRE_TOOLS=1
 exec .venv/bin/python -m pytest "$@"

@@ -3,7 +3,7 @@
 etcd, kube-apiserver, kube-scheduler and kube-controller-manager (the
 Deployment, ReplicaSet, garbage collector, node lifecycle and taint eviction
 controllers), built from their Go modules by
-tools/toolchain.py. There is no kubelet: tests create Node objects with
+go_tools/toolchain.py. There is no kubelet: tests create Node objects with
 capacity, allocatable and a Ready condition, as KWOK does, so the scheduler
 binds pods and `spec.nodeName` shows its decision.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools import toolchain
+from go_tools import toolchain
 
 KUBERNETES_VERSION = toolchain.KUBERNETES_VERSION
 CONTROLLERS = (

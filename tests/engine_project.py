@@ -19,7 +19,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tools import toolchain
+from go_tools import toolchain
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "stack_config.py", "requirements.txt", "components", "stacks")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import toolchain
+from go_tools import toolchain
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TOOLS_DIR = Path(__file__).resolve().parent
-
-PULUMI_VERSION = "3.274.1"
-KUBERNETES_PROVIDER_VERSION = "4.25.0"
-KUBERNETES_VERSION = "1.34.4"
-
 PROJECT_DIR = TOOLS_DIR.parent
+
+
+def pinned_version(pin_file: Path, module: str) -> str:
+    """The version a pin file states for a module: a `go.mod` require, or `name==version`.
+
+    Every tool's version is written once, where its build reads it; the rest of
+    the project asks here.
+    """
+    for line in pin_file.read_text().splitlines():
+        words = line.replace("==", " ").split()
+        if words[:1] == ["require"]:
+            words = words[1:]
+        if len(words) >= 2 and words[0] == module:
+            return words[1].removeprefix("v")
+    raise LookupError(f"{pin_file} pins no version of {module}")
+
+
+PULUMI_VERSION = pinned_version(TOOLS_DIR / "pulumi-cli" / "go.mod", "github.com/pulumi/pulumi/pkg/v3")
+KUBERNETES_VERSION = pinned_version(TOOLS_DIR / "kube-control-plane" / "go.mod", "k8s.io/kubernetes")
+# The provider plugin must be the release of the SDK the program imports; its
+# go.mod pins the pseudo-version of that release's commit.
+KUBERNETES_PROVIDER_VERSION = pinned_version(PROJECT_DIR / "requirements.txt", "pulumi-kubernetes")
+GO_TOOLCHAIN = "go1.27.3"
 # The passphrase of the `local` stack, which holds no cloud secrets. It is
 # published, so no other stack may use it (see `secrets_problem`).
 LOCAL_STACK = "local"
@@ -53,7 +71,7 @@ def cache_root() -> Path:
 def go_env() -> dict[str, str]:
     env = dict(os.environ)
     # Modules that ask for a newer Go fetch that toolchain from the module proxy.
-    env.setdefault("GOTOOLCHAIN", "go1.27.3")
+    env.setdefault("GOTOOLCHAIN", GO_TOOLCHAIN)
     env.setdefault("GOFLAGS", "-mod=readonly")
     return env
 
