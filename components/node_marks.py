@@ -371,6 +371,28 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _rollout_inputs(
+    taints: Sequence[Taint],
+    kubeconfig: pulumi.Input[str],
+    gateway_pods: Sequence[Mapping[str, str]],
+    rollout_timeout_seconds: int,
+) -> dict[str, Any]:
+    """The inputs both dynamic resources share: the taints, the cluster, and whose rollout to wait for."""
+    return {
+        "taints": [t.as_node_taint() for t in sorted(taints)],
+        "kubeconfig": pulumi.Output.secret(kubeconfig),
+        "gatewayPods": [dict(g) for g in gateway_pods],
+        "rolloutTimeoutSeconds": rollout_timeout_seconds,
+    }
+
+
+def _with_secret_kubeconfig(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+    # The dynamic provider does not take secrets; its outputs say which are.
+    return pulumi.ResourceOptions.merge(
+        pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]), opts
+    )
+
+
 class NodeMarks(pulumi.dynamic.Resource, module="asm-serverless-gateway", name="NodeMarks"):
     """One node's declared labels and taints, in one stage (`admit` or `restrict`)."""
 
@@ -396,14 +418,9 @@ class NodeMarks(pulumi.dynamic.Resource, module="asm-serverless-gateway", name="
                 "node": node,
                 "stage": stage,
                 "labels": dict(sorted(labels.items())),
-                "taints": [t.as_node_taint() for t in sorted(taints)],
-                "kubeconfig": pulumi.Output.secret(kubeconfig),
-                "gatewayPods": [dict(g) for g in gateway_pods],
-                "rolloutTimeoutSeconds": rollout_timeout_seconds,
+                **_rollout_inputs(taints, kubeconfig, gateway_pods, rollout_timeout_seconds),
             },
-            pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]), opts
-            ),
+            _with_secret_kubeconfig(opts),
         )
 
 
@@ -456,12 +473,7 @@ class TolerationRollout(pulumi.dynamic.Resource, module="asm-serverless-gateway"
             name,
             {
                 "waitsFor": waits_for,
-                "taints": [t.as_node_taint() for t in sorted(taints)],
-                "kubeconfig": pulumi.Output.secret(kubeconfig),
-                "gatewayPods": [dict(g) for g in gateway_pods],
-                "rolloutTimeoutSeconds": rollout_timeout_seconds,
+                **_rollout_inputs(taints, kubeconfig, gateway_pods, rollout_timeout_seconds),
             },
-            pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]), opts
-            ),
+            _with_secret_kubeconfig(opts),
         )

@@ -125,7 +125,8 @@ class GoTool:
     def built(self) -> bool:
         return (self.bin_dir() / self.name).is_file()
 
-    def build(self) -> Path:
+    def build(self, step: str = "") -> Path:
+        """Build unless cached; `step` ("[2/3]") says how far along a set of builds this is."""
         if self.built():
             return self.bin_dir()
         target = self.bin_dir()
@@ -139,7 +140,7 @@ class GoTool:
             cmd = ["go", "build", "-trimpath", "-o", str(out / self.name)]
             if self.ldflags:
                 cmd += ["-ldflags", " ".join(self.ldflags)]
-            _run_with_progress([*cmd, self.package], work, f"building {self.name}")
+            _run_with_progress([*cmd, self.package], work, f"{step} building {self.name}".strip())
             for file_name, (module_path, rel) in self.companions.items():
                 src = _module_dir_of(module_path, work) / rel
                 shutil.copyfile(src, out / file_name)
@@ -342,14 +343,14 @@ def install_engine() -> Path:
     """
     folder = on_user_path(PULUMI_CLI)
     if folder is None:
-        folder = PULUMI_CLI.build()
-        host = PYTHON_LANGUAGE_HOST.build()
+        folder = PULUMI_CLI.build("[1/3]")
+        host = PYTHON_LANGUAGE_HOST.build("[2/3]")
         for built in host.iterdir():
             bundled = folder / built.name
             if not _same_file(built, bundled):
                 bundled.unlink(missing_ok=True)
                 shutil.copy2(built, bundled)
-    provider = KUBERNETES_PROVIDER.build() / KUBERNETES_PROVIDER.name
+    provider = KUBERNETES_PROVIDER.build("[3/3]") / KUBERNETES_PROVIDER.name
     if not _same_file(provider, kubernetes_plugin()):
         subprocess.run(
             [
@@ -522,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.group in ("cluster", "all"):
                 tools = GROUPS["cluster"]
                 for number, tool in enumerate(tools, 1):
-                    print(f"[{number}/{len(tools)}] {tool.name}: {tool.build()}", file=sys.stderr)
+                    print(f"{tool.name}: {tool.build(f'[{number}/{len(tools)}]')}", file=sys.stderr)
             return 0
         env = engine_environment()
     except ToolsMissingError as missing:

@@ -10,16 +10,19 @@ binds pods and `spec.nodeName` shows its decision.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
@@ -196,3 +199,14 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+
+
+@contextlib.contextmanager
+def running_control_plane(tmp: Path) -> Iterator[tuple[ControlPlane, kubernetes.client.ApiClient]]:
+    """A started control plane under `tmp` and a client for it; stopped on the way out."""
+    plane = ControlPlane(tmp / "control-plane", cluster_bin())
+    plane.start()
+    try:
+        yield plane, kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+    finally:
+        plane.stop()

@@ -72,6 +72,17 @@ class EngineProject:
             opts=auto.LocalWorkspaceOptions(env_vars=self.env, pulumi_command=self.command),
         )
 
+    def stack_on_cluster(
+        self, name: str, kubeconfig: dict[str, Any], edit: Callable[[dict[str, Any]], None]
+    ) -> auto.Stack:
+        """The stack with its config edited, pointed at a cluster (and mesh) by a secret kubeconfig."""
+        self.edit_config(name, edit)
+        stack = self.stack(name)
+        text = yaml.safe_dump(kubeconfig)
+        stack.set_config("clusterKubeconfig", auto.ConfigValue(text, secret=True))
+        stack.set_config("meshKubeconfig", auto.ConfigValue(text, secret=True))
+        return stack
+
     def stack_file(self, name: str) -> Path:
         return self.dir / "stacks" / f"Pulumi.{name}.yaml"
 

@@ -25,7 +25,7 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, cluster_bin
+from control_plane import ControlPlane, running_control_plane
 from engine_project import EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
@@ -178,13 +178,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    binaries = cluster_bin()
     tmp = tmp_path_factory.mktemp("day-two")
-    plane = ControlPlane(tmp / "control-plane", binaries)
-    plane.start()
-    mesh = watch = None
-    try:
-        api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+    with running_control_plane(tmp) as (plane, api):
         create_nodes(api, INVENTORY)
         # edge-b is cordoned by its team; node lifecycle adds the unschedulable taint.
         kubernetes.client.CoreV1Api(api).patch_node("edge-b", {"spec": {"unschedulable": True}})
@@ -194,10 +189,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             {"metadata": {"name": "eci-profile"}, "data": ECI_PROFILE_BEFORE},
             field_manager="ack-virtual-node",
         )
-        mesh = asm_standin.MeshController(api, NAMESPACE, delay=2.0).start()
-        watch = PodWatch(plane)
-
-        project = EngineProject(tmp)
 
         def point_at_cluster(config: dict[str, Any]) -> None:
             config.pop("renderYamlTo")
@@ -220,19 +211,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 }
             ]
 
-        project.edit_config("local", point_at_cluster)
-        stack = project.stack("local")
-        kubeconfig = yaml.safe_dump(plane.kubeconfig)
-        stack.set_config("clusterKubeconfig", auto.ConfigValue(kubeconfig, secret=True))
-        stack.set_config("meshKubeconfig", auto.ConfigValue(kubeconfig, secret=True))
-        stack.up()
-        yield Live(plane, api, project, stack, mesh, watch)
-    finally:
-        if watch is not None:
+        mesh = asm_standin.MeshController(api, NAMESPACE, delay=2.0).start()
+        watch = PodWatch(plane)
+        try:
+            project = EngineProject(tmp)
+            stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
+            stack.up()
+            yield Live(plane, api, project, stack, mesh, watch)
+        finally:
             watch.stop()
-        if mesh is not None:
             mesh.stop()
-        plane.stop()
 
 
 def declared_taints(config: dict[str, Any]) -> list[dict[str, str]]:

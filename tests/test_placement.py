@@ -21,8 +21,7 @@ from typing import Any
 import asm_standin
 import kubernetes
 import pytest
-import yaml
-from control_plane import ControlPlane, cluster_bin
+from control_plane import ControlPlane, running_control_plane
 from engine_project import EngineProject
 from node_inventory import ack_virtual_node, create_nodes, ecs_g7_2xlarge, ecs_g7_xlarge, pods_that_fit
 from pulumi import automation as auto
@@ -71,16 +70,10 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    binaries = cluster_bin()
     tmp = tmp_path_factory.mktemp("cluster")
-    plane = ControlPlane(tmp / "control-plane", binaries)
-    plane.start()
-    try:
-        api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+    with running_control_plane(tmp) as (plane, api):
         create_nodes(api, INVENTORY)
         asm_standin.install(api, NAMESPACE)
-
-        project = EngineProject(tmp)
 
         def point_at_cluster(config: dict[str, Any]) -> None:
             config.pop("renderYamlTo")
@@ -88,15 +81,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             config["gateways"][0]["resources"] = POD_RESOURCES
             config["gateways"][0]["maxReplicas"] = 30
 
-        project.edit_config("local", point_at_cluster)
-        stack = project.stack("local")
-        kubeconfig = yaml.safe_dump(plane.kubeconfig)
-        stack.set_config("clusterKubeconfig", auto.ConfigValue(kubeconfig, secret=True))
-        stack.set_config("meshKubeconfig", auto.ConfigValue(kubeconfig, secret=True))
+        project = EngineProject(tmp)
+        stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
         stack.up()
         yield Cluster(plane, api, project, stack)
-    finally:
-        plane.stop()
 
 
 # -- Driving the gateway -----------------------------------------------------------------
