@@ -106,5 +106,10 @@ class MeshControlPlane(pulumi.ComponentResource):
         moved = pulumi.ResourceOptions(
             parent=self, aliases=[pulumi.Alias(parent=opts.parent if opts else None)]
         )
-        self.provider = kubernetes_provider(name, kubeconfig, args.render_directory, moved)
+        source = (
+            "the mesh the stack created (mesh.mode: create)"
+            if args.new_mesh is not None
+            else "meshKubeconfig"
+        )
+        self.provider = kubernetes_provider(name, kubeconfig, args.render_directory, moved, source)
         self.register_outputs({"mesh_id": self.mesh_id})

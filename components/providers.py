@@ -8,17 +8,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 
-class EmptyKubeconfigError(ValueError):
-    pass
+class EmptyKubeconfigError(pulumi.RunError):
+    """Shown by the engine as a message, without a traceback, like a config error."""
 
 
-def _non_empty(name: str) -> Callable[[str | None], str]:
+def _non_empty(name: str, source: str) -> Callable[[str | None], str]:
     """Refuse an empty kubeconfig: the provider would fall back to ~/.kube/config."""
 
     def check(kubeconfig: str | None) -> str:
         if not kubeconfig or not kubeconfig.strip():
             raise EmptyKubeconfigError(
-                f"{name}: the kubeconfig is empty; refusing to fall back to the ambient ~/.kube/config"
+                f"{name}: the kubeconfig from {source} is empty; refusing to fall back to the"
+                " ambient ~/.kube/config, which may point at any cluster"
             )
         return kubeconfig
 
@@ -30,15 +31,17 @@ def kubernetes_provider(
     kubeconfig: pulumi.Input[str] | None,
     render_directory: str | None,
     opts: pulumi.ResourceOptions,
+    source: str = "config",
 ) -> k8s.Provider:
     """A provider for a kubeconfig if there is one, else one that writes YAML.
 
     Rendering is for the `local` stack and for review: the provider writes each
     object's manifest under `render_directory` on `up` (not on `preview`).
+    `source` names where the kubeconfig comes from, for the error when it is empty.
     """
     if kubeconfig is not None:
         return k8s.Provider(
-            name, kubeconfig=pulumi.Output.from_input(kubeconfig).apply(_non_empty(name)), opts=opts
+            name, kubeconfig=pulumi.Output.from_input(kubeconfig).apply(_non_empty(name, source)), opts=opts
         )
     if render_directory is None:
         raise ValueError(f"{name}: neither a kubeconfig nor a folder to render to")

@@ -113,6 +113,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                 args.cluster_kubeconfig,
                 render_directory("cluster"),
                 pulumi.ResourceOptions(parent=self),
+                source="clusterKubeconfig",
             )
             if args.needs_cluster_api
             else None

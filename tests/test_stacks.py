@@ -11,6 +11,7 @@ from mock_stack import (
     STACK_NAMES,
     TEST_KUBECONFIG,
     Deployment,
+    RecordingMocks,
     config_values_of,
     operator_secrets,
     run_stack,
@@ -19,6 +20,7 @@ from mock_stack import (
 from pulumi.runtime.rpc import is_rpc_secret
 
 import stack_config
+from components.providers import EmptyKubeconfigError
 from components.scheduling import VIRTUAL_NODE_TAINT
 
 NODE_POOL = "alicloud:cs/nodePool:NodePool"
@@ -340,3 +342,10 @@ def test_the_cloud_provider_made_outside_the_component_keeps_its_urn() -> None:
     # ...and the component's cloud children still name it explicitly.
     pool = deployment.one(NODE_POOL)
     assert pool.provider.startswith(provider.urn)
+
+
+def test_a_created_mesh_without_a_kubeconfig_is_an_error_not_the_ambient_one() -> None:
+    values, _ = config_values_of(ROOT / "stacks" / "Pulumi.dev.yaml")
+    secrets = operator_secrets(values)
+    with pytest.raises(EmptyKubeconfigError, match=r"mesh\.mode: create.*~/\.kube/config"):
+        run_stack("dev", {**values, **secrets}, secrets, mocks=RecordingMocks(mesh_kubeconfig=""))
