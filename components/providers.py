@@ -12,7 +12,7 @@ class EmptyKubeconfigError(pulumi.RunError):
     """Shown by the engine as a message, without a traceback, like a config error."""
 
 
-def _non_empty(name: str, source: str) -> Callable[[str | None], str]:
+def require_kubeconfig(name: str, source: str) -> Callable[[str | None], str]:
     """Refuse an empty kubeconfig: the provider would fall back to ~/.kube/config."""
 
     def check(kubeconfig: str | None) -> str:
@@ -41,7 +41,9 @@ def kubernetes_provider(
     """
     if kubeconfig is not None:
         return k8s.Provider(
-            name, kubeconfig=pulumi.Output.from_input(kubeconfig).apply(_non_empty(name, source)), opts=opts
+            name,
+            kubeconfig=pulumi.Output.from_input(kubeconfig).apply(require_kubeconfig(name, source)),
+            opts=opts,
         )
     if render_directory is None:
         raise ValueError(f"{name}: neither a kubeconfig nor a folder to render to")

@@ -68,14 +68,10 @@ class Deployment:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers every registration as the cloud would, with ids and echoed inputs."""
 
-    def __init__(self, mesh_kubeconfig: str = TEST_KUBECONFIG) -> None:
-        # What a created ServiceMesh hands back as its kubeconfig.
-        self.mesh_kubeconfig = mesh_kubeconfig
-
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "alicloud:servicemesh/serviceMesh:ServiceMesh":
-            outputs["kubeconfig"] = self.mesh_kubeconfig
+            outputs["kubeconfig"] = TEST_KUBECONFIG
         return (f"{args.name}-id" if args.custom else None), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -174,13 +170,12 @@ def run_stack(
     program: Callable[[], ServerlessGateway | None] | None = None,
     alicloud: Mapping[str, str] | None = None,
     registered: list[Registered] | None = None,
-    mocks: RecordingMocks | None = None,
 ) -> Deployment:
     """Run the program for `stack` with `values` as its config, under mocks.
 
     `program` defaults to what __main__.py does: load the config, build the stack.
     """
-    mocks = mocks or RecordingMocks()
+    mocks = RecordingMocks()
     # `registered`, if given, sees every registration even when the program raises.
     monitor = RecordingMonitor(mocks, registered)
     # Each run is its own stack: a fresh root Stack resource, not the last run's.

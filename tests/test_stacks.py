@@ -11,7 +11,6 @@ from mock_stack import (
     STACK_NAMES,
     TEST_KUBECONFIG,
     Deployment,
-    RecordingMocks,
     config_values_of,
     operator_secrets,
     run_stack,
@@ -20,7 +19,7 @@ from mock_stack import (
 from pulumi.runtime.rpc import is_rpc_secret
 
 import stack_config
-from components.providers import EmptyKubeconfigError
+from components.providers import EmptyKubeconfigError, require_kubeconfig
 from components.scheduling import VIRTUAL_NODE_TAINT
 
 NODE_POOL = "alicloud:cs/nodePool:NodePool"
@@ -344,8 +343,9 @@ def test_the_cloud_provider_made_outside_the_component_keeps_its_urn() -> None:
     assert pool.provider.startswith(provider.urn)
 
 
-def test_a_created_mesh_without_a_kubeconfig_is_an_error_not_the_ambient_one() -> None:
-    values, _ = config_values_of(ROOT / "stacks" / "Pulumi.dev.yaml")
-    secrets = operator_secrets(values)
+@pytest.mark.parametrize("empty", ["", "  \n", None])
+def test_an_empty_kubeconfig_is_an_error_naming_its_source_not_the_ambient_one(empty: str | None) -> None:
+    check = require_kubeconfig("asm-gateway-mesh", "the mesh the stack created (mesh.mode: create)")
     with pytest.raises(EmptyKubeconfigError, match=r"mesh\.mode: create.*~/\.kube/config"):
-        run_stack("dev", {**values, **secrets}, secrets, mocks=RecordingMocks(mesh_kubeconfig=""))
+        check(empty)
+    assert check(TEST_KUBECONFIG) == TEST_KUBECONFIG
