@@ -31,6 +31,8 @@ from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
 from components.gateway import GATEWAY_POD_LABEL
+from components.node_marks import NodeChange, change_node
+from components.scheduling import Taint
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
@@ -389,6 +391,40 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     assert foreign_marks(live.api, live.declared_label_keys()) == before
     assert not live.watch.evicted
     assert len(live.serving_pods()) == REPLICAS
+
+
+def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:
+    """Another writer changes the node between the stack's read and its write: the
+    API server refuses the stale write (409), the stack reads again, and both land."""
+    core = kubernetes.client.CoreV1Api(live.api)
+    theirs = {"key": "team.example.com/racing", "value": "yes", "effect": "PreferNoSchedule"}
+    ours = Taint("edge.example.com/racing", "ours", "PreferNoSchedule")
+    conflicts: list[int] = []
+
+    class RacedClient(kubernetes.client.CoreV1Api):  # type: ignore[misc]
+        def patch_node(self, name: str, body: Any, **kwargs: Any) -> Any:
+            if not conflicts:
+                # The other writer wins the race, once.
+                node = core.read_node(name)
+                kept = [
+                    {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
+                    for t in node.spec.taints or []
+                ]
+                core.patch_node(name, {"spec": {"taints": [*kept, theirs]}})
+            try:
+                return super().patch_node(name, body, **kwargs)
+            except kubernetes.client.ApiException as error:
+                conflicts.append(error.status)
+                raise
+
+    try:
+        assert change_node(RacedClient(live.api), "edge-a", NodeChange(add_taints=[ours]))
+        taints = {(t.key, t.value) for t in core.read_node("edge-a").spec.taints}
+        assert conflicts == [409]
+        assert {(theirs["key"], theirs["value"]), (ours.key, ours.value)} <= taints
+    finally:
+        change_node(core, "edge-a", NodeChange(drop_taints=[ours]))
+        _drop_taint_by_hand(live.api, "edge-a", theirs["key"])
 
 
 def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Live) -> None:
