@@ -89,19 +89,19 @@ class GatewayPort:
 class Gateway:
     """One ingress gateway's own settings (the stack derives its scheduling rules)."""
 
-    name: str
+    name: str  # the IstioGateway's name, also its pods' `asm-serverless-gateway/gateway` label
     namespace: str
-    replicas: int
-    autoscale: bool
+    replicas: int  # replicaCount
+    autoscale: bool  # autoscaleEnabled: an HPA between min and max
     min_replicas: int
     max_replicas: int
-    target_cpu_utilization: int
-    ports: tuple[GatewayPort, ...]
-    service_type: str
-    service_annotations: Mapping[str, str]
-    pod_annotations: Mapping[str, str]
-    resources: Mapping[str, Any]
-    extra_spec: Mapping[str, Any]
+    target_cpu_utilization: int  # cpu.targetAverageUtilization
+    ports: tuple[GatewayPort, ...]  # the Service's ports
+    service_type: str  # LoadBalancer, NodePort or ClusterIP
+    service_annotations: Mapping[str, str]  # CLB/NLB annotations
+    pod_annotations: Mapping[str, str]  # ECI ones among them
+    resources: Mapping[str, Any]  # requests and limits, as core/v1 ResourceRequirements
+    extra_spec: Mapping[str, Any]  # any other real IstioGateway field, passed as is
 
 
 def gateway_pod_labels(gateway_name: str) -> dict[str, str]:

@@ -23,11 +23,11 @@ class Mesh:
     """The mesh the gateways go to: one to create, or one that exists."""
 
     mode: str  # "create" | "existing"
-    name: str = ""
-    edition: str = "Pro"
-    version: str | None = None
-    vpc_id: str = ""
-    vswitch_id: str = ""
+    name: str = ""  # create only: the ASM instance's name
+    edition: str = "Pro"  # create only
+    version: str | None = None  # create only: None takes ASM's latest
+    vpc_id: str = ""  # create only: the mesh's network
+    vswitch_id: str = ""  # create only
 
 
 @dataclass

@@ -46,10 +46,10 @@ class EcsCapacity:
     """The gateway's dedicated ECS nodes and what marks them."""
 
     mode: str  # "nodePool" | "existingNodes" | "none"
-    labels: Mapping[str, str]
-    taints: tuple[Taint, ...]
-    node_pool: NodePoolSpec | None = None
-    nodes: tuple[str, ...] = ()
+    labels: Mapping[str, str]  # what marks the gateway's nodes (the guide's mykey4pod=asmgateway)
+    taints: tuple[Taint, ...]  # what keeps other pods off them (the guide's mykey=myvalue)
+    node_pool: NodePoolSpec | None = None  # nodePool only
+    nodes: tuple[str, ...] = ()  # existingNodes only: the nodes to mark
 
     def node_group(self) -> NodeGroup | None:
         return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)

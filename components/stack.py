@@ -43,18 +43,18 @@ from components.virtual_nodes import VirtualNodeController, VirtualNodeControlle
 class ServerlessGatewayArgs:
     """Everything the stack declares, as plain data (no cloud credentials)."""
 
-    cluster_id: str
-    ecs: EcsCapacity
-    virtual_nodes: VirtualNodes
-    mesh: Mesh
-    policy: Policy
-    weights: Weights
-    gateways: tuple[Gateway, ...]
-    protect: bool
-    render_yaml_to: str | None
-    ack_resource_policy: bool
-    rollout_timeout_seconds: int
-    # Kubeconfigs (secret Outputs) for the cluster's and an existing mesh's API.
+    cluster_id: str  # the ACK cluster the pool, add-on and gateways belong to
+    ecs: EcsCapacity  # the gateway's dedicated ECS nodes: a new pool, named nodes, or none
+    virtual_nodes: VirtualNodes  # where the virtual nodes come from, and the ECI network
+    mesh: Mesh  # the ASM instance the IstioGateways go to
+    policy: Policy  # which kinds of node the gateways may use, the preferred one first
+    weights: Weights  # preferred-affinity weights of the preferred and the overflow kind
+    gateways: tuple[Gateway, ...]  # one IstioGateway each
+    protect: bool  # protect what holds traffic or capacity from deletion
+    render_yaml_to: str | None  # without kubeconfigs, write manifests under this folder
+    ack_resource_policy: bool  # also apply ACK ResourcePolicy units per gateway
+    rollout_timeout_seconds: int  # how long to wait for pods to tolerate a new taint
+    # Kubeconfigs (secret Outputs) of the cluster's and an existing mesh's API.
     cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
     mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
 

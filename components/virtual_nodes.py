@@ -62,10 +62,10 @@ class VirtualNodes:
     """Where the virtual nodes come from, and the ECI pods' network."""
 
     mode: str  # "addon" | "existing" | "none"
-    eci_vswitch_ids: tuple[str, ...] = ()
-    eci_security_group_id: str | None = None
-    addon_version: str | None = None
-    addon_config: Mapping[str, Any] = field(default_factory=dict)
+    eci_vswitch_ids: tuple[str, ...] = ()  # ECI pods' vSwitches, for the eci-profile
+    eci_security_group_id: str | None = None  # ECI pods' security group, for the eci-profile
+    addon_version: str | None = None  # addon only: pin the add-on's version
+    addon_config: Mapping[str, Any] = field(default_factory=dict)  # addon only: its own keys
 
 
 @dataclass
