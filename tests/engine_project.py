@@ -31,6 +31,9 @@ def engine_env(state_dir: Path) -> dict[str, str]:
         env = toolchain.engine_environment(state_dir=state_dir)
         # Test stacks live in a throwaway backend; the local stack's passphrase will do.
         env.setdefault("PULUMI_CONFIG_PASSPHRASE", toolchain.LOCAL_PASSPHRASE)
+        # The Automation API runs `pulumi version` without the workspace's env
+        # vars; without this it would write its logs into the user's ~/.pulumi.
+        os.environ.setdefault("PULUMI_HOME", env["PULUMI_HOME"])
         return env
     except toolchain.ToolsMissingError as missing:
         if os.environ.get("ASM_GATEWAY_REQUIRE_TOOLS"):
