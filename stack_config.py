@@ -341,11 +341,8 @@ class _Fields:
     def close(self) -> None:
         """Unknown keys are mistakes: a typo must never be silently ignored."""
         for key in sorted(set(self._raw) - self._seen):
-            close = difflib.get_close_matches(key, sorted(self._seen), n=3, cutoff=0.5)
             hint = (
-                "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-                if close
-                else f"; known keys: {', '.join(sorted(self._seen))}"
+                _did_you_mean(key, self._seen, cutoff=0.5) or f"; known keys: {', '.join(sorted(self._seen))}"
             )
             self.problem(key, "is not a known key" + hint)
 
@@ -365,6 +362,12 @@ def _as_int(value: object) -> int | None:
 def _describe(value: object) -> str:
     text = json.dumps(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _did_you_mean(key: str, known: Iterable[str], cutoff: float) -> str:
+    """ "; did you mean 'x'?" for the known names closest to a mistyped `key`, or ""."""
+    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=cutoff)
+    return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
 
 
 def _choices_hint(choices: Iterable[str] | None) -> str:
@@ -552,9 +555,9 @@ def extra_spec_problem(key: str) -> str | None:
     if key in EXTRA_SPEC_OWN_KEYS:
         return f"has its own key: set gateways[].{EXTRA_SPEC_OWN_KEYS[key]} instead"
     if key not in ISTIO_GATEWAY_FIELDS:
-        close = difflib.get_close_matches(key, sorted(ISTIO_GATEWAY_FIELDS), n=3, cutoff=0.6)
-        hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
-        return "is not a field of ASM's IstioGateway spec" + hint
+        return "is not a field of ASM's IstioGateway spec" + _did_you_mean(
+            key, ISTIO_GATEWAY_FIELDS, cutoff=0.6
+        )
     return None
 
 

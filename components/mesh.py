@@ -77,8 +77,7 @@ class MeshControlPlane(pulumi.ComponentResource):
         self.mesh_id = pulumi.Output.from_input(None)
         if args.new_mesh is not None:
             spec = args.new_mesh
-            # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
-            # stacks without cloud resources (local) never need it.
+            # Imported lazily: see providers.alicloud_provider.
             import pulumi_alicloud as alicloud  # noqa: PLC0415
 
             mesh = alicloud.servicemesh.ServiceMesh(

@@ -95,10 +95,9 @@ def stage_change(stage: str, old: Marks | None, new: Marks | None) -> NodeChange
     `old` is None when the stage's resource is created, `new` when it is
     deleted: then each stage takes back only what it added.
     """
-    if new is None:
-        old = old or NO_MARKS
-        return NodeChange(drop_labels=old.labels) if stage == ADMIT else NodeChange(drop_taints=old.taints)
     old = old or NO_MARKS
+    if new is None:
+        return NodeChange(drop_labels=old.labels) if stage == ADMIT else NodeChange(drop_taints=old.taints)
     if stage == ADMIT:
         dropped = tuple(t for t in old.taints if t not in new.taints)
         return NodeChange(set_labels=new.labels, drop_taints=dropped)
@@ -340,8 +339,9 @@ class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
         )
 
     def diff(self, _id: str, olds: Any, news: Any) -> pulumi.dynamic.DiffResult:
-        keys = ("labels", "taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig")
-        changed = [k for k in keys if _canonical(olds.get(k)) != _canonical(news.get(k))]
+        changed = _changed(
+            olds, news, ("labels", "taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig")
+        )
         replaces = [k for k in ("node", "stage") if olds.get(k) != news.get(k)]
         if not changed and not replaces and self._drifted(news):
             changed = ["taints" if news["stage"] == RESTRICT else "labels"]
@@ -367,8 +367,11 @@ class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
         return dict(found.labels) != dict(declared.labels)
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _changed(olds: Mapping[str, Any], news: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """The inputs among `keys` whose values differ (maps compared regardless of key order)."""
+    return [
+        k for k in keys if json.dumps(olds.get(k), sort_keys=True) != json.dumps(news.get(k), sort_keys=True)
+    ]
 
 
 def _rollout_inputs(
@@ -445,8 +448,9 @@ class TolerationRolloutProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.UpdateResult(outs=dict(news))
 
     def diff(self, _id: str, olds: Any, news: Any) -> pulumi.dynamic.DiffResult:
-        keys = ("taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig", "waitsFor")
-        changed = [k for k in keys if _canonical(olds.get(k)) != _canonical(news.get(k))]
+        changed = _changed(
+            olds, news, ("taints", "gatewayPods", "rolloutTimeoutSeconds", "kubeconfig", "waitsFor")
+        )
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[])
 
 

@@ -82,8 +82,7 @@ class GatewayNodePool(pulumi.ComponentResource):
     ) -> None:
         super().__init__(type_token("GatewayNodePool"), name, None, opts)
         autoscaled = args.autoscaling_bounds is not None
-        # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
-        # stacks without cloud resources (local) never need it.
+        # Imported lazily: see providers.alicloud_provider.
         import pulumi_alicloud as alicloud  # noqa: PLC0415
 
         pool = alicloud.cs.NodePool(
@@ -135,11 +134,11 @@ class LabelledNodesArgs:
     taints: Sequence[Taint]
     # The ACK cluster's kubeconfig (a secret); None renders the nodes' marks as
     # YAML through the provider in the component's options instead.
-    kubeconfig: pulumi.Input[str] | None = None
+    kubeconfig: pulumi.Input[str] | None
     # Where the gateways' pods are (namespace, labelSelector): a taint is added
     # only once every one of them tolerates it.
-    gateway_pods: Sequence[Mapping[str, str]] = ()
-    rollout_timeout_seconds: int = 600
+    gateway_pods: Sequence[Mapping[str, str]]
+    rollout_timeout_seconds: int  # how long to wait for that
 
 
 # The Kubernetes provider's NodePatch, registered by its type token with the

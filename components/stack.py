@@ -96,12 +96,9 @@ class ServerlessGateway(pulumi.ComponentResource):
         """`opts.providers` carries the Alibaba Cloud provider when `args` declares cloud resources."""
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
-        rules = derive_rules(args.policy, args.node_groups(), args.weights)
-        units = resource_policy_units(args.policy, args.node_groups())
-
-        def on_cloud() -> pulumi.ResourceOptions:
-            # The cloud provider comes from this component's `providers`.
-            return pulumi.ResourceOptions(parent=self)
+        groups = args.node_groups()
+        rules = derive_rules(args.policy, groups, args.weights)
+        units = resource_policy_units(args.policy, groups)
 
         def render_directory(api: str) -> str | None:
             """Where a provider without a kubeconfig writes the manifests for one API."""
@@ -190,7 +187,8 @@ class ServerlessGateway(pulumi.ComponentResource):
                 render_directory=render_directory("mesh"),
                 protect=args.protect,
             ),
-            on_cloud(),
+            # A new mesh is on the cloud provider this component's `providers` hand down.
+            pulumi.ResourceOptions(parent=self),
         )
         self.mesh_id = mesh.mesh_id
 
@@ -254,7 +252,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     security_group_ids=spec.security_group_ids,
                     protect=args.protect,
                 ),
-                pulumi.ResourceOptions.merge(on_cloud(), pulumi.ResourceOptions(depends_on=pool_waits_for)),
+                pulumi.ResourceOptions(parent=self, depends_on=pool_waits_for),
             )
             self.node_pool_id = pool.node_pool_id
         if labelled_nodes is not None and args.cluster_kubeconfig is not None:

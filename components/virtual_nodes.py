@@ -91,8 +91,7 @@ class VirtualNodeController(pulumi.ComponentResource):
         super().__init__(type_token("VirtualNodeController"), name, None, opts)
         addon: alicloud.cs.KubernetesAddon | None = None
         if args.mode == "addon":
-            # Imported here: pulumi_alicloud costs ~75 ms of every preview, and
-            # stacks without cloud resources (local) never need it.
+            # Imported lazily: see providers.alicloud_provider.
             import pulumi_alicloud as alicloud  # noqa: PLC0415
 
             addon = alicloud.cs.KubernetesAddon(

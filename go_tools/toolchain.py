@@ -471,12 +471,12 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
 def run_pulumi(args: list[str]) -> int:
     """`scripts/pulumi.sh`: the engine's environment, the stack's secrets rule, then `pulumi`."""
     env = engine_environment()
-    problem = secrets_problem(stack_named(args), args, env)
+    stack = stack_named(args)
+    problem = secrets_problem(stack, args, env)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
-    stack = stack_named(args)
     command = [a for a in args if not a.startswith("-")][:1]
     if stack is not None and command in (["up"], ["preview"]):
         _create_if_missing(stack, env)

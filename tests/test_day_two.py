@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,6 @@ class Live:
     stack: auto.Stack
     mesh: asm_standin.MeshController
     watch: PodWatch
-    results: list[tuple[str, int, int]] = field(default_factory=list)
 
     def declared_label_keys(self) -> set[str]:
         config = yaml.safe_load(self.project.stack_file("local").read_text())["config"]
@@ -171,7 +170,6 @@ class Live:
         time.sleep(1)  # let the taint eviction controller act on what the up did
         evicted = len(self.watch.evicted)
         lost = REPLICAS - len(self.serving_pods())
-        self.results.append((title, evicted, lost))
         print(f"  {title:28s} evicted {evicted}  lost {lost}")
         assert foreign_marks(self.api, self.declared_label_keys()) == before, title
         assert (evicted, lost) == (0, 0), f"{title}: evicted {self.watch.evicted}"
