@@ -97,7 +97,7 @@ BAD_CONFIGS = [
         "gateways[0].podAnnotations.k8s.aliyun.com/eci-use-specs",
         "must be a string",
     ),
-    ("local", "gateways", [], "gateways", "at least one gateway"),
+    ("local", "gateways", [], "gateways", "must list at least one"),
     (
         "local",
         "gateways[0].resources",
@@ -179,6 +179,16 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(raised.value.problems) == 2
 
 
+def test_a_rule_across_sections_is_reported_beside_a_problem_inside_one() -> None:
+    # The leftover `nodes` is wrong inside ecsCapacity; the policy still names the mode it needs.
+    values = with_change(local_values(), "ecsCapacity.mode", "none")
+    with pytest.raises(ConfigError) as raised:
+        run_stack("local", values)
+    assert [p.path for p in raised.value.problems] == ["ecsCapacity.nodes", "placementPolicy"]
+    assert "it is only used with mode existingNodes" in raised.value.problems[0].message
+    assert "prefer-ecs needs ECS nodes" in raised.value.problems[1].message
+
+
 def test_a_kubeconfig_set_in_plain_text_is_refused() -> None:
     values = dict(local_values(), clusterKubeconfig="apiVersion: v1")
     with pytest.raises(ConfigError, match="must be set as a secret"):
@@ -252,7 +262,7 @@ def test_alicloud_credentials_reach_the_explicit_provider_as_secrets() -> None:
 @pytest.mark.parametrize(
     ("alicloud", "secret_keys", "words"),
     [
-        ({"accessKey": "AK"}, [], "alicloud:accessKey: is a credential and must be set as a secret"),
+        ({"accessKey": "AK"}, [], "alicloud:accessKey: holds a credential and must be set as a secret"),
         ({"region": "cn-beijing"}, [], "alicloud:region: is not passed to the stack's provider"),
     ],
 )

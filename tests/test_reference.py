@@ -1,23 +1,23 @@
-"""The README's config reference names every key the config reader reads, and no other.
+"""The README's config reference and the stack files' JSON Schema are what the model generates.
 
-The keys the reader knows are recorded while it reads every stack of
-`stacks/` and a config that sets every key; the README's are the first column
-of its reference table, plus the sub-keys a row lists in braces
-(`{minSize, maxSize}`). A key added to the code without a line in the README,
-or a line for a key that no longer exists, fails here.
+Both are generated (`python -m stack_config.reference`); these tests fail when
+a committed copy differs, when a documented key is one the config refuses,
+or when the schema lets through what the config refuses.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import re
-from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
-from mock_stack import ROOT, STACK_FILES, TEST_KUBECONFIG, config_values_of
+import yaml
+from mock_stack import STACK_FILES, TEST_KUBECONFIG, set_path
 
 import stack_config
+from stack_config import reference
 
 # One config per mode that, together with the stacks, touches every key.
 EVERY_KEY: list[dict[str, Any]] = [
@@ -83,56 +83,86 @@ EVERY_KEY: list[dict[str, Any]] = [
         "clusterId": "c-1",
         "renderYamlTo": "r",
         "ecsCapacity": {"mode": "existingNodes", "labels": {"a": "b"}, "nodes": ["n"]},
-        "ecsCapacity.nodePool.desiredSize": None,
     },
 ]
 
 
-@pytest.fixture
-def keys_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
-    """Every key path the config reader reads, list indexes folded to `[]`."""
-    seen: set[str] = set()
-    raw = stack_config._Fields.raw
-
-    def recording(fields: stack_config._Fields, key: str) -> Any:
-        seen.add(re.sub(r"\[\d+\]", "[]", fields.at(key)))
-        return raw(fields, key)
-
-    monkeypatch.setattr(stack_config._Fields, "raw", recording)
-    yield seen
+def test_the_readme_reference_is_the_one_the_model_generates() -> None:
+    readme = reference.README.read_text()
+    assert readme == reference.readme_with_reference(readme), "run: python -m stack_config.reference"
 
 
-def documented_keys() -> set[str]:
-    keys: set[str] = set()
-    readme = (ROOT / "README.md").read_text()
-    reference = readme[readme.index("### Reference") :]
-    reference = reference[: reference.index("\n#", 1)]
-    for line in reference.splitlines():
-        cells = [c.strip() for c in line.split(" | ")]
-        if not line.startswith("| `") or len(cells) < 3:
-            continue
-        names = re.findall(r"`([^`]+)`", cells[0])
-        keys.update(names)
-        for name in names:
-            for group in re.findall(r"\{([^}]+)\}", cells[1]):
-                parent = f"{name}[]" if "list of" in cells[1] else name
-                keys.update(f"{parent}.{sub.strip()}" for sub in group.split(","))
-    return {k for k in keys if not k.startswith("alicloud:")}
+def test_the_committed_schema_is_the_one_the_model_generates() -> None:
+    assert reference.SCHEMA.read_text() == reference.schema_text(), "run: python -m stack_config.reference"
 
 
-def test_the_reference_documents_every_key_read_and_no_other(keys_read: set[str]) -> None:
-    for path in STACK_FILES:
-        values, secrets = config_values_of(path)
-        # Stacks that need operator secrets still read every key they set.
-        with contextlib.suppress(stack_config.ConfigError):
-            stack_config.parse(path.name, values, secrets)
+def test_every_documented_key_is_one_the_config_accepts_and_every_accepted_key_is_documented() -> None:
+    documented = {row.key for row in reference.rows() if not row.key.startswith("alicloud:")}
+    accepted: set[str] = set()
     for values in EVERY_KEY:
-        # Some keys exclude others; reading them is what counts here.
-        with contextlib.suppress(stack_config.ConfigError):
-            stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
-    documented = documented_keys()
-    read = {k for k in keys_read if k}
-    # An object read whole (`mesh`) is documented through its keys (`mesh.mode`).
-    undocumented = {k for k in read - documented if not any(d.startswith(f"{k}.") for d in documented)}
-    assert undocumented == set(), "keys the code reads that the README's reference lacks"
-    assert documented - read == set(), "keys the README documents that the code never reads"
+        stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
+        accepted |= set(_key_paths(values))
+    # The desiredSize of a pool without autoscaling, apart from the first config.
+    accepted.add("ecsCapacity.nodePool.desiredSize")
+    assert documented == accepted
+
+
+def _key_paths(value: Any, prefix: str = "") -> list[str]:
+    """Every key path in a config value, list indexes folded to `[]`; free-form maps stop the walk."""
+    paths: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths.append(path)
+            if not re.search(r"(labels|Annotations|extraSpec|addonConfig|requests|limits)$", path):
+                paths += _key_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            paths += _key_paths(item, f"{prefix}[]")
+    return paths
+
+
+def _stack_file_of(values: dict[str, Any]) -> dict[str, Any]:
+    return {"config": {f"{stack_config.PROJECT}:{k}": v for k, v in values.items()}}
+
+
+SCHEMA = jsonschema.Draft202012Validator(reference.stack_file_schema())
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_every_stack_file_passes_the_schema(path: Any) -> None:
+    errors = [e.message for e in SCHEMA.iter_errors(yaml.safe_load(path.read_text()))]
+    assert errors == []
+
+
+def test_the_every_key_configs_pass_the_schema() -> None:
+    for values in EVERY_KEY:
+        as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+        assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("ecsCapcity", {}),
+        ("preferredWeight", 101),
+        ("placementPolicy", "ecs-first"),
+        ("ecsCapacity.taints[0].effect", "NoSchedul"),
+        ("ecsCapacity.labels", {"-bad": "x"}),
+        ("ecsCapacity.nodePool.colour", "red"),
+        ("mesh.mode", "pool"),
+        ("gateways[0].ports", [{"name": "a", "port": 70000}]),
+        ("gateways[0].resources", {"requests": {"cpu": "two"}}),
+        ("gateways[0].extraSpec", {"hostNetwok": True}),
+        ("clusterKubeconfig", "apiVersion: v1"),
+    ],
+)
+def test_the_schema_flags_what_the_config_refuses(path: str, value: Any) -> None:
+    values = copy.deepcopy(EVERY_KEY[0])
+    set_path(values, path, value)
+    # A kubeconfig set in plain text is the mistake in one case; in the others it is a secret.
+    secrets = [k for k in stack_config.SECRET_KEYS if k != path]
+    with pytest.raises(stack_config.ConfigError):
+        stack_config.parse("every-key", values, secrets)
+    as_file = {k: {"secure": "v1:x"} if k in secrets else v for k, v in values.items()}
+    assert list(SCHEMA.iter_errors(_stack_file_of(as_file))), f"the schema let {path}={value!r} through"

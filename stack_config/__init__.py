@@ -1,0 +1,332 @@
+"""The stack's config, read once into validated, typed component inputs.
+
+Every config key is declared once, in `stack_config.model`; this module
+validates a stack's raw config against it and turns the result into the
+components' own Args (`ServerlessGatewayArgs`), so that nothing under
+`components/` knows about config. A mistake stops the program before any
+resource is registered, with one message that names the stack, each bad key
+path and what it allows (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pulumi
+from pydantic import BaseModel, ValidationError
+
+from components import PACKAGE, type_token
+from components.gateway import Gateway, GatewayPort
+from components.mesh import Mesh
+from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
+from components.providers import alicloud_provider
+from components.scheduling import Taint, Weights
+from components.stack import ServerlessGatewayArgs
+from components.virtual_nodes import VirtualNodes
+from stack_config.model import (
+    DEFAULT_RESOURCES,
+    AlicloudConfig,
+    EcsExistingNodes,
+    EcsNodePool,
+    GatewayConfig,
+    GatewayStackConfig,
+    MeshCreate,
+    MoreProblems,
+    ResourcesConfig,
+    Secret,
+    VirtualNodesAddon,
+    VirtualNodesExisting,
+)
+from stack_config.problems import ConfigError, Problem, keys_of, metadata_of, problems_from
+from stack_config.syntax import label_value_problem, parse_quantity, qualified_name_problem, quantity_problem
+
+__all__ = [
+    "PROJECT",
+    "SECRET_KEYS",
+    "AlicloudCredentials",
+    "ConfigError",
+    "Problem",
+    "StackConfig",
+    "label_value_problem",
+    "load",
+    "parse",
+    "parse_quantity",
+    "provider_options",
+    "qualified_name_problem",
+    "quantity_problem",
+]
+
+PROJECT = PACKAGE  # config keys live in the project namespace
+
+# The keys that hold credentials, which must be set with --secret.
+SECRET_KEYS = tuple(
+    key
+    for key, info in keys_of(GatewayStackConfig).items()
+    if any(isinstance(m, Secret) for m in metadata_of(info))
+)
+
+@dataclass(frozen=True)
+class AlicloudCredentials:
+    """`alicloud:` config for the stack's explicit provider (default providers are off)."""
+
+    access_key: pulumi.Output[str] | None = None
+    secret_key: pulumi.Output[str] | None = None
+    security_token: pulumi.Output[str] | None = None
+    profile: pulumi.Output[str] | None = None
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """A stack's whole config: the gateway stack's own inputs, and the cloud credentials."""
+
+    stack: str
+    region: str | None
+    gateway: ServerlessGatewayArgs
+    # Secrets stay Outputs marked secret from the moment they are read.
+    alicloud_credentials: AlicloudCredentials = field(default_factory=AlicloudCredentials, compare=False)
+
+
+# -- Validating ----------------------------------------------------------------------
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _validate(
+    model: type[Model],
+    values: Mapping[str, Any],
+    secret_keys: Iterable[str],
+    namespace: str,
+    problems: list[Problem],
+) -> Model | None:
+    prefix = "" if namespace == PROJECT else f"{namespace}:"
+    context = {"secret_keys": set(secret_keys), "namespace_prefix": prefix}
+    try:
+        return model.model_validate(values, context=context)
+    except ValidationError as error:
+        problems.extend(problems_from(error, model, namespace))
+    except MoreProblems as more:
+        problems.extend(problems_from(more.error, model, namespace))
+        problems.extend(Problem(key, message, namespace) for key, message in more.problems)
+    return None
+
+
+def _needs_problems(config: GatewayStackConfig, args: ServerlessGatewayArgs) -> list[Problem]:
+    """Keys that the rest of the config makes necessary."""
+    problems: list[Problem] = []
+    applying = not config.render_yaml_to
+    if args.needs_cloud and not config.region:
+        problems.append(Problem("region", "is required: the stack declares Alibaba Cloud resources", PROJECT))
+    if args.needs_cluster_api and config.cluster_kubeconfig is None and applying:
+        why = (
+            "label and taint existing nodes"
+            if args.ecs.mode == "existingNodes"
+            else "apply ackResourcePolicy"
+            if args.ack_resource_policy
+            else "set the ECI network in kube-system/eci-profile (virtualNodes.eciVswitchIds)"
+        )
+        problems.append(Problem("clusterKubeconfig", f"is required to {why} (or set renderYamlTo)", PROJECT))
+    if args.mesh.mode == "existing" and config.mesh_kubeconfig is None and applying:
+        problems.append(
+            Problem(
+                "meshKubeconfig",
+                "is required to apply gateways to an existing mesh (or set renderYamlTo)",
+                PROJECT,
+            )
+        )
+    return problems
+
+
+def parse(
+    stack: str,
+    values: Mapping[str, Any],
+    secret_keys: Iterable[str] = (),
+    alicloud: Mapping[str, Any] | None = None,
+    alicloud_secret_keys: Iterable[str] = (),
+) -> StackConfig:
+    """Validate raw config (key -> value, without the namespace) into the components' inputs.
+
+    `values` are the project's keys, `alicloud` the provider's. Structured
+    values may be given as JSON text, as the engine passes them. Raises
+    `ConfigError` listing every problem found.
+    """
+    problems: list[Problem] = []
+    decoded = {key: _decode(value) for key, value in values.items() if value is not None}
+    config = _validate(GatewayStackConfig, decoded, secret_keys, PROJECT, problems)
+    credentials = _validate(AlicloudConfig, dict(alicloud or {}), alicloud_secret_keys, "alicloud", problems)
+    if config is not None:
+        args = gateway_args(config)
+        problems.extend(_needs_problems(config, args))
+    if problems:
+        raise ConfigError(stack, problems)
+    assert config is not None and credentials is not None
+    return StackConfig(stack, config.region, args, alicloud_credentials(credentials))
+
+
+# -- Config to the components' inputs ----------------------------------------------------
+
+
+def _secret(text: str | None) -> pulumi.Output[str] | None:
+    return pulumi.Output.secret(text) if text is not None else None
+
+
+def _sorted(mapping: Mapping[str, str]) -> dict[str, str]:
+    # Sorted, so that reordering keys in config is never a diff.
+    return dict(sorted(mapping.items()))
+
+
+def alicloud_credentials(config: AlicloudConfig) -> AlicloudCredentials:
+    return AlicloudCredentials(
+        access_key=_secret(config.access_key),
+        secret_key=_secret(config.secret_key),
+        security_token=_secret(config.security_token),
+        profile=_secret(config.profile),
+    )
+
+
+def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
+    return ServerlessGatewayArgs(
+        cluster_id=config.cluster_id,
+        ecs=_ecs_capacity(config),
+        virtual_nodes=_virtual_nodes(config),
+        mesh=_mesh(config),
+        policy=config.placement_policy,
+        weights=Weights(config.preferred_weight, config.overflow_weight),
+        gateways=tuple(_gateway(gateway) for gateway in config.gateways),
+        protect=config.protect,
+        render_yaml_to=config.render_yaml_to,
+        ack_resource_policy=config.ack_resource_policy,
+        rollout_timeout_seconds=config.rollout_timeout_seconds,
+        cluster_kubeconfig=_secret(config.cluster_kubeconfig),
+        mesh_kubeconfig=_secret(config.mesh_kubeconfig),
+    )
+
+
+def _ecs_capacity(config: GatewayStackConfig) -> EcsCapacity:
+    ecs = config.ecs_capacity
+    taints = tuple(sorted({Taint(t.key, t.value, t.effect) for t in ecs.taints}))
+    node_pool = None
+    if isinstance(ecs, EcsNodePool):
+        pool = ecs.node_pool
+        scaling = pool.autoscaling
+        node_pool = NodePoolSpec(
+            name=pool.name,
+            instance_types=tuple(pool.instance_types),
+            vswitch_ids=tuple(pool.vswitch_ids),
+            desired_size=None if scaling else pool.desired_size,
+            autoscaling=Autoscaling(scaling.min_size, scaling.max_size) if scaling else None,
+            system_disk_category=pool.system_disk.category,
+            system_disk_size=pool.system_disk.size,
+            security_group_ids=tuple(pool.security_group_ids),
+        )
+    nodes = tuple(ecs.nodes) if isinstance(ecs, EcsExistingNodes) else ()
+    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes)
+
+
+def _virtual_nodes(config: GatewayStackConfig) -> VirtualNodes:
+    virtual = config.virtual_nodes
+    if isinstance(virtual, VirtualNodesAddon):
+        return VirtualNodes(
+            virtual.mode,
+            tuple(virtual.eci_vswitch_ids),
+            virtual.eci_security_group_id,
+            virtual.addon_version,
+            virtual.addon_config,
+        )
+    if isinstance(virtual, VirtualNodesExisting):
+        return VirtualNodes(virtual.mode, tuple(virtual.eci_vswitch_ids), virtual.eci_security_group_id)
+    return VirtualNodes(virtual.mode)
+
+
+def _mesh(config: GatewayStackConfig) -> Mesh:
+    mesh = config.mesh
+    if isinstance(mesh, MeshCreate):
+        return Mesh(mesh.mode, mesh.name, mesh.edition, mesh.version, mesh.vpc_id, mesh.vswitch_id)
+    return Mesh(mesh.mode)
+
+
+def _resources(resources: ResourcesConfig) -> dict[str, dict[str, str]]:
+    """`requests` and `limits` as core/v1 ResourceRequirements has them."""
+    parts = (("requests", resources.requests), ("limits", resources.limits))
+    return {part: _sorted(amounts) for part, amounts in parts if amounts}
+
+
+def _gateway(gateway: GatewayConfig) -> Gateway:
+    return Gateway(
+        name=gateway.name,
+        namespace=gateway.namespace,
+        replicas=gateway.replica_count,
+        autoscale=gateway.autoscale_enabled,
+        min_replicas=gateway.min_replicas,
+        max_replicas=gateway.max_replicas,
+        target_cpu_utilization=gateway.target_cpu_utilization,
+        ports=tuple(
+            GatewayPort(port.name, port.port, port.target_port or port.port, port.protocol)
+            for port in gateway.ports
+        ),
+        service_type=gateway.service_type,
+        service_annotations=_sorted(gateway.service_annotations),
+        pod_annotations=_sorted(gateway.pod_annotations),
+        # `resources: {}` is the default, as it always was.
+        resources=_resources(gateway.resources) or _resources(DEFAULT_RESOURCES),
+        extra_spec=gateway.extra_spec,
+    )
+
+
+# -- Loading -----------------------------------------------------------------------------
+
+
+def _root_stack_urn() -> str:
+    """The URN of the program's root `pulumi:pulumi:Stack` resource (named `<project>-<stack>`)."""
+    project, stack = pulumi.get_project(), pulumi.get_stack()
+    return f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
+
+
+def provider_options(config: StackConfig, stack_component: str) -> pulumi.ResourceOptions:
+    """The explicit cloud provider for the stack's component, when it declares cloud resources.
+
+    Made here, beside the credentials it reads, and passed in through
+    `ResourceOptions.providers`. It was a child of the component once; its
+    alias keeps its URN.
+    """
+    if not config.gateway.needs_cloud:
+        return pulumi.ResourceOptions()
+    credentials = config.alicloud_credentials
+    provider = alicloud_provider(
+        f"{stack_component}-alicloud",
+        config.region,
+        access_key=credentials.access_key,
+        secret_key=credentials.secret_key,
+        security_token=credentials.security_token,
+        profile=credentials.profile,
+        moved_from=pulumi.create_urn(
+            stack_component, type_token("ServerlessGateway"), parent=_root_stack_urn()
+        ),
+    )
+    return pulumi.ResourceOptions(providers=[provider])
+
+
+def _decode(value: Any) -> Any:
+    """The engine passes structured values as JSON text; scalars stay strings."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def load() -> StackConfig:
+    """Read this stack's config from the running Pulumi program."""
+    all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+
+    def namespace(name: str) -> tuple[dict[str, Any], list[str]]:
+        prefix = f"{name}:"
+        found = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
+        return found, [k for k in found if pulumi.runtime.is_config_secret(prefix + k)]
+
+    values, secret_keys = namespace(PROJECT)
+    alicloud, alicloud_secret_keys = namespace("alicloud")
+    return parse(pulumi.get_stack(), values, secret_keys, alicloud, alicloud_secret_keys)

@@ -1,0 +1,689 @@
+"""The stack's config as data: every key with its type, default, constraint and meaning.
+
+One pydantic model per config object. A field's name is the Python spelling of
+its key (`eci_vswitch_ids` is `eciVswitchIds`), its `description` is the one
+line the README's reference and the JSON Schema of `stacks/Pulumi.*.yaml` are
+generated from (`python -m stack_config.reference`). A key whose meaning
+depends on a mode lives in that mode's model, and the modes are a union told
+apart by `mode`. Rules that tie keys together are model validators that name
+the key they are about (`related_problems`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from components.gateway import ISTIO_GATEWAY_FIELDS
+from components.scheduling import VIRTUAL_NODE_LABELS, NodeKind, Policy, Weights
+from stack_config.problems import did_you_mean
+from stack_config.syntax import (
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_VALUE_PATTERN,
+    QUALIFIED_NAME_PATTERN,
+    QUANTITY_PATTERN,
+    dns_label_problem,
+    dns_subdomain_problem,
+    label_value_problem,
+    qualified_name_problem,
+    quantity_problem,
+)
+
+# -- Value types --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesSyntax:
+    """Field metadata: the text must pass Kubernetes' `check`; `pattern` is the editor's hint."""
+
+    check: Callable[[str], str | None]
+    pattern: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._validate, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": self.pattern}
+
+    def _validate(self, value: str) -> str:
+        reason = self.check(value)
+        if reason:
+            raise PydanticCustomError(
+                "kubernetes_syntax", "'{value}' {reason}", {"value": value, "reason": reason}
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Field metadata: a credential, which must come from `pulumi config set --secret`.
+
+    Which keys the engine holds as secrets is passed in the validation context
+    (`secret_keys`, with the `namespace` prefix for the message).
+    """
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self._validate, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # In a stack file a secret is always `{secure: <ciphertext>}`.
+        return {
+            "type": "object",
+            "properties": {"secure": {"type": "string"}},
+            "required": ["secure"],
+            "additionalProperties": False,
+        }
+
+    @staticmethod
+    def _validate(value: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        key = to_camel(info.field_name or "")
+        if key not in context.get("secret_keys", ()):
+            raise PydanticCustomError(
+                "not_secret",
+                "holds a credential and must be set as a secret: pulumi config set --secret {key}",
+                {"key": context.get("namespace_prefix", "") + key},
+            )
+        return value
+
+
+def _whole_number(value: Any) -> Any:
+    # YAML's `true` is not the number 1; pydantic's lax mode would take it as one.
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "must be a whole number")
+    return value
+
+
+def _flag(value: Any) -> Any:
+    # The engine passes `true`/`false` as text; pydantic's lax mode would also take `yes`, `1`, `on`.
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "must be true or false")
+    return value
+
+
+def _number_as_text(value: Any) -> Any:
+    # YAML reads `cpu: 2` as a number; Kubernetes takes it as the quantity "2".
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _no_duplicates(items: Sequence[Hashable]) -> Sequence[Hashable]:
+    repeated = sorted({str(item) for index, item in enumerate(items) if item in items[:index]})
+    if repeated:
+        raise PydanticCustomError(
+            "duplicates", "lists {values} more than once", {"values": ", ".join(repeated)}
+        )
+    return items
+
+
+def _empty_kubeconfig(value: str) -> str:
+    if not value.strip():
+        # The Kubernetes provider would take an empty kubeconfig as "use ~/.kube/config".
+        raise PydanticCustomError(
+            "empty_kubeconfig", "is empty; the stack never falls back to the ambient ~/.kube/config"
+        )
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Text = Annotated[str, Field(min_length=1)]
+UniqueTexts = Annotated[
+    list[Text], AfterValidator(_no_duplicates), Field(json_schema_extra={"uniqueItems": True})
+]
+QualifiedName = Annotated[str, KubernetesSyntax(qualified_name_problem, QUALIFIED_NAME_PATTERN)]
+LabelValue = Annotated[str, KubernetesSyntax(label_value_problem, LABEL_VALUE_PATTERN)]
+DnsLabel = Annotated[str, KubernetesSyntax(dns_label_problem, DNS_LABEL_PATTERN)]
+NodeNames = Annotated[
+    list[Annotated[str, KubernetesSyntax(dns_subdomain_problem, DNS_SUBDOMAIN_PATTERN)]],
+    AfterValidator(_no_duplicates),
+    Field(json_schema_extra={"uniqueItems": True}),
+]
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    KubernetesSyntax(quantity_problem, QUANTITY_PATTERN),
+    Field(json_schema_extra={"type": ["string", "number"]}),
+]
+Kubeconfig = Annotated[str, Secret(), AfterValidator(_empty_kubeconfig)]
+Credential = Annotated[str, Secret()]
+
+
+def mode_or(default: str) -> Callable[[Any], Any]:
+    """The discriminator of a section's modes: its `mode` key, `default` when absent."""
+
+    def mode_of(value: Any) -> Any:
+        if isinstance(value, dict):
+            return value.get("mode", default)
+        return getattr(value, "mode", None)
+
+    return mode_of
+
+
+def related_problems(problems: list[tuple[str, str]]) -> None:
+    """Report rules that tie keys together, each at the key (relative to the model) it is about."""
+    if problems:
+        raise PydanticCustomError(
+            "related_keys", "{summary}", {"problems": problems, "summary": "; ".join(m for _, m in problems)}
+        )
+
+
+# -- Models -------------------------------------------------------------------------
+
+
+class ConfigModel(BaseModel):
+    """A config object: camelCase keys, unknown keys refused, frozen once read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    # What an unknown key's message adds, where "did you mean" is not enough.
+    unknown_key_note: ClassVar[str] = ""
+
+
+class TaintConfig(ConfigModel):
+    key: QualifiedName = Field(description="The taint's key.")
+    value: LabelValue = Field("", description="The taint's value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        description="What the taint does to pods that do not tolerate it."
+    )
+
+
+class MarkedNodes(ConfigModel):
+    """What every ECS mode shares: the marks that make nodes the gateway's."""
+
+    labels: dict[QualifiedName, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels that mark the gateway's nodes (the guide's `mykey4pod: asmgateway`);"
+        " at least one, unless the mode is `none`.",
+    )
+    taints: list[TaintConfig] = Field(
+        default_factory=list,
+        description="Taints that keep other pods off the gateway's nodes"
+        " (the guide's `mykey=myvalue:NoSchedule`).",
+    )
+
+    @model_validator(mode="after")
+    def _marks_single_out_the_nodes(self) -> MarkedNodes:
+        problems = []
+        mode = getattr(self, "mode", "")
+        if mode != "none" and not self.labels:
+            problems.append(
+                ("labels", f"must name at least one label that marks the gateway's nodes (mode {mode})")
+            )
+        if self.labels and all(VIRTUAL_NODE_LABELS.get(k) == v for k, v in self.labels.items()):
+            problems.append(("labels", "match every virtual node too; pick a label of the pool's own"))
+        pairs = [(t.key, t.effect) for t in self.taints]
+        for key, effect in sorted({p for i, p in enumerate(pairs) if p in pairs[:i]}):
+            problems.append(("taints", f"has the key '{key}' with effect {effect} twice"))
+        related_problems(problems)
+        return self
+
+
+class AutoscalingConfig(ConfigModel):
+    min_size: WholeNumber = Field(1, ge=0, le=1000, description="The fewest nodes the autoscaler keeps.")
+    max_size: WholeNumber = Field(3, ge=1, le=1000, description="The most nodes the autoscaler adds.")
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> AutoscalingConfig:
+        if self.min_size > self.max_size:
+            related_problems([("minSize", f"is {self.min_size}, above maxSize {self.max_size}")])
+        return self
+
+
+class SystemDiskConfig(ConfigModel):
+    category: Literal["cloud_essd", "cloud_ssd", "cloud_efficiency", "cloud_auto"] = Field(
+        "cloud_essd", description="The system disk's category."
+    )
+    size: WholeNumber = Field(120, ge=20, le=2048, description="The system disk's size in GiB.")
+
+
+class NodePoolConfig(ConfigModel):
+    name: DnsLabel = Field("asm-gateway", description="The pool's name.")
+    instance_types: UniqueTexts = Field(min_length=1, description="ECS instance types of the pool's nodes.")
+    vswitch_ids: UniqueTexts = Field(min_length=1, description="vSwitches of the pool's nodes.")
+    desired_size: WholeNumber = Field(
+        2, ge=0, le=1000, description="A fixed number of nodes; not with `autoscaling`."
+    )
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="Let ACK's autoscaler own the size between these bounds (never shown as drift)."
+    )
+    system_disk: SystemDiskConfig = Field(
+        default_factory=SystemDiskConfig, description="The nodes' system disk."
+    )
+    security_group_ids: UniqueTexts = Field(
+        default_factory=list, description="Security groups of the pool's nodes."
+    )
+
+    @model_validator(mode="after")
+    def _one_owner_of_the_size(self) -> NodePoolConfig:
+        if self.autoscaling is not None and "desired_size" in self.model_fields_set:
+            related_problems(
+                [("desiredSize", "cannot be set with autoscaling: the autoscaler owns the size")]
+            )
+        return self
+
+
+class EcsNodePool(MarkedNodes):
+    mode: Literal["nodePool"] = Field("nodePool", description="A new ACK node pool for the gateway.")
+    node_pool: NodePoolConfig = Field(description="The new pool.")
+
+
+class EcsExistingNodes(MarkedNodes):
+    mode: Literal["existingNodes"] = Field(description="Nodes that exist, named in `nodes`.")
+    nodes: NodeNames = Field(
+        min_length=1,
+        description="The nodes to label and taint; the stack adds and removes only its own labels"
+        " and taints there.",
+    )
+
+
+class EcsNone(MarkedNodes):
+    mode: Literal["none"] = Field(description="No ECS capacity (only with `eci-only`).")
+
+
+EcsCapacityConfig = Annotated[
+    Annotated[EcsNodePool, Tag("nodePool")]
+    | Annotated[EcsExistingNodes, Tag("existingNodes")]
+    | Annotated[EcsNone, Tag("none")],
+    Discriminator(mode_or("nodePool")),
+]
+
+
+class EciNetwork(ConfigModel):
+    eci_vswitch_ids: UniqueTexts = Field(
+        default_factory=list,
+        description="vSwitches of ECI pods, written as `vSwitchIds` into `kube-system/eci-profile`;"
+        " needs `clusterKubeconfig` (or `renderYamlTo`).",
+    )
+    eci_security_group_id: Text | None = Field(
+        None,
+        description="Security group of ECI pods, written as `securityGroupId` into the same `eci-profile`.",
+    )
+
+
+class VirtualNodesAddon(EciNetwork):
+    mode: Literal["addon"] = Field(description="Install the `ack-virtual-node` add-on.")
+    eci_vswitch_ids: UniqueTexts = Field(
+        min_length=1, description=EciNetwork.model_fields["eci_vswitch_ids"].description
+    )
+    eci_security_group_id: Text = Field(
+        description=EciNetwork.model_fields["eci_security_group_id"].description
+    )
+    addon_version: Text | None = Field(None, description="Pin the add-on's version.")
+    addon_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The add-on's own configuration keys, passed as they are; the stack sets none.",
+    )
+
+
+class VirtualNodesExisting(EciNetwork):
+    mode: Literal["existing"] = Field(
+        "existing", description="Virtual nodes that exist (ACK Serverless, or an add-on managed elsewhere)."
+    )
+
+
+class VirtualNodesNone(ConfigModel):
+    mode: Literal["none"] = Field(description="No virtual nodes (only with `ecs-only`).")
+
+
+VirtualNodesConfig = Annotated[
+    Annotated[VirtualNodesAddon, Tag("addon")]
+    | Annotated[VirtualNodesExisting, Tag("existing")]
+    | Annotated[VirtualNodesNone, Tag("none")],
+    Discriminator(mode_or("existing")),
+]
+
+
+class MeshCreate(ConfigModel):
+    mode: Literal["create"] = Field(description="Create an ASM instance with the cluster in it.")
+    name: Text = Field("asm-gateway-mesh", description="The new mesh's name.")
+    edition: Literal["Default", "Pro"] = Field("Pro", description="The new mesh's edition.")
+    version: Text | None = Field(None, description="The new mesh's ASM version; ASM's latest when unset.")
+    vpc_id: Text = Field(description="The new mesh's VPC.")
+    vswitch_id: Text = Field(description="The new mesh's vSwitch.")
+
+
+class MeshExisting(ConfigModel):
+    mode: Literal["existing"] = Field(
+        "existing", description="A mesh that exists, reached through `meshKubeconfig`."
+    )
+
+
+MeshConfig = Annotated[
+    Annotated[MeshCreate, Tag("create")] | Annotated[MeshExisting, Tag("existing")],
+    Discriminator(mode_or("existing")),
+]
+
+
+class PortConfig(ConfigModel):
+    name: DnsLabel = Field(description="The port's name; unique in the gateway.")
+    port: WholeNumber = Field(ge=1, le=65535, description="The Service's port; unique in the gateway.")
+    target_port: WholeNumber | None = Field(
+        None, ge=1, le=65535, description="The pods' port; `port` when unset."
+    )
+    protocol: Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS"] = Field(
+        "TCP", description="The protocol."
+    )
+
+
+class ResourcesConfig(ConfigModel):
+    requests: dict[QualifiedName, Quantity] | None = Field(
+        None,
+        description="What each pod asks for: resource names to Kubernetes quantities (`500m`, `2`, `4Gi`).",
+    )
+    limits: dict[QualifiedName, Quantity] | None = Field(None, description="What each pod may use at most.")
+
+
+# Spec fields that have their own key under gateways[]: one way to set each.
+EXTRA_SPEC_OWN_KEYS = {
+    "replicaCount": "replicaCount",
+    "minReplicas": "minReplicas",
+    "maxReplicas": "maxReplicas",
+    "autoscaleEnabled": "autoscaleEnabled",
+    "cpu": "targetCpuUtilization",
+    "ports": "ports",
+    "serviceType": "serviceType",
+    "serviceAnnotations": "serviceAnnotations",
+    "podAnnotations": "podAnnotations",
+    "resources": "resources",
+}
+# Spec fields the stack derives from the node groups and the cluster.
+ISTIO_GATEWAY_DERIVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
+
+
+EXTRA_SPEC_FIELDS = tuple(sorted(ISTIO_GATEWAY_FIELDS - ISTIO_GATEWAY_DERIVED - set(EXTRA_SPEC_OWN_KEYS)))
+
+
+def extra_spec_problem(key: str) -> str | None:
+    """Why `gateways[].extraSpec` may not carry `key`, if it may not."""
+    if key in ISTIO_GATEWAY_DERIVED:
+        return "is derived by the stack and cannot be set here"
+    if key in EXTRA_SPEC_OWN_KEYS:
+        return f"has its own key: set gateways[].{EXTRA_SPEC_OWN_KEYS[key]} instead"
+    if key not in ISTIO_GATEWAY_FIELDS:
+        return "is not a field of ASM's IstioGateway spec" + did_you_mean(
+            key, ISTIO_GATEWAY_FIELDS, cutoff=0.6
+        )
+    return None
+
+
+def _extra_spec_key(key: str) -> str:
+    reason = extra_spec_problem(key)
+    if reason:
+        raise PydanticCustomError("extra_spec_field", "{reason}", {"reason": reason})
+    return key
+
+
+DEFAULT_PORTS = (
+    PortConfig(name="http-0", port=80, protocol="HTTP"),
+    PortConfig(name="https", port=443, protocol="HTTPS"),
+)
+DEFAULT_RESOURCES = ResourcesConfig(
+    requests={"cpu": "2", "memory": "2Gi"}, limits={"cpu": "4", "memory": "4Gi"}
+)
+
+
+class GatewayConfig(ConfigModel):
+    name: DnsLabel = Field(
+        "ingressgateway",
+        description="The `IstioGateway`'s name, also its pods' `asm-serverless-gateway/gateway` label.",
+    )
+    namespace: DnsLabel = Field("istio-system", description="The `IstioGateway`'s namespace.")
+    replica_count: WholeNumber = Field(
+        2, ge=0, le=1000, description="Replicas; within min..max when autoscaling."
+    )
+    autoscale_enabled: Flag = Field(True, description="An HPA between `minReplicas` and `maxReplicas`.")
+    min_replicas: WholeNumber = Field(2, ge=1, le=1000, description="The HPA's lower bound.")
+    max_replicas: WholeNumber = Field(5, ge=1, le=1000, description="The HPA's upper bound.")
+    target_cpu_utilization: WholeNumber = Field(
+        80, ge=1, le=100, description="The HPA's CPU target, `cpu.targetAverageUtilization`."
+    )
+    ports: list[PortConfig] = Field(
+        default_factory=lambda: list(DEFAULT_PORTS), min_length=1, description="The gateway Service's ports."
+    )
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
+        "LoadBalancer", description="The gateway Service's type."
+    )
+    service_annotations: dict[QualifiedName, str] = Field(
+        default_factory=dict, description="The Service's annotations (CLB/NLB ones)."
+    )
+    pod_annotations: dict[QualifiedName, str] = Field(
+        default_factory=dict,
+        description="The pods' annotations, ECI ones among them"
+        " (`k8s.aliyun.com/eci-use-specs`, image cache).",
+    )
+    resources: ResourcesConfig = Field(
+        default_factory=lambda: DEFAULT_RESOURCES, description="The pods' requests and limits."
+    )
+    extra_spec: dict[Annotated[str, BeforeValidator(_extra_spec_key)], Any] = Field(
+        default_factory=dict,
+        description="Any other field of ASM's `IstioGateway` spec, in camelCase, passed as is;"
+        " not one the stack derives (`affinity`, `tolerations`, `clusterIds`, `gatewayType`)"
+        " or one with its own key. Its `podLabels` are kept beside the stack's own.",
+        # Editors complete the real fields from this list.
+        json_schema_extra={"propertyNames": {"enum": list(EXTRA_SPEC_FIELDS)}},
+    )
+
+    @model_validator(mode="after")
+    def _replicas_and_ports_agree(self) -> GatewayConfig:
+        problems = []
+        if self.min_replicas > self.max_replicas:
+            problems.append(("minReplicas", f"is {self.min_replicas}, above maxReplicas {self.max_replicas}"))
+        elif (
+            self.autoscale_enabled
+            and "replica_count" in self.model_fields_set
+            and not self.min_replicas <= self.replica_count <= self.max_replicas
+        ):
+            problems.append(
+                (
+                    "replicaCount",
+                    f"is {self.replica_count}, outside minReplicas..maxReplicas"
+                    f" ({self.min_replicas}..{self.max_replicas})",
+                )
+            )
+        for what, values in (
+            ("name", [p.name for p in self.ports]),
+            ("port number", [p.port for p in self.ports]),
+        ):
+            for repeated in sorted({v for i, v in enumerate(values) if v in values[:i]}, key=str):
+                problems.append(("ports", f"uses the {what} {repeated} more than once"))
+        related_problems(problems)
+        return self
+
+
+class GatewayStackConfig(ConfigModel):
+    """The project's own keys (`asm-serverless-gateway:<key>`)."""
+
+    cluster_id: Text = Field(
+        description="The ACK cluster: the pool and add-on go into it, a new mesh adds it,"
+        " and every gateway's `clusterIds` names it."
+    )
+    region: Text | None = Field(
+        None, description="Alibaba Cloud region; required when the stack declares cloud resources."
+    )
+    cluster_kubeconfig: Kubeconfig | None = Field(
+        None,
+        description="Kubeconfig of the ACK cluster, to label and taint `existingNodes`,"
+        " write the `eci-profile` and apply `ackResourcePolicy`.",
+    )
+    mesh_kubeconfig: Kubeconfig | None = Field(
+        None, description="Kubeconfig of an existing mesh's control plane (`mesh.mode: existing`)."
+    )
+    render_yaml_to: Text | None = Field(
+        None,
+        description="Without a kubeconfig, write manifests under this folder (`cluster/`, `mesh/`) instead of"
+        " applying them; a kubeconfig, when set, wins.",
+    )
+    placement_policy: Policy = Field(
+        Policy.PREFER_ECS,
+        description="Which kinds of node the gateways may use, the preferred one first (`prefer-ecs` is the"
+        " guide's: ECS preferred, ECI as overflow).",
+    )
+    preferred_weight: WholeNumber = Field(
+        Weights().preferred,
+        ge=1,
+        le=100,
+        description="Preferred-affinity weight of the preferred kind of node.",
+    )
+    overflow_weight: WholeNumber = Field(
+        Weights().overflow, ge=1, le=100, description="Weight of the overflow kind; below `preferredWeight`."
+    )
+    protect: Flag = Field(
+        False, description="Protect the node pool, the add-on, the mesh and the gateways from deletion."
+    )
+    rollout_timeout_seconds: WholeNumber = Field(
+        600,
+        ge=10,
+        le=7200,
+        description="How long an `up` waits for every gateway pod to tolerate a taint before adding it to the"
+        " gateway's nodes; on time-out the taint is not added and the `up` fails, naming the pods.",
+    )
+    ack_resource_policy: Flag = Field(
+        False,
+        description="Also apply an ACK `ResourcePolicy` per gateway (the pool's ECS nodes, then ECI)"
+        " for strict ECS-first on ACK Pro; needs `clusterKubeconfig`.",
+    )
+    ecs_capacity: EcsCapacityConfig = Field(description="The gateway's dedicated ECS nodes.")
+    virtual_nodes: VirtualNodesConfig = Field(
+        default_factory=VirtualNodesExisting, description="The virtual nodes the gateway bursts onto."
+    )
+    mesh: MeshConfig = Field(default_factory=MeshExisting, description="The ASM instance the gateways go to.")
+    gateways: list[GatewayConfig] = Field(
+        default_factory=lambda: [GatewayConfig()],
+        min_length=1,
+        description="The ingress gateways, one `IstioGateway` each; several may share the capacity.",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keys_agree(
+        cls, data: Any, handler: ModelWrapValidatorHandler[GatewayStackConfig]
+    ) -> GatewayStackConfig:
+        try:
+            config = handler(data)
+        except ValidationError as error:
+            # The rules that tie sections together still run on what did
+            # validate, so that one run names every problem.
+            problems = _agreement_problems(_valid_parts(data)) if isinstance(data, dict) else []
+            if problems:
+                raise MoreProblems(error, problems) from error
+            raise
+        related_problems(_agreement_problems({name: getattr(config, name) for name in cls.model_fields}))
+        return config
+
+
+class MoreProblems(Exception):  # noqa: N818 - not an error of its own: more of the same
+    """A validation error, and the related-key problems found beside it."""
+
+    def __init__(self, error: ValidationError, problems: list[tuple[str, str]]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.problems = problems
+
+
+def _valid_parts(data: dict[str, Any]) -> dict[str, Any]:
+    """The top-level keys of `data` that validate on their own (by field name); a section by its mode."""
+    parts: dict[str, Any] = {}
+    for name, info in GatewayStackConfig.model_fields.items():
+        raw = data.get(info.alias or name)
+        if raw is None:
+            if not info.is_required():
+                parts[name] = info.get_default(call_default_factory=True)
+            continue
+        try:
+            annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            parts[name] = TypeAdapter(annotation).validate_python(raw)
+        except ValidationError:
+            modes = [m for m in info.metadata if isinstance(m, Discriminator)]
+            if modes and callable(modes[0].discriminator):
+                parts[name] = SimpleNamespace(mode=modes[0].discriminator(raw))
+    return parts
+
+
+def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules across sections, on those parts of the config that are known to be valid."""
+    problems: list[tuple[str, str]] = []
+    preferred, overflow = parts.get("preferred_weight"), parts.get("overflow_weight")
+    if preferred is not None and overflow is not None and preferred <= overflow:
+        problems.append(
+            (
+                "preferredWeight",
+                f"is {preferred}; must be above overflowWeight ({overflow})"
+                " or the preferred nodes are not preferred",
+            )
+        )
+    policy = parts.get("placement_policy")
+    ecs, virtual = parts.get("ecs_capacity"), parts.get("virtual_nodes")
+    if policy is not None and ecs is not None and NodeKind.ECS in policy.allowed and ecs.mode == "none":
+        problems.append(("placementPolicy", f"{policy.value} needs ECS nodes, but ecsCapacity.mode is none"))
+    if (
+        policy is not None
+        and virtual is not None
+        and NodeKind.ECI in policy.allowed
+        and virtual.mode == "none"
+    ):
+        problems.append(
+            ("placementPolicy", f"{policy.value} needs virtual nodes, but virtualNodes.mode is none")
+        )
+    seen: set[tuple[str, str]] = set()
+    for index, gateway in enumerate(parts.get("gateways") or []):
+        if (gateway.namespace, gateway.name) in seen:
+            problems.append(
+                (f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}")
+            )
+        seen.add((gateway.namespace, gateway.name))
+    return problems
+
+
+class AlicloudConfig(ConfigModel):
+    """The `alicloud:` keys the stack passes to its explicit provider.
+
+    A default provider would read them itself; with default providers
+    disabled, nothing would, so any other `alicloud:` key is refused.
+    """
+
+    unknown_key_note: ClassVar[str] = (
+        "is not passed to the stack's provider (it takes accessKey, secretKey, securityToken, profile;"
+        " the region is asm-serverless-gateway:region)"
+    )
+    access_key: Credential | None = Field(
+        None, description="Access key of the stack's Alibaba Cloud provider."
+    )
+    secret_key: Credential | None = Field(None, description="Secret key of the same provider.")
+    security_token: Credential | None = Field(None, description="STS token of the same provider.")
+    profile: Text | None = Field(
+        None, description="A profile of the Alibaba Cloud CLI's config, for the same provider."
+    )
