@@ -68,6 +68,7 @@ SECRET_KEYS = tuple(
     if any(isinstance(m, Secret) for m in metadata_of(info))
 )
 
+
 @dataclass(frozen=True)
 class AlicloudCredentials:
     """`alicloud:` config for the stack's explicit provider (default providers are off)."""
