@@ -26,9 +26,9 @@ def qualified_name_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if "/" in key and not prefix:
         return "has an empty prefix before '/'"
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         return "has a prefix that is not a DNS subdomain (lowercase, digits, '-', '.')"
-    if not name or len(name) > 63 or not _NAME.match(name):
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
         return (
             "must be a name of at most 63 characters: letters, digits, '-', '_' or '.',"
             " starting and ending with a letter or digit (an optional 'prefix/' before it)"
@@ -38,7 +38,7 @@ def qualified_name_problem(key: str) -> str | None:
 
 def label_value_problem(value: str) -> str | None:
     """Why Kubernetes rejects `value` as a label or taint value, if it does."""
-    if value and (len(value) > 63 or not _NAME.match(value)):
+    if value and (len(value) > 63 or not _NAME.fullmatch(value)):
         return (
             "must be empty or at most 63 characters: letters, digits, '-', '_' or '.',"
             " starting and ending with a letter or digit"
@@ -47,13 +47,13 @@ def label_value_problem(value: str) -> str | None:
 
 
 def dns_label_problem(value: str) -> str | None:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         return "must be a DNS label: at most 63 lowercase letters, digits or '-', alphanumeric at both ends"
     return None
 
 
 def dns_subdomain_problem(value: str) -> str | None:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         return "must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
     return None
 
@@ -72,7 +72,7 @@ _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "
 
 def parse_quantity(text: str) -> Decimal:
     """A Kubernetes quantity as a number (`500m` -> 0.5, `4Gi` -> 4294967296); ValueError if invalid."""
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.fullmatch(text)
     if match is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity")
     number, suffix = Decimal(match.group(1)), match.group(2) or ""

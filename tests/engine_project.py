@@ -22,7 +22,17 @@ from pulumi import automation as auto
 from go_tools import toolchain
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "stack_config.py", "requirements.txt", "components", "stacks")
+# The config module was `stack_config.py` before it became a package; old
+# checkouts (tests of refactors) have the one, the project the other.
+PROJECT_FILES = (
+    "Pulumi.yaml",
+    "__main__.py",
+    "stack_config",
+    "stack_config.py",
+    "requirements.txt",
+    "components",
+    "stacks",
+)
 
 
 def engine_env(state_dir: Path) -> dict[str, str]:
@@ -55,6 +65,8 @@ class EngineProject:
         self.dir.mkdir(parents=True)
         for name in PROJECT_FILES:
             src = source / name
+            if not src.exists():
+                continue
             if src.is_dir():
                 shutil.copytree(src, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
             else:

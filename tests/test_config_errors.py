@@ -232,6 +232,13 @@ def test_label_values_follow_the_63_character_rule(value: str) -> None:
         assert value[0].isalnum() and value[-1].isalnum()
 
 
+@pytest.mark.parametrize("check", [qualified_name_problem, label_value_problem])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(check: Any) -> None:
+    # Python's `$` also matches before a final newline; Kubernetes' rules do not.
+    assert check("mykey") is None
+    assert check("mykey\n") is not None
+
+
 @given(st.integers(-1000, 1000), st.integers(-1000, 1000))
 def test_weights_outside_1_to_100_or_not_ordered_are_refused(preferred: int, overflow: int) -> None:
     values = dict(local_values(), preferredWeight=preferred, overflowWeight=overflow)
@@ -302,7 +309,9 @@ def test_every_kubernetes_quantity_form_is_read(text: str, value: Decimal) -> No
     assert stack_config.quantity_problem(text) is None
 
 
-@pytest.mark.parametrize("text", ["1K", "1 Gi", "1Gb", "abc", "", "0x1", "1e", "1mi", "1.0.0", "Gi", "-1"])
+@pytest.mark.parametrize(
+    "text", ["1K", "1 Gi", "1Gb", "abc", "", "0x1", "1e", "1mi", "1.0.0", "Gi", "-1", "1\n"]
+)
 def test_what_the_api_server_refuses_is_refused(text: str) -> None:
     assert stack_config.quantity_problem(text) is not None
 
@@ -330,3 +339,13 @@ def test_real_istio_gateway_fields_pass_through_extra_spec() -> None:
     extra = {"hostNetwork": False, "rollingMaxUnavailable": "0", "nodeSelector": {"a": "b"}}
     values["gateways"] = [{"name": "ingressgateway", "extraSpec": extra}]
     assert stack_config.parse("local", values, secrets).gateway.gateways[0].extra_spec == extra
+
+
+def test_the_readme_example_error_is_what_the_stack_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme[readme.index("    error: stack 'local'") :].split("\n\n")[0]
+    values = with_change(local_values(), "ecsCapacity.colour", "red")
+    values = with_change(values, "preferredWeight", 0)
+    with pytest.raises(ConfigError) as raised:
+        stack_config.parse("local", values)
+    assert example == "\n".join(f"    {line}" for line in f"error: {raised.value}".splitlines())
