@@ -271,7 +271,7 @@ def _gateway(gateway: GatewayConfig) -> Gateway:
         service_annotations=_sorted(gateway.service_annotations),
         pod_annotations=_sorted(gateway.pod_annotations),
         # `resources: {}` is the default, as it always was.
-        resources=_resources(gateway.resources) or _resources(DEFAULT_RESOURCES),
+        resources=_resources(gateway.resources) or DEFAULT_RESOURCES,
         extra_spec=gateway.extra_spec,
     )
 

@@ -208,7 +208,14 @@ def related_problems(problems: list[tuple[str, str]]) -> None:
 class ConfigModel(BaseModel):
     """A config object: camelCase keys, unknown keys refused, frozen once read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        # Built on first use: only the models a stack validates, once, as one schema.
+        defer_build=True,
+    )
     # What an unknown key's message adds, where "did you mean" is not enough.
     unknown_key_note: ClassVar[str] = ""
 
@@ -447,13 +454,13 @@ def _extra_spec_key(key: str) -> str:
     return key
 
 
+# Defaults as config text, validated where they are used: building a model
+# object here would build its validator on import, on every preview.
 DEFAULT_PORTS = (
-    PortConfig(name="http-0", port=80, protocol="HTTP"),
-    PortConfig(name="https", port=443, protocol="HTTPS"),
+    {"name": "http-0", "port": 80, "protocol": "HTTP"},
+    {"name": "https", "port": 443, "protocol": "HTTPS"},
 )
-DEFAULT_RESOURCES = ResourcesConfig(
-    requests={"cpu": "2", "memory": "2Gi"}, limits={"cpu": "4", "memory": "4Gi"}
-)
+DEFAULT_RESOURCES = {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
 
 
 class GatewayConfig(ConfigModel):
@@ -472,7 +479,10 @@ class GatewayConfig(ConfigModel):
         80, ge=1, le=100, description="The HPA's CPU target, `cpu.targetAverageUtilization`."
     )
     ports: list[PortConfig] = Field(
-        default_factory=lambda: list(DEFAULT_PORTS), min_length=1, description="The gateway Service's ports."
+        default=list(DEFAULT_PORTS),
+        validate_default=True,
+        min_length=1,
+        description="The gateway Service's ports.",
     )
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
         "LoadBalancer", description="The gateway Service's type."
@@ -486,7 +496,7 @@ class GatewayConfig(ConfigModel):
         " (`k8s.aliyun.com/eci-use-specs`, image cache).",
     )
     resources: ResourcesConfig = Field(
-        default_factory=lambda: DEFAULT_RESOURCES, description="The pods' requests and limits."
+        default=DEFAULT_RESOURCES, validate_default=True, description="The pods' requests and limits."
     )
     extra_spec: dict[Annotated[str, BeforeValidator(_extra_spec_key)], Any] = Field(
         default_factory=dict,
