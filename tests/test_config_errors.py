@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from mock_stack import ROOT, Registered, config_values_of, operator_secrets, run_stack, set_path
+from mock_stack import (
+    EVERY_KEY,
+    ROOT,
+    Registered,
+    config_values_of,
+    operator_secrets,
+    run_stack,
+    set_path,
+)
 
 import stack_config
-from stack_config import ConfigError, label_value_problem, qualified_name_problem
+from stack_config import ConfigError, label_value_problem, qualified_name_problem, reference
 
 
 def local_values() -> dict[str, Any]:
@@ -200,6 +209,43 @@ def test_structured_values_given_as_json_text_parse_like_objects() -> None:
     as_text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in local_values().items()}
     assert stack_config.parse("local", as_text) == stack_config.parse("local", local_values())
     assert stack_config.parse("local", as_text).gateway.ecs.nodes == ("gateway-ecs-0", "gateway-ecs-1")
+
+
+# Any JSON-like value YAML or the engine could hand the program.
+config_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 70000)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["nodePool", "existingNodes", "none", "addon", "existing", "create", "80", "true"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.text(max_size=6) | st.sampled_from(["mode", "name", "port"]), children, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+documented_paths = [
+    row.key.replace("[]", "[0]") for row in reference.rows() if not row.key.startswith("alicloud:")
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(documented_paths), config_values), min_size=1, max_size=3))
+def test_any_value_at_any_key_is_read_or_refused_by_key_never_a_traceback(
+    changes: list[tuple[str, Any]],
+) -> None:
+    values = copy.deepcopy(EVERY_KEY[0])
+    for path, value in changes:
+        with contextlib.suppress(TypeError, KeyError, IndexError, AttributeError):
+            set_path(values, path, value)  # a value set earlier may not hold this path
+    try:
+        stack_config.parse("fuzz", values, list(stack_config.SECRET_KEYS))
+    except ConfigError as error:
+        assert error.problems
+        assert all(p.path and p.message for p in error.problems), error
 
 
 # -- Properties of Kubernetes' syntax rules ---------------------------------------------

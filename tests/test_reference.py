@@ -14,77 +14,10 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from mock_stack import STACK_FILES, TEST_KUBECONFIG, set_path
+from mock_stack import EVERY_KEY, STACK_FILES, set_path
 
 import stack_config
 from stack_config import reference
-
-# One config per mode that, together with the stacks, touches every key.
-EVERY_KEY: list[dict[str, Any]] = [
-    {
-        "clusterId": "c-1",
-        "region": "cn-hangzhou",
-        "clusterKubeconfig": TEST_KUBECONFIG,
-        "meshKubeconfig": TEST_KUBECONFIG,
-        "renderYamlTo": "rendered",
-        "placementPolicy": "prefer-ecs",
-        "preferredWeight": 80,
-        "overflowWeight": 20,
-        "protect": True,
-        "rolloutTimeoutSeconds": 600,
-        "ackResourcePolicy": True,
-        "ecsCapacity": {
-            "mode": "nodePool",
-            "labels": {"a": "b"},
-            "taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}],
-            "nodePool": {
-                "name": "p",
-                "instanceTypes": ["ecs.g7.xlarge"],
-                "vswitchIds": ["vsw-1"],
-                "autoscaling": {"minSize": 1, "maxSize": 3},
-                "systemDisk": {"category": "cloud_essd", "size": 120},
-                "securityGroupIds": ["sg-1"],
-            },
-        },
-        "virtualNodes": {
-            "mode": "addon",
-            "eciVswitchIds": ["vsw-2"],
-            "eciSecurityGroupId": "sg-2",
-            "addonVersion": "v1",
-            "addonConfig": {},
-        },
-        "mesh": {
-            "mode": "create",
-            "name": "m",
-            "edition": "Pro",
-            "version": "1.22",
-            "vpcId": "v",
-            "vswitchId": "s",
-        },
-        "gateways": [
-            {
-                "name": "g",
-                "namespace": "istio-system",
-                "replicaCount": 2,
-                "autoscaleEnabled": True,
-                "minReplicas": 2,
-                "maxReplicas": 5,
-                "targetCpuUtilization": 80,
-                "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "HTTP"}],
-                "serviceType": "LoadBalancer",
-                "serviceAnnotations": {},
-                "podAnnotations": {},
-                "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}},
-                "extraSpec": {},
-            }
-        ],
-    },
-    {
-        "clusterId": "c-1",
-        "renderYamlTo": "r",
-        "ecsCapacity": {"mode": "existingNodes", "labels": {"a": "b"}, "nodes": ["n"]},
-    },
-]
 
 
 def test_the_readme_reference_is_the_one_the_model_generates() -> None:
