@@ -535,7 +535,13 @@ class GatewayConfig(ConfigModel):
 
 
 class GatewayStackConfig(ConfigModel):
-    """The project's own keys (`asm-serverless-gateway:<key>`)."""
+    """The project's own keys (`asm-serverless-gateway:<key>`).
+
+    `clusterId`, `clusterKubeconfig`, `ecsCapacity` and `virtualNodes` are
+    what one ACK cluster brings. A mesh over several clusters grows a
+    `clusters` list of exactly those keys (the flat ones staying the first
+    cluster's), and each gateway's `overrides` per cluster id.
+    """
 
     cluster_id: Text = Field(
         description="The ACK cluster: the pool and add-on go into it, a new mesh adds it,"
