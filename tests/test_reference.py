@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 import pytest
@@ -17,7 +17,10 @@ import yaml
 from mock_stack import EVERY_KEY, STACK_FILES, set_path
 
 import stack_config
+from components.scheduling import TAINT_EFFECTS
 from stack_config import reference
+from stack_config.model import GatewayStackConfig, TaintConfig
+from stack_config.problems import keys_of, mode_variants
 
 
 def test_the_readme_reference_is_the_one_the_model_generates() -> None:
@@ -99,3 +102,15 @@ def test_the_schema_flags_what_the_config_refuses(path: str, value: Any) -> None
         stack_config.parse("every-key", values, secrets)
     as_file = {k: {"secure": "v1:x"} if k in secrets else v for k, v in values.items()}
     assert list(SCHEMA.iter_errors(_stack_file_of(as_file))), f"the schema let {path}={value!r} through"
+
+
+def test_each_mode_is_chosen_by_the_value_of_its_own_mode_key() -> None:
+    sections = [info for info in keys_of(GatewayStackConfig).values() if mode_variants(info.annotation)]
+    assert len(sections) == 3  # ecsCapacity, virtualNodes, mesh
+    for info in sections:
+        for tag, variant in mode_variants(info.annotation).items():
+            assert get_args(keys_of(variant)["mode"].annotation) == (tag,)
+
+
+def test_the_taint_effects_the_config_takes_are_the_ones_the_rules_know() -> None:
+    assert get_args(keys_of(TaintConfig)["effect"].annotation) == TAINT_EFFECTS
