@@ -74,32 +74,30 @@ def keys_of(model: type[BaseModel]) -> dict[str, FieldInfo]:
     return {info.alias or name: info for name, info in model.model_fields.items()}
 
 
-def unwrap(annotation: Any) -> Any:
-    """The type under `Annotated[...]` and `X | None`."""
+def _peel(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type under `Annotated[...]` and `X | None`, and the metadata met on the way."""
+    metadata: list[Any] = []
     while True:
         if get_origin(annotation) is Annotated:
-            annotation = get_args(annotation)[0]
+            annotation, *more = get_args(annotation)
+            metadata.extend(more)
         elif _is_union(annotation) and type(None) in get_args(annotation):
             members = [a for a in get_args(annotation) if a is not type(None)]
             if len(members) != 1:
-                return annotation
+                return annotation, metadata
             annotation = members[0]
         else:
-            return annotation
+            return annotation, metadata
+
+
+def unwrap(annotation: Any) -> Any:
+    """The type under `Annotated[...]` and `X | None`."""
+    return _peel(annotation)[0]
 
 
 def metadata_of(info: FieldInfo) -> list[Any]:
     """A field's metadata, with what `Annotated` carries under `X | None`."""
-    found = list(info.metadata)
-    annotation = info.annotation
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation, *more = get_args(annotation)
-            found.extend(more)
-        elif _is_union(annotation) and type(None) in get_args(annotation):
-            annotation = next(a for a in get_args(annotation) if a is not type(None))
-        else:
-            return found
+    return [*info.metadata, *_peel(info.annotation)[1]]
 
 
 def mode_variants(annotation: Any) -> dict[str, type[BaseModel]]:
@@ -124,8 +122,10 @@ def _is_union(annotation: Any) -> bool:
 
 
 def locate(root: type[BaseModel], loc: Iterable[int | str]) -> Place:
+    """Follow a pydantic error location through the config models."""
     place = Place(model=root)
     current: Any = root
+    chosen_mode: Any = None
     for item in loc:
         if item == "[key]":
             place.at_key = True
@@ -135,10 +135,12 @@ def locate(root: type[BaseModel], loc: Iterable[int | str]) -> Place:
             # Not a key: the tag pydantic puts in the location for the mode it chose.
             place.mode = str(item)
             place.other_modes = {tag: model for tag, model in variants.items() if tag != item}
-            current = variants.get(str(item))
+            current = chosen_mode = variants.get(str(item))
             continue
         current = unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
+            if current is not chosen_mode:  # deeper than the mode's own keys
+                place.mode, place.other_modes = None, {}
             place.model = current
             place.path = f"{place.path}.{item}" if place.path else str(item)
             place.info = keys_of(current).get(str(item))

@@ -149,6 +149,8 @@ BAD_CONFIGS = [
     ("prod", "ackResourcePolicy", True, "clusterKubeconfig", "required to apply ackResourcePolicy"),
     ("prod", "virtualNodes.eciVswitchIds", ["vsw-1"], "clusterKubeconfig", "kube-system/eci-profile"),
     ("dev", "virtualNodes.mode", "none", "virtualNodes.eciVswitchIds", "is not used with mode none"),
+    # A key of another mode, one level deeper, is simply unknown there.
+    ("dev", "ecsCapacity.nodePool.nodes", ["a"], "ecsCapacity.nodePool.nodes", "is not a known key"),
 ]
 
 
