@@ -154,7 +154,7 @@ def parse(
     `ConfigError` listing every problem found.
     """
     problems: list[Problem] = []
-    decoded = {key: _decode(value) for key, value in values.items() if value is not None}
+    decoded = {key: _decode(value) for key, value in values.items()}
     config = _validate(GatewayStackConfig, decoded, secret_keys, PROJECT, problems)
     credentials = _validate(AlicloudConfig, dict(alicloud or {}), alicloud_secret_keys, "alicloud", problems)
     if config is not None:

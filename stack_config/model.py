@@ -38,7 +38,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from components.gateway import ISTIO_GATEWAY_FIELDS
 from components.scheduling import VIRTUAL_NODE_LABELS, NodeKind, Policy, Weights
-from stack_config.problems import did_you_mean
+from stack_config.problems import did_you_mean, keys_of
 from stack_config.syntax import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -188,10 +188,17 @@ def mode_or(default: str) -> Callable[[Any], Any]:
 
     def mode_of(value: Any) -> Any:
         if isinstance(value, dict):
-            return value.get("mode", default)
+            return default if value.get("mode") is None else value["mode"]
         return getattr(value, "mode", None)
 
     return mode_of
+
+
+def modes_of_one_section(*variants: type[ConfigModel]) -> None:
+    """Mark the models that are the modes of one section, so each knows the section's keys."""
+    keys = frozenset(key for variant in variants for key in keys_of(variant))
+    for variant in variants:
+        variant.section_keys = keys
 
 
 def related_problems(problems: list[tuple[str, str]]) -> None:
@@ -218,6 +225,20 @@ class ConfigModel(BaseModel):
     )
     # What an unknown key's message adds, where "did you mean" is not enough.
     unknown_key_note: ClassVar[str] = ""
+    # For one mode of a section: the keys of all its modes (see `null_is_unset`).
+    section_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        # YAML reads `key:` with nothing after it (every entry commented out,
+        # say) as null; it means the key's default, as it always has.
+        # An unknown key stays, null or not, to be refused as unknown; a null
+        # for a key of another mode of the same section is unset all the same.
+        if isinstance(data, dict):
+            known = cls.section_keys | set(keys_of(cls))
+            return {key: value for key, value in data.items() if value is not None or key not in known}
+        return data
 
 
 class TaintConfig(ConfigModel):
@@ -327,6 +348,7 @@ EcsCapacityConfig = Annotated[
     | Annotated[EcsNone, Tag("none")],
     Discriminator(mode_or("nodePool")),
 ]
+modes_of_one_section(EcsNodePool, EcsExistingNodes, EcsNone)
 
 
 class EciNetwork(ConfigModel):
@@ -372,6 +394,7 @@ VirtualNodesConfig = Annotated[
     | Annotated[VirtualNodesNone, Tag("none")],
     Discriminator(mode_or("existing")),
 ]
+modes_of_one_section(VirtualNodesAddon, VirtualNodesExisting, VirtualNodesNone)
 
 
 class MeshCreate(ConfigModel):
@@ -393,6 +416,7 @@ MeshConfig = Annotated[
     Annotated[MeshCreate, Tag("create")] | Annotated[MeshExisting, Tag("existing")],
     Discriminator(mode_or("existing")),
 ]
+modes_of_one_section(MeshCreate, MeshExisting)
 
 
 class PortConfig(ConfigModel):

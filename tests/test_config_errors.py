@@ -149,6 +149,8 @@ BAD_CONFIGS = [
     ("prod", "ackResourcePolicy", True, "clusterKubeconfig", "required to apply ackResourcePolicy"),
     ("prod", "virtualNodes.eciVswitchIds", ["vsw-1"], "clusterKubeconfig", "kube-system/eci-profile"),
     ("dev", "virtualNodes.mode", "none", "virtualNodes.eciVswitchIds", "is not used with mode none"),
+    ("local", "clusterId", "", "clusterId", "must not be empty"),
+    ("local", "ecsCapacity.colour", None, "ecsCapacity.colour", "is not a known key"),
     # A key of another mode, one level deeper, is simply unknown there.
     ("dev", "ecsCapacity.nodePool.nodes", ["a"], "ecsCapacity.nodePool.nodes", "is not a known key"),
 ]
@@ -207,6 +209,20 @@ def test_a_kubeconfig_set_in_plain_text_is_refused() -> None:
         run_stack("local", values)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["gateways[0].podAnnotations", "gateways[0].ports", "mesh.edition", "virtualNodes.mode", "protect"],
+)
+def test_a_key_left_empty_in_yaml_is_unset(path: str) -> None:
+    # `podAnnotations:` with every entry commented out is null in YAML; so is a
+    # key of another mode of the same section (`mesh.edition` on an existing mesh).
+    without = local_values()
+    with contextlib.suppress(KeyError):
+        set_path(without, path, ...)
+    left_empty = with_change(local_values(), path, None)
+    assert stack_config.parse("local", left_empty) == stack_config.parse("local", without)
+
+
 def test_structured_values_given_as_json_text_parse_like_objects() -> None:
     # The engine hands structured config to the program as JSON text.
     as_text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in local_values().items()}
@@ -242,7 +258,7 @@ def test_any_value_at_any_key_is_read_or_refused_by_key_never_a_traceback(
 ) -> None:
     values = copy.deepcopy(EVERY_KEY[0])
     for path, value in changes:
-        with contextlib.suppress(TypeError, KeyError, IndexError, AttributeError):
+        with contextlib.suppress(TypeError, KeyError, IndexError, AttributeError, ValueError):
             set_path(values, path, value)  # a value set earlier may not hold this path
     try:
         stack_config.parse("fuzz", values, list(stack_config.SECRET_KEYS))
