@@ -182,8 +182,27 @@ class _SchemaOfConfig(GenerateJsonSchema):
             json_schema["additionalProperties"] = False
         return json_schema
 
+    def model_fields_schema(self, schema: core_schema.ModelFieldsSchema) -> JsonSchemaValue:
+        json_schema = super().model_fields_schema(schema)
+        # A key left empty in YAML is null, which the config reads as unset:
+        # allowed for every key that may be unset, except a section's `mode`
+        # (a null there would match every mode of the section).
+        required = set(json_schema.get("required", []))
+        for key, value in json_schema.get("properties", {}).items():
+            if key not in required and key != "mode":
+                json_schema["properties"][key] = _or_null(value)
+        return json_schema
+
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False  # the description says what a key is; "Extraspec" would not
+
+
+def _or_null(value: JsonSchemaValue) -> JsonSchemaValue:
+    if any(option.get("type") == "null" for option in value.get("anyOf", [])):
+        return value
+    inner = {k: v for k, v in value.items() if k not in ("description", "default")}
+    outer = {k: v for k, v in value.items() if k in ("description", "default")}
+    return {"anyOf": [inner, {"type": "null"}], **outer}
 
 
 def stack_file_schema() -> dict[str, Any]:

@@ -77,6 +77,15 @@ def test_the_every_key_configs_pass_the_schema() -> None:
         assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
 
 
+@pytest.mark.parametrize("path", ["gateways[0].podAnnotations", "mesh.version", "protect", "renderYamlTo"])
+def test_the_schema_takes_a_key_left_empty_where_the_config_reads_it_as_unset(path: str) -> None:
+    values = copy.deepcopy(EVERY_KEY[0])
+    set_path(values, path, None)
+    stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
+    as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+    assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [
@@ -91,6 +100,8 @@ def test_the_every_key_configs_pass_the_schema() -> None:
         ("gateways[0].resources", {"requests": {"cpu": "two"}}),
         ("gateways[0].extraSpec", {"hostNetwok": True}),
         ("clusterKubeconfig", "apiVersion: v1"),
+        ("clusterId", None),
+        ("ecsCapacity.colour", None),
     ],
 )
 def test_the_schema_flags_what_the_config_refuses(path: str, value: Any) -> None:
