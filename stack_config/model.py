@@ -183,22 +183,22 @@ Kubeconfig = Annotated[str, Secret(), AfterValidator(_empty_kubeconfig)]
 Credential = Annotated[str, Secret()]
 
 
-def mode_or(default: str) -> Callable[[Any], Any]:
-    """The discriminator of a section's modes: its `mode` key, `default` when absent."""
+def modes_of_one_section(*variants: type[ConfigModel]) -> Discriminator:
+    """What tells a section's modes apart: its `mode` key, or the one mode with a default.
+
+    Each mode also learns the keys of the whole section (see `_null_is_unset`).
+    """
+    (default,) = (keys_of(v)["mode"].default for v in variants if not keys_of(v)["mode"].is_required())
+    keys = frozenset(key for variant in variants for key in keys_of(variant))
+    for variant in variants:
+        variant.section_keys = keys
 
     def mode_of(value: Any) -> Any:
         if isinstance(value, dict):
             return default if value.get("mode") is None else value["mode"]
         return getattr(value, "mode", None)
 
-    return mode_of
-
-
-def modes_of_one_section(*variants: type[ConfigModel]) -> None:
-    """Mark the models that are the modes of one section, so each knows the section's keys."""
-    keys = frozenset(key for variant in variants for key in keys_of(variant))
-    for variant in variants:
-        variant.section_keys = keys
+    return Discriminator(mode_of)
 
 
 def related_problems(problems: list[tuple[str, str]]) -> None:
@@ -346,9 +346,8 @@ EcsCapacityConfig = Annotated[
     Annotated[EcsNodePool, Tag("nodePool")]
     | Annotated[EcsExistingNodes, Tag("existingNodes")]
     | Annotated[EcsNone, Tag("none")],
-    Discriminator(mode_or("nodePool")),
+    modes_of_one_section(EcsNodePool, EcsExistingNodes, EcsNone),
 ]
-modes_of_one_section(EcsNodePool, EcsExistingNodes, EcsNone)
 
 
 class EciNetwork(ConfigModel):
@@ -392,9 +391,8 @@ VirtualNodesConfig = Annotated[
     Annotated[VirtualNodesAddon, Tag("addon")]
     | Annotated[VirtualNodesExisting, Tag("existing")]
     | Annotated[VirtualNodesNone, Tag("none")],
-    Discriminator(mode_or("existing")),
+    modes_of_one_section(VirtualNodesAddon, VirtualNodesExisting, VirtualNodesNone),
 ]
-modes_of_one_section(VirtualNodesAddon, VirtualNodesExisting, VirtualNodesNone)
 
 
 class MeshCreate(ConfigModel):
@@ -414,9 +412,8 @@ class MeshExisting(ConfigModel):
 
 MeshConfig = Annotated[
     Annotated[MeshCreate, Tag("create")] | Annotated[MeshExisting, Tag("existing")],
-    Discriminator(mode_or("existing")),
+    modes_of_one_section(MeshCreate, MeshExisting),
 ]
-modes_of_one_section(MeshCreate, MeshExisting)
 
 
 class PortConfig(ConfigModel):

@@ -14,7 +14,8 @@ import re
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Union, get_args, get_origin
+from enum import Enum
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import pulumi
@@ -233,16 +234,28 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def _range(info: FieldInfo | None) -> str:
-    bounds = {type(m): m for m in (info.metadata if info else [])}
+def bounds_of(info: FieldInfo | None) -> tuple[int, int] | None:
+    """A whole-number field's lowest and highest allowed values, if it has both."""
+    bounds = {type(m): m for m in (metadata_of(info) if info else [])}
     low, high = bounds.get(annotated_types.Ge), bounds.get(annotated_types.Le)
-    if low is not None and high is not None:
-        return f" from {low.ge} to {high.le}"
-    return ""
+    return (low.ge, high.le) if low is not None and high is not None else None
+
+
+def choices_of(annotation: Any) -> list[str]:
+    """The values a `Literal` or an Enum allows, or [] for any other type."""
+    annotation = unwrap(annotation)
+    if get_origin(annotation) is Literal:
+        return [str(choice) for choice in get_args(annotation)]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(choice.value) for choice in annotation]
+    return []
+
+
+def _range(info: FieldInfo | None) -> str:
+    bounds = bounds_of(info)
+    return f" from {bounds[0]} to {bounds[1]}" if bounds else ""
 
 
 def _allowed(info: FieldInfo | None) -> str:
-    choices = get_args(unwrap(info.annotation)) if info else ()
-    if choices and all(isinstance(c, str) for c in choices):
-        return f"; allowed: {', '.join(choices)}"
-    return ""
+    choices = choices_of(info.annotation) if info else []
+    return f"; allowed: {', '.join(choices)}" if choices else ""

@@ -16,18 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from components import PACKAGE as PROJECT
 from stack_config.model import AlicloudConfig, GatewayStackConfig, Secret
-from stack_config.problems import keys_of, metadata_of, mode_variants, unwrap
+from stack_config.problems import bounds_of, choices_of, keys_of, metadata_of, mode_variants, unwrap
 
-PROJECT = "asm-serverless-gateway"
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SCHEMA = ROOT / "stacks" / "stack-config.schema.json"
@@ -104,13 +103,12 @@ def _kind(info: FieldInfo) -> str:
     inner = unwrap(info.annotation)
     if any(isinstance(m, Secret) for m in metadata):
         return "secret string"
-    choices = _choices(inner)
+    choices = choices_of(inner)
     if choices:
         return " \\| ".join(f"`{choice}`" for choice in choices)
     if inner is int:
-        bounds = {type(m): m for m in metadata}
-        low, high = bounds.get(annotated_types.Ge), bounds.get(annotated_types.Le)
-        return f"integer {low.ge}..{high.le}" if low and high else "integer"
+        bounds = bounds_of(info)
+        return f"integer {bounds[0]}..{bounds[1]}" if bounds else "integer"
     if get_origin(inner) is list:
         item = unwrap(get_args(inner)[0])
         return (
@@ -120,24 +118,13 @@ def _kind(info: FieldInfo) -> str:
     return names.get(get_origin(inner) or inner, "object")
 
 
-def _choices(annotation: Any) -> list[str]:
-    if get_origin(annotation) is Literal:
-        return [str(choice) for choice in get_args(annotation)]
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return [str(choice.value) for choice in annotation]
-    return []
-
-
 def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
     value = info.get_default(call_default_factory=True)
     if _all_defaults(value):
         return "one, with the defaults below" if isinstance(value, list) else "the defaults below"
-    if isinstance(value, BaseModel):
-        value = value.model_dump(by_alias=True, exclude_none=True, mode="json")
-    elif isinstance(value, list):
-        value = [_plain(v) for v in value]
+    value = [_plain(v) for v in value] if isinstance(value, list) else _plain(value)
     if value in (None, [], {}):
         return "none"
     if isinstance(value, Enum):
