@@ -163,6 +163,14 @@ def reference_table() -> str:
 class _SchemaOfConfig(GenerateJsonSchema):
     """pydantic's JSON Schema, closed where the config is: a map with a key pattern takes no other keys."""
 
+    # `pulumi config set KEY 90` writes "90" into the stack file, and the
+    # config reads it as 90: numbers and flags may be written as text.
+    def int_schema(self, schema: core_schema.IntSchema) -> JsonSchemaValue:
+        return {"anyOf": [super().int_schema(schema), {"type": "string", "pattern": r"^[+-]?[0-9]+$"}]}
+
+    def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
+        return {"anyOf": [super().bool_schema(schema), {"enum": ["true", "false"]}]}
+
     def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
         json_schema = super().dict_schema(schema)
         if "patternProperties" in json_schema:

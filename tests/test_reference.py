@@ -77,6 +77,17 @@ def test_the_every_key_configs_pass_the_schema() -> None:
         assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
 
 
+@pytest.mark.parametrize(
+    ("path", "value"), [("preferredWeight", "90"), ("protect", "true"), ("gateways[0].maxReplicas", "6")]
+)
+def test_the_schema_takes_numbers_and_flags_as_pulumi_config_set_writes_them(path: str, value: str) -> None:
+    values = copy.deepcopy(EVERY_KEY[0])
+    set_path(values, path, value)
+    stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
+    as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+    assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
+
+
 @pytest.mark.parametrize("path", ["gateways[0].podAnnotations", "mesh.version", "protect", "renderYamlTo"])
 def test_the_schema_takes_a_key_left_empty_where_the_config_reads_it_as_unset(path: str) -> None:
     values = copy.deepcopy(EVERY_KEY[0])
@@ -91,6 +102,8 @@ def test_the_schema_takes_a_key_left_empty_where_the_config_reads_it_as_unset(pa
     [
         ("ecsCapcity", {}),
         ("preferredWeight", 101),
+        ("preferredWeight", "20.5"),
+        ("protect", "yes"),
         ("placementPolicy", "ecs-first"),
         ("ecsCapacity.taints[0].effect", "NoSchedul"),
         ("ecsCapacity.labels", {"-bad": "x"}),
