@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -50,6 +51,8 @@ class EcsCapacity:
     taints: tuple[Taint, ...]  # what keeps other pods off them (the guide's mykey=myvalue)
     node_pool: NodePoolSpec | None = None  # nodePool only
     nodes: tuple[str, ...] = ()  # existingNodes only: the nodes to mark
+    # Whether a NoExecute taint the stack adds may evict other owners' pods.
+    evict_other_pods: bool = False
 
     def node_group(self) -> NodeGroup | None:
         return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)
@@ -132,13 +135,12 @@ class LabelledNodesArgs:
     node_names: Sequence[str]
     labels: Mapping[str, str]
     taints: Sequence[Taint]
-    # The ACK cluster's kubeconfig (a secret); None renders the nodes' marks as
-    # YAML through the provider in the component's options instead.
-    kubeconfig: pulumi.Input[str] | None
-    # Where the gateways' pods are (namespace, labelSelector): a taint is added
-    # only once every one of them tolerates it.
-    gateway_pods: Sequence[Mapping[str, str]]
-    rollout_timeout_seconds: int  # how long to wait for that
+    # The ACK cluster's kubeconfig (a secret) is the node-marks provider's, in
+    # the component's options; without one, the marks are rendered as YAML
+    # through the Kubernetes provider there instead.
+    on_cluster: bool
+    # What the tolerate-before-taint wait needs (node_marks.rollout_inputs).
+    rollout: Mapping[str, Any]
 
 
 # The Kubernetes provider's NodePatch, registered by its type token with the
@@ -148,40 +150,34 @@ class LabelledNodesArgs:
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
 
 
-def _marks(name: str, stage: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions) -> None:
-    assert args.kubeconfig is not None
-    for node_name in args.node_names:
-        NodeMarks(
-            f"{name}-{node_name}",
-            node=node_name,
-            stage=stage,
-            labels=args.labels,
-            taints=args.taints,
-            kubeconfig=args.kubeconfig,
-            gateway_pods=args.gateway_pods,
-            rollout_timeout_seconds=args.rollout_timeout_seconds,
-            opts=opts,
-        )
-
-
 class LabelledNodes(pulumi.ComponentResource):
     """Existing nodes given the gateway's labels, before the gateways change.
 
-    With a kubeconfig, each node gets one `NodeMarks` in the `admit` stage
+    On a cluster, one `NodeMarks` in the `admit` stage for all the nodes
     (components/node_marks.py): it adds the declared labels and removes the
     taints the stack no longer declares, leaving every other label and taint
     alone. `TaintedNodes` adds the taints after the gateways have rolled out.
-    Without one, the marks are rendered as NodePatch manifests for review.
+    Without a cluster, the marks are rendered as NodePatch manifests for review.
     """
 
     node_names: pulumi.Output[list[str]]
+    preexisting: pulumi.Output[dict[str, Any]]
 
     def __init__(
         self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("LabelledNodes"), name, None, opts)
-        if args.kubeconfig is not None:
-            _marks(name, ADMIT, args, child_options(self, opts))
+        self.preexisting = pulumi.Output.from_input({})
+        if args.on_cluster:
+            marks = NodeMarks(
+                f"{name}-marks",
+                stage=ADMIT,
+                nodes=args.node_names,
+                labels=args.labels,
+                taints=args.taints,
+                opts=child_options(self, opts),
+            )
+            self.preexisting = marks.preexisting
         else:
             for node_name in args.node_names:
                 pulumi.CustomResource(
@@ -206,14 +202,28 @@ class LabelledNodes(pulumi.ComponentResource):
 class TaintedNodes(pulumi.ComponentResource):
     """The same nodes given the gateway's taints, after the gateways have rolled out.
 
-    One `NodeMarks` per node in the `restrict` stage: it waits until every
-    gateway pod tolerates a taint before adding it, and removes the labels the
-    stack no longer declares. Give it the gateways in `depends_on`.
+    One `NodeMarks` in the `restrict` stage for all the nodes: it waits once,
+    until no gateway pod is in the way of a taint, before adding the taints,
+    and removes the labels the stack no longer declares. Give it the gateways
+    in `depends_on`.
     """
 
     def __init__(
-        self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        args: LabelledNodesArgs,
+        labelled: LabelledNodes,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(type_token("TaintedNodes"), name, None, opts)
-        _marks(name, RESTRICT, args, child_options(self, opts))
+        NodeMarks(
+            f"{name}-marks",
+            stage=RESTRICT,
+            nodes=args.node_names,
+            labels=args.labels,
+            taints=args.taints,
+            rollout=args.rollout,
+            preexisting=labelled.preexisting,
+            opts=child_options(self, opts),
+        )
         self.register_outputs({})

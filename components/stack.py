@@ -16,7 +16,7 @@ import pulumi
 from components import type_token
 from components.gateway import Gateway, IstioGateway, IstioGatewayArgs, gateway_pod_selector
 from components.mesh import Mesh, MeshControlPlane, MeshControlPlaneArgs, NewMesh
-from components.node_marks import TolerationRollout
+from components.node_marks import TolerationRollout, node_marks_provider, rollout_inputs
 from components.node_pool import (
     EcsCapacity,
     GatewayNodePool,
@@ -116,11 +116,11 @@ class ServerlessGateway(pulumi.ComponentResource):
             else None
         )
 
-        # Node marks and the rollout gate are Pulumi dynamic resources; their
-        # provider is declared like every other (default providers are off).
-        dynamic = (
-            pulumi.ProviderResource(
-                "pulumi-python", f"{name}-node-marks", None, pulumi.ResourceOptions(parent=self)
+        # Node marks and the rollout gate are the project's own provider's
+        # (node_marks_plugin/), configured once with the cluster's kubeconfig.
+        marks_provider = (
+            node_marks_provider(
+                f"{name}-node-marks", args.cluster_kubeconfig, pulumi.ResourceOptions(parent=self)
             )
             if args.cluster_kubeconfig is not None and args.ecs.mode != "none"
             else None
@@ -129,24 +129,30 @@ class ServerlessGateway(pulumi.ComponentResource):
         ecs = args.ecs
         self.node_pool_id = pulumi.Output.from_input(None)
         self.node_names = pulumi.Output.from_input([])
-        gateway_pods = [gateway_pod_selector(g.namespace, g.name) for g in args.gateways]
+        # What the tolerate-before-taint wait watches: the gateways' pods, and the
+        # ECS taints their rules tolerate (none under eci-only: no wait for those).
+        rollout = rollout_inputs(
+            gateway_pods=[gateway_pod_selector(g.namespace, g.name) for g in args.gateways],
+            gateway_tolerates=[t for t in ecs.taints if t.tolerated_by(rules.tolerations)],
+            rollout_timeout_seconds=args.rollout_timeout_seconds,
+            evict_other_pods=ecs.evict_other_pods,
+        )
         labelled_nodes: LabelledNodes | None = None
         if ecs.mode == "existingNodes":
             # Labels (and dropped taints) before the gateways change, taints after:
-            # see components/node_marks.py.
+            # see node_marks_plugin/marks.py.
             labelled_args = LabelledNodesArgs(
                 node_names=ecs.nodes,
                 labels=ecs.labels,
                 taints=ecs.taints,
-                kubeconfig=args.cluster_kubeconfig,
-                gateway_pods=gateway_pods,
-                rollout_timeout_seconds=args.rollout_timeout_seconds,
+                on_cluster=marks_provider is not None,
+                rollout=rollout,
             )
             labelled_nodes = LabelledNodes(
                 f"{name}-ecs",
                 labelled_args,
                 pulumi.ResourceOptions(
-                    parent=self, providers=[p for p in (cluster, dynamic) if p is not None]
+                    parent=self, providers=[p for p in (cluster, marks_provider) if p is not None]
                 ),
             )
             self.node_names = labelled_nodes.node_names
@@ -220,16 +226,17 @@ class ServerlessGateway(pulumi.ComponentResource):
         # its nodes, so the pool changes after the gateways (and, where the
         # stack can see the cluster, after their pods tolerate the taints).
         pool_waits_for: list[pulumi.Resource] = list(gateway_components)
-        if ecs.mode == "nodePool" and args.cluster_kubeconfig is not None:
+        if ecs.mode == "nodePool" and marks_provider is not None:
             pool_waits_for = [
                 TolerationRollout(
                     f"{name}-ecs-rollout",
                     waits_for="the gateway's node pool",
+                    node_labels=ecs.labels,
                     taints=ecs.taints,
-                    kubeconfig=args.cluster_kubeconfig,
-                    gateway_pods=gateway_pods,
-                    rollout_timeout_seconds=args.rollout_timeout_seconds,
-                    opts=pulumi.ResourceOptions(parent=self, provider=dynamic, depends_on=gateway_components),
+                    rollout=rollout,
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=marks_provider, depends_on=gateway_components
+                    ),
                 )
             ]
         if ecs.mode == "nodePool" and ecs.node_pool is not None:
@@ -255,12 +262,13 @@ class ServerlessGateway(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=pool_waits_for),
             )
             self.node_pool_id = pool.node_pool_id
-        if labelled_nodes is not None and args.cluster_kubeconfig is not None:
+        if labelled_nodes is not None and marks_provider is not None:
             TaintedNodes(
                 f"{name}-ecs-taints",
                 labelled_args,
+                labelled_nodes,
                 pulumi.ResourceOptions(
-                    parent=self, providers=[dynamic] if dynamic else None, depends_on=gateway_components
+                    parent=self, providers=[marks_provider], depends_on=gateway_components
                 ),
             )
 

@@ -223,7 +223,8 @@ def _ecs_capacity(config: GatewayStackConfig) -> EcsCapacity:
             security_group_ids=tuple(pool.security_group_ids),
         )
     nodes = tuple(ecs.nodes) if isinstance(ecs, EcsExistingNodes) else ()
-    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes)
+    evict = ecs.evict_other_pods if isinstance(ecs, EcsNodePool | EcsExistingNodes) else False
+    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict)
 
 
 def _virtual_nodes(config: GatewayStackConfig) -> VirtualNodes:

@@ -324,12 +324,22 @@ class NodePoolConfig(ConfigModel):
         return self
 
 
-class EcsNodePool(MarkedNodes):
+class TaintedNodesConfig(MarkedNodes):
+    """What the modes with nodes share: whether the stack's taints may evict others' pods there."""
+
+    evict_other_pods: Flag = Field(
+        False,
+        description="Let a `NoExecute` taint the stack adds evict pods of other owners that do not"
+        " tolerate it; otherwise `up` stops before the taint and names them, and `preview` warns.",
+    )
+
+
+class EcsNodePool(TaintedNodesConfig):
     mode: Literal["nodePool"] = Field("nodePool", description="A new ACK node pool for the gateway.")
     node_pool: NodePoolConfig = Field(description="The new pool.")
 
 
-class EcsExistingNodes(MarkedNodes):
+class EcsExistingNodes(TaintedNodesConfig):
     mode: Literal["existingNodes"] = Field(description="Nodes that exist, named in `nodes`.")
     nodes: NodeNames = Field(
         min_length=1,

@@ -31,6 +31,7 @@ PROJECT_FILES = (
     "stack_config.py",
     "requirements.txt",
     "components",
+    "node_marks_plugin",
     "stacks",
 )
 

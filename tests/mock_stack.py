@@ -48,6 +48,7 @@ EVERY_KEY: list[dict[str, Any]] = [
             "mode": "nodePool",
             "labels": {"a": "b"},
             "taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}],
+            "evictOtherPods": False,
             "nodePool": {
                 "name": "p",
                 "instanceTypes": ["ecs.g7.xlarge"],
@@ -93,7 +94,12 @@ EVERY_KEY: list[dict[str, Any]] = [
     {
         "clusterId": "c-1",
         "renderYamlTo": "r",
-        "ecsCapacity": {"mode": "existingNodes", "labels": {"a": "b"}, "nodes": ["n"]},
+        "ecsCapacity": {
+            "mode": "existingNodes",
+            "labels": {"a": "b"},
+            "nodes": ["n"],
+            "evictOtherPods": True,
+        },
     },
 ]
 

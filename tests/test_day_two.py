@@ -31,8 +31,9 @@ from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
 from components.gateway import GATEWAY_POD_LABEL
-from components.node_marks import NodeChange, change_node
 from components.scheduling import Taint
+from node_marks_plugin.cluster import Cluster
+from node_marks_plugin.marks import NodeChange
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
@@ -416,12 +417,14 @@ def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:
                 raise
 
     try:
-        assert change_node(RacedClient(live.api), "edge-a", NodeChange(add_taints=[ours]))
+        raced = Cluster(live.api)
+        raced.core = RacedClient(live.api)
+        assert raced.change_node("edge-a", NodeChange(add_taints=[ours]))
         taints = {(t.key, t.value) for t in core.read_node("edge-a").spec.taints}
         assert conflicts == [409]
         assert {(theirs["key"], theirs["value"]), (ours.key, ours.value)} <= taints
     finally:
-        change_node(core, "edge-a", NodeChange(drop_taints=[ours]))
+        Cluster(live.api).change_node("edge-a", NodeChange(drop_taints=[ours]))
         _drop_taint_by_hand(live.api, "edge-a", theirs["key"])
 
 

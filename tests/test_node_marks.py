@@ -6,16 +6,21 @@ from typing import Any
 
 import pytest
 
-from components.node_marks import (
+from components.scheduling import Taint
+from node_marks_plugin.marks import (
     ADMIT,
     RESTRICT,
     Marks,
     NodeChange,
+    Tainting,
+    gateway_blockers,
     node_patch,
+    others_evicted,
+    preexisting,
+    released_managed_fields,
     stage_change,
-    untolerating_pods,
+    taint_conflicts,
 )
-from components.scheduling import Taint
 
 OURS = Taint("mykey", "myvalue", "NoSchedule")
 NOT_READY = {
@@ -144,21 +149,125 @@ def test_toleration_matching_follows_kube_scheduler(toleration: dict[str, str], 
     assert NEW.tolerated_by([]) is False
 
 
-def test_the_rollout_waits_on_every_pod_that_lacks_a_toleration_terminating_ones_too() -> None:
-    def pod(name: str, tolerations: list[dict[str, str]], terminating: bool = False) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"namespace": "istio-system", "name": name}
-        if terminating:
-            metadata["deletionTimestamp"] = "2026-11-27T10:00:00Z"
-        return {"metadata": metadata, "spec": {"tolerations": tolerations}}
+def pod(
+    name: str,
+    tolerations: list[dict[str, str]],
+    node: str | None = "edge-a",
+    phase: str = "Running",
+    terminating: bool = False,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"namespace": "istio-system", "name": name}
+    if terminating:
+        metadata["deletionTimestamp"] = "2026-11-27T10:00:00Z"
+    return {
+        "metadata": metadata,
+        "spec": {"tolerations": tolerations, **({"nodeName": node} if node else {})},
+        "status": {"phase": phase},
+    }
 
+
+def test_the_rollout_waits_on_gateway_pods_that_lack_a_toleration_terminating_ones_too() -> None:
     pods = [
         pod("new", [NEW.as_toleration()]),
-        pod("old", [OURS.as_toleration()]),
+        pod("old", [OURS.as_toleration()], node="edge-b"),
         pod("leaving", [], terminating=True),
+        pod("pending", [], node=None),
     ]
-    # A terminating pod still drains connections: it is waited for too.
-    assert untolerating_pods(pods, [NEW]) == ["istio-system/old", "istio-system/leaving"]
-    assert untolerating_pods(pods, []) == []
+    tainting = Tainting({"edge-a": (NEW,)}, frozenset({NEW}))
+    # A terminating pod still drains connections: it is waited for too; so is
+    # an old pod not yet scheduled, wherever the taint goes.
+    assert [b.pod for b in gateway_blockers(pods, tainting)] == [
+        "istio-system/old",
+        "istio-system/leaving",
+        "istio-system/pending",
+    ]
+    assert gateway_blockers(pods, Tainting({"edge-a": ()}, frozenset({NEW}))) == []
+
+
+def test_finished_gateway_pods_never_hold_the_rollout_up() -> None:
+    tainting = Tainting({"edge-a": (NEW,)}, frozenset({NEW}))
+    evicted = pod("evicted-by-the-kubelet", [], phase="Failed")
+    done = pod("completed", [], phase="Succeeded")
+    assert gateway_blockers([evicted, done], tainting) == []
+    assert [b.pod for b in gateway_blockers([evicted, pod("old", [])], tainting)] == ["istio-system/old"]
+
+
+def test_a_taint_the_gateway_is_not_meant_to_tolerate_waits_only_for_pods_it_would_evict() -> None:
+    """eci-only: the gateway gets no toleration for the ECS taints; nothing waits for one."""
+    no_schedule = Tainting({"edge-a": (OURS,)}, frozenset())
+    assert gateway_blockers([pod("on-eci", [], node="virtual-kubelet")], no_schedule) == []
+    assert gateway_blockers([pod("on-ecs", [])], no_schedule) == []  # NoSchedule evicts nothing
+    no_execute = Tainting({"edge-a": (NEW,)}, frozenset())
+    blockers = gateway_blockers([pod("on-ecs", []), pod("on-eci", [], node="virtual-kubelet")], no_execute)
+    assert [(b.pod, b.evicts) for b in blockers] == [("istio-system/on-ecs", True)]
+
+
+def test_other_owners_pods_that_a_no_execute_taint_would_evict_are_named() -> None:
+    tainting = Tainting({"edge-a": (NEW, OURS), "edge-b": (OURS,)}, frozenset({NEW, OURS}))
+    team = pod("team-app", [])
+    tolerant = pod("daemon", [{"operator": "Exists"}])
+    elsewhere = pod("batch", [], node="edge-b")  # only NoSchedule goes there
+    finished = pod("job", [], phase="Succeeded")
+    gateway = pod("gw", [])
+    found = others_evicted(
+        [team, tolerant, elsewhere, finished, gateway], lambda p: p["metadata"]["name"] == "gw", tainting
+    )
+    assert [(b.pod, b.node, b.taints) for b in found] == [("istio-system/team-app", "edge-a", (NEW,))]
+    assert "would be evicted by dedicated=gateway:NoExecute" in str(found[0])
+
+
+def test_a_taint_held_with_another_writers_value_is_a_conflict_unless_it_was_ours() -> None:
+    theirs = {"key": "mykey", "value": "theirs", "effect": "NoSchedule"}
+    held = node({}, [theirs, TEAM])
+    problems = taint_conflicts(held, [OURS], ours_before=[])
+    assert problems == [
+        "node n: the taint mykey:NoSchedule is already on the node with the value 'theirs'"
+        " (not put there by this stack); the stack declares 'myvalue'"
+    ]
+    # The stack changing its own value is not a conflict; another effect is another slot.
+    assert taint_conflicts(held, [OURS], ours_before=[Taint("mykey", "theirs", "NoSchedule")]) == []
+    assert taint_conflicts(held, [Taint("mykey", "myvalue", "NoExecute")], ours_before=[]) == []
+
+
+def test_marks_found_before_the_stack_are_preexisting_unless_this_project_wrote_them() -> None:
+    declared = Marks({"mykey4pod": "asmgateway", "by-hand": "yes"}, (OURS,))
+    before = node({"mykey4pod": "asmgateway", "by-hand": "yes"}, [OURS.as_node_taint()])
+    assert preexisting(before, declared) == declared
+    before["metadata"]["managedFields"] = [
+        {
+            "manager": "asm-serverless-gateway",
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
+        },
+        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:by-hand": {}}}}},
+    ]
+    assert preexisting(before, declared) == Marks({"by-hand": "yes"}, ())
+
+
+def test_no_stage_takes_off_a_mark_the_node_had_before_the_stack() -> None:
+    declared = Marks({"a": "1", "b": "2"}, (OURS, NEW))
+    kept = Marks({"b": "2"}, (NEW,))
+    assert stage_change(RESTRICT, declared, None, kept) == NodeChange(drop_taints=(OURS,))
+    assert stage_change(ADMIT, declared, None, kept) == NodeChange(drop_labels={"a": "1"})
+    # No longer declared: still left on the node.
+    assert stage_change(ADMIT, declared, Marks({"a": "1"}, (OURS,)), kept).drop_taints == ()
+    assert stage_change(RESTRICT, declared, Marks({"a": "1"}, (OURS,)), kept).drop_labels == {}
+
+
+def test_an_other_projects_node_patch_claim_is_not_released() -> None:
+    before = node({"mykey4pod": "asmgateway", "team": "x"}, [OURS.as_node_taint()])
+    other_stack = {
+        "manager": "pulumi-kubernetes-9f8e7d6c",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:taints": {}}},
+    }
+    mixed = {
+        "manager": "pulumi-kubernetes-11111111",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}, "f:team": {}}}},
+    }
+    before["metadata"]["managedFields"] = [other_stack, mixed]
+    assert released_managed_fields(before, NodeChange(set_labels={"mykey4pod": "asmgateway"})) is None
 
 
 def test_marks_found_on_a_node_are_what_refresh_reports() -> None:

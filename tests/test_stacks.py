@@ -282,8 +282,12 @@ def test_alicloud_credentials_in_config_stay_secret_on_the_provider() -> None:
     assert is_rpc_secret(provider["accessKey"]) and is_rpc_secret(provider["secretKey"])
 
 
-NODE_MARKS = "pulumi-python:dynamic/asm-serverless-gateway:NodeMarks"
-TOLERATION_ROLLOUT = "pulumi-python:dynamic/asm-serverless-gateway:TolerationRollout"
+NODE_MARKS = "asm-node-marks:index:NodeMarks"
+TOLERATION_ROLLOUT = "asm-node-marks:index:TolerationRollout"
+NODE_MARKS_PROVIDER = "pulumi:providers:asm-node-marks"
+GATEWAY_PODS = [
+    {"namespace": "istio-system", "labelSelector": "asm-serverless-gateway/gateway=ingressgateway"}
+]
 
 
 def test_on_a_cluster_labels_go_on_before_the_gateways_and_taints_after_them() -> None:
@@ -292,27 +296,42 @@ def test_on_a_cluster_labels_go_on_before_the_gateways_and_taints_after_them() -
     )
     assert deployment.of_type(NODE_PATCH) == []
     marks = deployment.of_type(NODE_MARKS)
-    admit = [m for m in marks if m.inputs["stage"] == "admit"]
-    restrict = [m for m in marks if m.inputs["stage"] == "restrict"]
+    admit = next(m for m in marks if m.inputs["stage"] == "admit")
+    restrict = next(m for m in marks if m.inputs["stage"] == "restrict")
+    assert len(marks) == 2  # one per stage, however many nodes
     nodes = stack_file("local")["ecsCapacity"]["nodes"]
-    assert (
-        sorted(m.inputs["node"] for m in admit) == sorted(m.inputs["node"] for m in restrict) == sorted(nodes)
-    )
+    assert admit.inputs["nodes"] == restrict.inputs["nodes"] == nodes
     gateway = deployment.one(ISTIO_GATEWAY)
-    assert {m.urn for m in admit} <= set(gateway.dependencies)
-    for mark in restrict:
-        assert gateway.urn in mark.dependencies
-        assert mark.inputs["gatewayPods"] == [
-            {"namespace": "istio-system", "labelSelector": "asm-serverless-gateway/gateway=ingressgateway"}
-        ]
-        assert mark.additional_secret_outputs == ["kubeconfig"]
-        assert is_rpc_secret(mark.inputs["kubeconfig"])
+    assert admit.urn in gateway.dependencies
+    assert gateway.urn in restrict.dependencies
+    assert restrict.inputs["gatewayPods"] == GATEWAY_PODS
+    # The gateway tolerates the pool's taints under prefer-ecs: the wait is for those.
+    assert restrict.inputs["gatewayTolerates"] == restrict.inputs["taints"] != []
+    assert restrict.inputs["evictOtherPods"] is False
+    # The kubeconfig is the provider's, once, a secret; no resource carries it.
+    provider = deployment.one(NODE_MARKS_PROVIDER)
+    assert is_rpc_secret(provider.inputs["kubeconfig"])
+    assert all("kubeconfig" not in m.inputs for m in marks)
+    assert admit.provider.startswith(provider.urn) and restrict.provider.startswith(provider.urn)
+
+
+def test_under_eci_only_the_wait_is_for_no_toleration_of_the_ecs_taints() -> None:
+    deployment = run_stack_file(
+        "local",
+        {
+            "clusterKubeconfig": TEST_KUBECONFIG,
+            "meshKubeconfig": TEST_KUBECONFIG,
+            "placementPolicy": "eci-only",
+        },
+    )
+    restrict = next(m for m in deployment.of_type(NODE_MARKS) if m.inputs["stage"] == "restrict")
+    assert restrict.inputs["taints"] and restrict.inputs["gatewayTolerates"] == []
 
 
 @pytest.mark.parametrize(("stack", "sees_the_cluster"), [("prod", False), ("dev", True)])
 def test_a_node_pool_changes_after_the_gateways(stack: str, sees_the_cluster: bool) -> None:
     deployment = run_stack_file(stack)
-    assert bool(deployment.of_type("pulumi:providers:pulumi-python")) is sees_the_cluster
+    assert bool(deployment.of_type(NODE_MARKS_PROVIDER)) is sees_the_cluster
     gateways = {g.urn for g in deployment.of_type(ISTIO_GATEWAY)}
     pool = deployment.one(NODE_POOL)
     if sees_the_cluster:
@@ -321,6 +340,7 @@ def test_a_node_pool_changes_after_the_gateways(stack: str, sees_the_cluster: bo
         assert gateways <= set(gate.dependencies)
         assert gate.urn in pool.dependencies
         assert gate.inputs["taints"] == stack_file(stack)["ecsCapacity"]["taints"]
+        assert gate.inputs["nodeLabels"] == stack_file(stack)["ecsCapacity"]["labels"]
     else:
         assert deployment.of_type(TOLERATION_ROLLOUT) == []
         assert gateways <= set(pool.dependencies)

@@ -1,0 +1,262 @@
+"""The node-marks provider's side of the Kubernetes API, on the official client.
+
+Two guarantees about credentials live here. No part of the kubeconfig ever
+reaches a message: every failure to read it is reported by what was wrong,
+never by what it held. And no key material is ever written to disk: the client
+writes a kubeconfig's inline certificates and keys to temporary files that it
+deletes only at a clean exit; here they go to anonymous in-memory files
+instead, which vanish with the process however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import kubernetes
+import yaml
+from kubernetes.config import kube_config
+
+from node_marks_plugin.marks import (
+    FIELD_MANAGER,
+    Blocker,
+    Node,
+    NodeChange,
+    Pod,
+    Tainting,
+    gateway_blockers,
+    matches,
+    node_patch,
+    others_evicted,
+    show,
+)
+
+CONFLICT_RETRIES = 20
+POLL_SECONDS = 1.0
+
+
+class NodeMarksError(Exception):
+    """A refusal or failure, worded for the operator: the provider shows it as the error, alone."""
+
+
+_in_memory_files: dict[str, int] = {}
+_in_memory_lock = threading.Lock()
+
+
+def _in_memory_file(
+    content: str | bytes, temp_file_path: str | None = None, force_recreate: bool = False
+) -> str:
+    """Where the client may read a certificate or key: a memfd, never a file on disk."""
+    data = content.encode() if isinstance(content, str) else content
+    digest = hashlib.sha256(data).hexdigest()
+    with _in_memory_lock:
+        if digest not in _in_memory_files:
+            fd = os.memfd_create("kubeconfig-part", os.MFD_CLOEXEC)
+            os.write(fd, data)
+            _in_memory_files[digest] = fd
+        return f"/proc/{os.getpid()}/fd/{_in_memory_files[digest]}"
+
+
+# The client's own writer puts key material in /tmp until a clean exit.
+kube_config._create_temp_file_with_content = _in_memory_file
+
+
+def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
+    """A client for a kubeconfig's current context; errors say what is wrong, never what it holds."""
+    try:
+        document = yaml.safe_load(kubeconfig)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise NodeMarksError(f"{source} is not valid YAML{where}") from None
+    if not isinstance(document, dict) or not document.get("clusters"):
+        raise NodeMarksError(f"{source} is not a kubeconfig (no `clusters`)")
+    try:
+        return kubernetes.config.new_client_from_config_dict(document)
+    except Exception as error:  # noqa: BLE001 - the client's messages may quote the kubeconfig
+        raise NodeMarksError(
+            f"{source} cannot be used: the Kubernetes client refused it ({type(error).__name__});"
+            " check its current-context, cluster and user entries"
+        ) from None
+
+
+def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksError:
+    """An API error as one line: what was being done, the status, and the server's own message."""
+    message = ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(error.body or "{}").get("message", "")
+    hint = ""
+    if error.status == 401:
+        hint = "; the kubeconfig's credentials were refused (rotated or expired?): set the new one in config"
+    elif error.status == 403:
+        hint = "; the kubeconfig's identity lacks this permission (see the README's Kubernetes RBAC list)"
+    return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+class Cluster:
+    """The calls the provider makes: nodes by name, pods by selector or node, node patches."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def _call(self, doing: str, call: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            return _json(call())
+        except kubernetes.client.ApiException as error:
+            raise api_error(error, doing) from None
+        except OSError as error:
+            raise NodeMarksError(
+                f"{doing}: the cluster's API cannot be reached ({type(error).__name__})"
+            ) from None
+
+    def nodes(self, names: Iterable[str] | None = None, label_selector: str = "") -> dict[str, Node]:
+        """Nodes by name, read in one list: the listed names that exist, or those the selector matches."""
+        listing = self._call(
+            "listing nodes",
+            lambda: self.core.list_node(label_selector=label_selector, _preload_content=False),
+        )
+        nodes = {n["metadata"]["name"]: n for n in listing.get("items") or []}
+        if names is None:
+            return nodes
+        return {name: nodes[name] for name in names if name in nodes}
+
+    def pods(
+        self, namespace: str | None = None, label_selector: str = "", node: str | None = None
+    ) -> list[Pod]:
+        field_selector = f"spec.nodeName={node}" if node else ""
+        if namespace:
+            listing = self._call(
+                f"listing pods in {namespace}",
+                lambda: self.core.list_namespaced_pod(
+                    namespace, label_selector=label_selector, _preload_content=False
+                ),
+            )
+        else:
+            listing = self._call(
+                f"listing pods on node {node}",
+                lambda: self.core.list_pod_for_all_namespaces(
+                    label_selector=label_selector, field_selector=field_selector, _preload_content=False
+                ),
+            )
+        return list(listing.get("items") or [])
+
+    def change_node(self, name: str, change: NodeChange) -> bool:
+        """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                node = _json(self.core.read_node(name, _preload_content=False))
+            except kubernetes.client.ApiException as error:
+                if error.status == 404:
+                    return False
+                raise api_error(error, f"reading node {name}") from None
+            patch = node_patch(node, change)
+            if patch is None:
+                return True
+            try:
+                self.core.patch_node(
+                    name, patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json"
+                )
+                return True
+            except kubernetes.client.ApiException as error:
+                if error.status != 409:
+                    raise api_error(error, f"patching node {name}") from None
+        raise NodeMarksError(
+            f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
+        )
+
+
+GatewaySelector = Mapping[str, str]  # {"namespace": ..., "labelSelector": ...}
+
+
+def is_gateway_pod(selectors: Sequence[GatewaySelector]) -> Callable[[Pod], bool]:
+    def check(pod: Pod) -> bool:
+        metadata = pod.get("metadata", {})
+        return any(
+            metadata.get("namespace") == s["namespace"]
+            and matches(s["labelSelector"], metadata.get("labels") or {})
+            for s in selectors
+        )
+
+    return check
+
+
+def other_owners_evicted(
+    cluster: Cluster, selectors: Sequence[GatewaySelector], tainting: Tainting
+) -> list[Blocker]:
+    """Pods not of the gateway, on nodes about to get a NoExecute taint, that it would evict."""
+    pods = [pod for node in tainting.adds if tainting.evicting(node) for pod in cluster.pods(node=node)]
+    return others_evicted(pods, is_gateway_pod(selectors), tainting)
+
+
+def refuse_evicting_others(blockers: Sequence[Blocker]) -> None:
+    if blockers:
+        raise NodeMarksError(
+            "a NoExecute taint the stack is about to add would evict pods it does not own: "
+            + "; ".join(str(b) for b in blockers)
+            + ". Nothing was tainted. Give those pods the toleration, move them off the gateway's"
+            " nodes, or set ecsCapacity.evictOtherPods: true to let the taint evict them."
+        )
+
+
+def wait_for_rollout(
+    cluster: Cluster,
+    selectors: Sequence[GatewaySelector],
+    tainting: Tainting,
+    *,
+    timeout: float,
+    evict_other_pods: bool,
+    cancelled: threading.Event,
+) -> None:
+    """Tolerate before taint, once for all nodes: return when the taints may go on.
+
+    Refuses at once if a NoExecute taint would evict another owner's pod (unless
+    allowed). Then waits until no gateway pod is in the way (`gateway_blockers`),
+    for at most `timeout` seconds in all, however many nodes there are.
+    """
+    if not tainting:
+        return
+    if not evict_other_pods:
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]
+        blockers = gateway_blockers(pods, tainting)
+        if not blockers:
+            break
+        if time.monotonic() >= deadline:
+            raise NodeMarksError(rollout_timed_out(blockers, selectors, timeout))
+        if cancelled.wait(POLL_SECONDS):
+            raise NodeMarksError("cancelled while waiting for the gateway's rollout; nothing was tainted")
+    if not evict_other_pods:
+        # Pods may have arrived on the nodes during the wait.
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+
+
+def rollout_timed_out(
+    blockers: Sequence[Blocker], selectors: Sequence[GatewaySelector], timeout: float
+) -> str:
+    shown = "; ".join(str(b) for b in blockers[:10])
+    more = f" and {len(blockers) - 10} more" if len(blockers) > 10 else ""
+    where = ", ".join(
+        f"kubectl -n {s['namespace']} get pods -l {s['labelSelector']} -o wide" for s in selectors
+    )
+    taints = sorted({show(t) for b in blockers for t in b.taints})
+    return (
+        f"after {timeout:.0f}s (rolloutTimeoutSeconds) gateway pods are still in the way of"
+        f" {', '.join(taints)}: {shown}{more}. Nothing was tainted and nothing evicted. These pods"
+        " must be replaced by the mesh's rollout of the updated IstioGateway (or, under eci-only, move off"
+        f" the tainted nodes) before the taint can go on: see `{where}`. If the rollout is progressing,"
+        " run `pulumi up` again or raise rolloutTimeoutSeconds; if it is stuck, look at the gateway's"
+        " Deployment (`kubectl rollout status`) and the mesh's events."
+    )
