@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from components.providers import require_kubeconfig
 from components.scheduling import Taint
 
 PROVIDER_PACKAGE = "asm-node-marks"
@@ -30,10 +31,12 @@ def node_marks_provider(
     name: str, kubeconfig: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> pulumi.ProviderResource:
     """The plugin, configured with the cluster's kubeconfig (kept a secret in state)."""
+    source = "clusterKubeconfig"
+    checked = pulumi.Output.from_input(kubeconfig).apply(require_kubeconfig(name, source))
     return pulumi.ProviderResource(
         PROVIDER_PACKAGE,
         name,
-        {"kubeconfig": pulumi.Output.secret(kubeconfig), "kubeconfigSource": "clusterKubeconfig"},
+        {"kubeconfig": pulumi.Output.secret(checked), "kubeconfigSource": source},
         opts,
     )
 

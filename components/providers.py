@@ -6,21 +6,34 @@ from collections.abc import Callable
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 
-class EmptyKubeconfigError(pulumi.RunError):
+class KubeconfigError(pulumi.RunError):
     """Shown by the engine as a message, without a traceback, like a config error."""
 
 
 def require_kubeconfig(name: str, source: str) -> Callable[[str | None], str]:
-    """Refuse an empty kubeconfig: the provider would fall back to ~/.kube/config."""
+    """Refuse a kubeconfig that is empty (the provider would fall back to ~/.kube/config) or broken.
+
+    The message says what is wrong and where, never what the text holds: a
+    kubeconfig carries tokens and keys, and a YAML parser quotes what it reads.
+    """
 
     def check(kubeconfig: str | None) -> str:
         if not kubeconfig or not kubeconfig.strip():
-            raise EmptyKubeconfigError(
+            raise KubeconfigError(
                 f"{name}: the kubeconfig from {source} is empty; refusing to fall back to the"
                 " ambient ~/.kube/config, which may point at any cluster"
             )
+        try:
+            document = yaml.safe_load(kubeconfig)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise KubeconfigError(f"{name}: the kubeconfig from {source} is not valid YAML{where}") from None
+        if not isinstance(document, dict) or "clusters" not in document:
+            raise KubeconfigError(f"{name}: the kubeconfig from {source} is not a kubeconfig (no `clusters`)")
         return kubeconfig
 
     return check

@@ -18,7 +18,7 @@ from mock_stack import (
 )
 from pulumi.runtime.rpc import is_rpc_secret
 
-from components.providers import EmptyKubeconfigError, require_kubeconfig
+from components.providers import KubeconfigError, require_kubeconfig
 from components.scheduling import VIRTUAL_NODE_TAINT
 
 NODE_POOL = "alicloud:cs/nodePool:NodePool"
@@ -361,6 +361,30 @@ def test_the_cloud_provider_made_outside_the_component_keeps_its_urn() -> None:
 @pytest.mark.parametrize("empty", ["", "  \n", None])
 def test_an_empty_kubeconfig_is_an_error_naming_its_source_not_the_ambient_one(empty: str | None) -> None:
     check = require_kubeconfig("asm-gateway-mesh", "the mesh the stack created (mesh.mode: create)")
-    with pytest.raises(EmptyKubeconfigError, match=r"mesh\.mode: create.*~/\.kube/config"):
+    with pytest.raises(KubeconfigError, match=r"mesh\.mode: create.*~/\.kube/config"):
         check(empty)
     assert check(TEST_KUBECONFIG) == TEST_KUBECONFIG
+
+
+TOKEN = "tok-3f9a-RECOGNISABLE-7c21"
+KEY = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tUkVDT0dOSVNBQkxF"
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        (f"clusters: [\n  users: {{token: {TOKEN}: : bad\n", "not valid YAML at line 2"),
+        (f"users:\n- user:\n    token: {TOKEN}\n    client-key-data: {KEY}\n", "not a kubeconfig"),
+        (f"{TOKEN} {KEY}", "not a kubeconfig"),
+        (f"\tusers: [{{token: {TOKEN}}}]\n", "not valid YAML at line 1"),
+    ],
+)
+def test_a_broken_kubeconfig_is_refused_by_what_is_wrong_never_by_what_it_holds(
+    broken: str, says: str
+) -> None:
+    check = require_kubeconfig("asm-gateway-cluster", "clusterKubeconfig")
+    with pytest.raises(KubeconfigError) as refused:
+        check(broken)
+    message = str(refused.value)
+    assert says in message and "clusterKubeconfig" in message
+    assert TOKEN not in message and KEY not in message and "RECOGNISABLE" not in message
