@@ -340,7 +340,8 @@ class MeshController:
         for pod in core.list_namespaced_pod(self.namespace).items:
             if pod.metadata.deletion_timestamp is not None:
                 core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
-            elif pod.spec.node_name and pod.status.phase != "Running":
+            # A kubelet never brings a finished (Failed, Succeeded) pod back.
+            elif pod.spec.node_name and pod.status.phase not in ("Running", "Succeeded", "Failed"):
                 core.patch_namespaced_pod_status(
                     pod.metadata.name,
                     self.namespace,

@@ -10,9 +10,11 @@ reset between them. Counted per scenario: pods evicted, pods lost.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import warnings
@@ -67,18 +69,21 @@ ECI_NETWORK = {"eciVswitchIds": ["vsw-day-two-a", "vsw-day-two-b"], "eciSecurity
 POD_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
-def foreign_marks(api: kubernetes.client.ApiClient, declared_label_keys: set[str]) -> dict[str, Any]:
-    """Per node: every label and taint the stack did not declare, and the cordon."""
+# The stack's labels and taints here are all under this prefix; everything else
+# on the nodes is someone else's.
+OURS = "edge.example.com/"
+
+
+def foreign_marks(api: kubernetes.client.ApiClient) -> dict[str, Any]:
+    """Per node: every label and taint that is not the stack's, and the cordon."""
     core = kubernetes.client.CoreV1Api(api)
     marks = {}
     for name in EDGE_NODES:
         node = core.read_node(name)
         marks[name] = {
-            "labels": {k: v for k, v in (node.metadata.labels or {}).items() if k not in declared_label_keys},
+            "labels": {k: v for k, v in (node.metadata.labels or {}).items() if not k.startswith(OURS)},
             "taints": sorted(
-                (t.key, t.value, t.effect)
-                for t in node.spec.taints or []
-                if not t.key.startswith("edge.example.com/")
+                (t.key, t.value, t.effect) for t in node.spec.taints or [] if not t.key.startswith(OURS)
             ),
             "unschedulable": node.spec.unschedulable,
         }
@@ -114,6 +119,107 @@ class PodWatch:
         self._thread.join(timeout=30)
 
 
+class Credentials:
+    """The stack's own identity on the cluster, as a real one is: a service account's token
+    bound to a Secret (deleting the Secret revokes it), and a client key in the kubeconfig."""
+
+    def __init__(self, plane: ControlPlane, api: kubernetes.client.ApiClient, workdir: Path) -> None:
+        self.plane = plane
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.core.create_namespaced_service_account("kube-system", {"metadata": {"name": "deployer"}})
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=deployer",
+                "-keyout",
+                str(workdir / "client.key"),
+                "-out",
+                str(workdir / "client.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.key_pem = (workdir / "client.key").read_bytes()
+        self.cert_pem = (workdir / "client.crt").read_bytes()
+        (workdir / "client.key").unlink()
+        self.generation = 0
+        self.token = self._issue()
+
+    def _issue(self) -> str:
+        self.generation += 1
+        name = f"deployer-credential-{self.generation}"
+        secret = self.core.create_namespaced_secret("kube-system", {"metadata": {"name": name}})
+        request = self.core.create_namespaced_service_account_token(
+            "deployer",
+            "kube-system",
+            {
+                "spec": {
+                    "expirationSeconds": 7200,
+                    "boundObjectRef": {
+                        "kind": "Secret",
+                        "apiVersion": "v1",
+                        "name": name,
+                        "uid": secret.metadata.uid,
+                    },
+                }
+            },
+        )
+        token: str = request.status.token
+        return token
+
+    def rotate(self) -> str:
+        """A new token; the old one revoked (its Secret deleted). Returns the old one."""
+        old = self.token
+        self.token = self._issue()
+        self.core.delete_namespaced_secret(f"deployer-credential-{self.generation - 1}", "kube-system")
+        return old
+
+    def kubeconfig(self) -> dict[str, Any]:
+        config = self.plane.kubeconfig
+        config["users"] = [
+            {
+                "name": "deployer",
+                "user": {
+                    "token": self.token,
+                    "client-certificate-data": base64.b64encode(self.cert_pem).decode(),
+                    "client-key-data": base64.b64encode(self.key_pem).decode(),
+                },
+            }
+        ]
+        config["contexts"] = [{"name": "local", "context": {"cluster": "local", "user": "deployer"}}]
+        return config
+
+    def secrets(self) -> list[str]:
+        """Recognisable parts: the token, and a line of the private key and of its base64."""
+        key_line = self.key_pem.decode().splitlines()[5]
+        return [self.token, key_line, base64.b64encode(self.key_pem).decode()[100:160]]
+
+    def assert_not_in(self, text: str) -> None:
+        for secret in self.secrets():
+            assert secret not in text, "a credential from the kubeconfig reached the output"
+
+    def files_holding_the_key(self, *folders: Path, top: bool = False) -> list[Path]:
+        key_line = self.key_pem.decode().splitlines()[5].encode()
+        found = []
+        for folder in folders:
+            for path in folder.iterdir() if top else folder.rglob("*"):
+                try:
+                    small = path.is_file() and not path.is_symlink() and path.stat().st_size < 10_000_000
+                    if small and key_line in path.read_bytes():
+                        found.append(path)
+                except OSError:
+                    continue
+        return found
+
+
 @dataclass
 class Live:
     plane: ControlPlane
@@ -122,16 +228,35 @@ class Live:
     stack: auto.Stack
     mesh: asm_standin.MeshController
     watch: PodWatch
+    credentials: Credentials
 
-    def declared_label_keys(self) -> set[str]:
-        config = yaml.safe_load(self.project.stack_file("local").read_text())["config"]
-        return set(config["asm-serverless-gateway:ecsCapacity"]["labels"])
+    def state_dir(self) -> Path:
+        return Path(self.project.env["PULUMI_BACKEND_URL"].removeprefix("file://"))
 
-    def serving_pods(self) -> list[Any]:
+    def key_files(self) -> list[Path]:
+        """Files that hold the kubeconfig's private key: in the temporary folder (where the
+        Kubernetes client would write it), the project and its state."""
+        temp = self.credentials.files_holding_the_key(Path(tempfile.gettempdir()), top=True)
+        return temp + self.credentials.files_holding_the_key(self.project.dir, self.state_dir())
+
+    def set_kubeconfig(self) -> None:
+        text = yaml.safe_dump(self.credentials.kubeconfig())
+        for key in ("clusterKubeconfig", "meshKubeconfig"):
+            self.stack.set_config(key, auto.ConfigValue(text, secret=True))
+
+    def gateway_pods(self) -> list[Any]:
+        """The gateway's pods that are not finished: a real cluster keeps finished ones a while."""
         core = kubernetes.client.CoreV1Api(self.api)
         return [
             p
             for p in core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+            if p.status.phase not in ("Succeeded", "Failed")
+        ]
+
+    def serving_pods(self) -> list[Any]:
+        return [
+            p
+            for p in self.gateway_pods()
             if p.metadata.deletion_timestamp is None
             and p.spec.node_name
             and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
@@ -140,13 +265,12 @@ class Live:
     def wait_serving(self, timeout: float = 120) -> None:
         """Until the mesh has rolled the gateway out: every replica Ready, none old, none leaving."""
         apps = kubernetes.client.AppsV1Api(self.api)
-        core = kubernetes.client.CoreV1Api(self.api)
         deadline = time.monotonic() + timeout
         while True:
             gateway = asm_standin.read_gateway(self.api, NAMESPACE, GATEWAY)
             deployments = apps.list_namespaced_deployment(NAMESPACE).items
             deployment = next((d for d in deployments if d.metadata.name == GATEWAY), None)
-            pods = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+            pods = self.gateway_pods()
             if (
                 deployment is not None
                 and (deployment.metadata.annotations or {}).get("asm-standin/generation")
@@ -160,21 +284,28 @@ class Live:
             assert time.monotonic() < deadline, f"gateway not serving {REPLICAS} replicas after {timeout}s"
             time.sleep(0.3)
 
-    def up_while_serving(self, title: str, edit: Callable[[dict[str, Any]], None]) -> None:
-        """One `up` with the gateway serving; count evictions and lost pods, check foreign marks."""
+    def up_while_serving(self, title: str, edit: Callable[[dict[str, Any]], None]) -> float:
+        """One `up` with the gateway serving; count evictions and lost pods, check foreign marks.
+
+        Returns how long the `up` took.
+        """
         self.wait_serving()
-        before = foreign_marks(self.api, self.declared_label_keys())
+        before = foreign_marks(self.api)
         self.watch.evicted.clear()
         self.project.edit_config("local", edit)
-        self.stack.up()
+        start = time.monotonic()
+        result = self.stack.up()
+        took = time.monotonic() - start
         self.wait_serving()
         time.sleep(1)  # let the taint eviction controller act on what the up did
         evicted = len(self.watch.evicted)
         lost = REPLICAS - len(self.serving_pods())
-        print(f"  {title:28s} evicted {evicted}  lost {lost}")
-        assert foreign_marks(self.api, self.declared_label_keys()) == before, title
+        print(f"  {title:36s} evicted {evicted}  lost {lost}  up {took:5.1f} s")
+        assert foreign_marks(self.api) == before, title
         assert (evicted, lost) == (0, 0), f"{title}: evicted {self.watch.evicted}"
         assert not self.mesh.errors, self.mesh.errors
+        self.credentials.assert_not_in(result.stdout + result.stderr)
+        return took
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +315,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         create_nodes(api, INVENTORY)
         # edge-b is cordoned by its team; node lifecycle adds the unschedulable taint.
         kubernetes.client.CoreV1Api(api).patch_node("edge-b", {"spec": {"unschedulable": True}})
+        # The guide labels and taints a node by hand: on edge-b that was done before
+        # the stack ever ran, and the stack must leave it there (destroy included).
+        core = kubernetes.client.CoreV1Api(api)
+        core.patch_node("edge-b", {"metadata": {"labels": {ROLE: "gateway"}}}, field_manager="kubectl-label")
+        taints_b = [
+            {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
+            for t in core.read_node("edge-b").spec.taints or []
+        ]
+        core.patch_node("edge-b", {"spec": {"taints": [*taints_b, DEDICATED]}}, field_manager="kubectl-taint")
         asm_standin.install(api, NAMESPACE)
         kubernetes.client.CoreV1Api(api).create_namespaced_config_map(
             "kube-system",
@@ -216,9 +356,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         watch = PodWatch(plane)
         try:
             project = EngineProject(tmp)
-            stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
+            credentials = Credentials(plane, api, tmp)
+            stack = project.stack_on_cluster("local", credentials.kubeconfig(), point_at_cluster)
             stack.up()
-            yield Live(plane, api, project, stack, mesh, watch)
+            yield Live(plane, api, project, stack, mesh, watch, credentials)
         finally:
             watch.stop()
             mesh.stop()
@@ -294,8 +435,201 @@ def test_no_up_evicts_or_strands_a_serving_gateway(live: Live) -> None:
             (t.key, t.value, t.effect) for t in node.spec.taints if t.key.startswith("edge.example")
         )
         assert ours == sorted([tuple(DEDICATED.values()), tuple(tier.values())])
-        assert ROLE not in node.metadata.labels
         assert node.metadata.labels["edge.example.com/pool"] == "gateway"
+    assert ROLE not in core.read_node("edge-a").metadata.labels
+    # edge-b carried the label before the stack first ran: the stack leaves it.
+    assert core.read_node("edge-b").metadata.labels[ROLE] == "gateway"
+
+
+def _pod(
+    namespace: str,
+    name: str,
+    node: str,
+    labels: dict[str, str],
+    tolerations: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "image": "registry.example.com/app:1"}],
+            "tolerations": tolerations or [],
+        },
+    }
+
+
+def _set_phase(
+    api: kubernetes.client.ApiClient, namespace: str, name: str, phase: str, reason: str = ""
+) -> None:
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
+        name, namespace, {"status": {"phase": phase, **({"reason": reason} if reason else {})}}
+    )
+
+
+def _add(taint: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+    return lambda config: declared_taints(config).append(taint)
+
+
+def _drop(key: str) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        config["ecsCapacity"]["taints"] = [t for t in declared_taints(config) if t["key"] != key]
+
+    return edit
+
+
+def test_a_finished_gateway_pod_does_not_hold_up_a_taint(live: Live) -> None:
+    """An `Evicted` gateway pod that the pod garbage collector has not removed yet."""
+    core = kubernetes.client.CoreV1Api(live.api)
+    evicted = f"{GATEWAY}-7d9f8-evicted"
+    core.create_namespaced_pod(NAMESPACE, _pod(NAMESPACE, evicted, "edge-a", {GATEWAY_POD_LABEL: GATEWAY}))
+    _set_phase(live.api, NAMESPACE, evicted, "Failed", "Evicted")
+    try:
+        print("\nwith a finished gateway pod listed:")
+        took = live.up_while_serving(
+            "NoSchedule taint added",
+            _add({"key": "edge.example.com/finished", "value": "ok", "effect": "NoSchedule"}),
+        )
+        # The up waited on the rollout alone, not on the finished pod (120 s timeout).
+        assert took < 60
+        assert core.read_namespaced_pod(evicted, NAMESPACE).status.phase == "Failed"
+    finally:
+        core.delete_namespaced_pod(evicted, NAMESPACE, grace_period_seconds=0)
+    live.up_while_serving("taint removed", _drop("edge.example.com/finished"))
+
+
+def test_eci_only_adds_the_ecs_taints_and_waits_only_for_pods_to_move_off(live: Live) -> None:
+    """Nodes under maintenance: the gateway goes to ECI alone, and a NoExecute taint it
+    does not tolerate goes on the ECS nodes once its pods have left them."""
+
+    def eci_only(config: dict[str, Any]) -> None:
+        config["placementPolicy"] = "eci-only"
+        declared_taints(config).append(
+            {"key": "edge.example.com/maintenance", "value": "on", "effect": "NoExecute"}
+        )
+
+    def back(config: dict[str, Any]) -> None:
+        config["placementPolicy"] = "prefer-ecs"
+
+    print("\neci-only while the ECS nodes are under maintenance:")
+    live.up_while_serving("eci-only, NoExecute taint added", eci_only)
+    assert {p.spec.node_name for p in live.serving_pods()} == {"virtual-kubelet-cn-shanghai-b"}
+    for name in EDGE_NODES:
+        taints = kubernetes.client.CoreV1Api(live.api).read_node(name).spec.taints
+        assert "edge.example.com/maintenance" in {t.key for t in taints}
+    live.up_while_serving("back to prefer-ecs", back)
+    live.up_while_serving("maintenance taint removed", _drop("edge.example.com/maintenance"))
+    assert {p.spec.node_name for p in live.serving_pods()} == {"edge-a"}
+
+
+def _failure(error: auto.errors.CommandError) -> str:
+    text = str(error)
+    assert "Traceback" not in text and 'File "' not in text, "the user reads a traceback"
+    return text
+
+
+def test_a_no_execute_taint_stops_before_evicting_another_owners_pod_unless_allowed(live: Live) -> None:
+    core = kubernetes.client.CoreV1Api(live.api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    core.create_namespaced_pod("team", _pod("team", "team-cache", "edge-a", {"app": "cache"}))
+    _set_phase(live.api, "team", "team-cache", "Running")
+    drain = {"key": "edge.example.com/drain", "value": "now", "effect": "NoExecute"}
+    live.wait_serving()
+    live.watch.evicted.clear()
+    live.project.edit_config("local", _add(drain))
+
+    preview = live.stack.preview()
+    assert "team/team-cache (on edge-a) would be evicted by" in preview.stdout, preview.stdout
+    )
+    with pytest.raises(auto.errors.CommandError) as stopped:
+        live.stack.up()
+    message = _failure(stopped.value)
+    print(f"\nup stopped: {message[message.find('would evict') :][:300]}")
+    assert "team/team-cache (on edge-a)" in message and "evictOtherPods" in message
+    assert drain["key"] not in {t.key for t in core.read_node("edge-a").spec.taints}
+    assert core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is None
+    live.credentials.assert_not_in(message)
+
+    def allow(config: dict[str, Any]) -> None:
+        config["ecsCapacity"]["evictOtherPods"] = True
+
+    print("allowed by config:")
+    live.up_while_serving("NoExecute taint, evictOtherPods", allow)
+    deadline = time.monotonic() + 60
+    while core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is None:
+        assert time.monotonic() < deadline, "the taint never evicted the other owner's pod"
+        time.sleep(0.3)
+    core.delete_namespaced_pod("team-cache", "team", grace_period_seconds=0)
+
+    def restore(config: dict[str, Any]) -> None:
+        _drop(drain["key"])(config)
+        config["ecsCapacity"].pop("evictOtherPods")
+
+    live.up_while_serving("NoExecute taint removed", restore)
+
+
+def test_a_taint_another_writer_holds_with_another_value_is_refused_before_anything_changes(
+    live: Live,
+) -> None:
+    core = kubernetes.client.CoreV1Api(live.api)
+    node = core.read_node("edge-a")
+    theirs = {"key": "edge.example.com/zone", "value": "theirs", "effect": "NoSchedule"}
+    kept = [
+        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
+        for t in node.spec.taints
+    ]
+    core.patch_node("edge-a", {"spec": {"taints": [*kept, theirs]}}, field_manager="zone-operator")
+    gateway_before = asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"]
+    live.project.edit_config("local", _add({**theirs, "value": "ours"}))
+    try:
+        with pytest.raises(auto.errors.CommandError) as refused:
+            live.stack.up()
+        message = _failure(refused.value)
+        print(f"\nrefused: {message[message.find('node edge-a') :][:240]}")
+        held = "the taint edge.example.com/zone:NoSchedule is already on the node with the value 'theirs'"
+        assert f"node edge-a: {held}" in message
+        assert "declares 'ours'" in message
+        values = {t.value for t in core.read_node("edge-a").spec.taints if t.key == theirs["key"]}
+        assert values == {"theirs"}
+        # Refused in the preview: not even the gateway changed.
+        assert (
+            asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"] == gateway_before
+        )
+    finally:
+        live.project.edit_config("local", _drop(theirs["key"]))
+        _drop_taint_by_hand(live.api, "edge-a", theirs["key"])
+    live.stack.up()
+
+
+def test_a_wait_that_cannot_end_fails_once_with_a_message_that_helps(live: Live) -> None:
+    stuck = {"key": "edge.example.com/stuck", "value": "yes", "effect": "NoSchedule"}
+
+    def stuck_taint(config: dict[str, Any]) -> None:
+        config["rolloutTimeoutSeconds"] = 15
+        declared_taints(config).append(stuck)
+
+    def unstuck(config: dict[str, Any]) -> None:
+        config["rolloutTimeoutSeconds"] = 120
+        _drop(stuck["key"])(config)
+
+    live.wait_serving()
+    live.mesh.delay = 3600.0  # the mesh never rolls the gateway out
+    live.project.edit_config("local", stuck_taint)
+    start = time.monotonic()
+    try:
+        with pytest.raises(auto.errors.CommandError) as timed_out:
+            live.stack.up()
+        took = time.monotonic() - start
+    finally:
+        live.mesh.delay = 2.0
+    message = _failure(timed_out.value)
+    print(f"\nthe up gave up after {took:.1f} s: {message[message.find('after 15s') :][:400]}")
+    assert "after 15s (rolloutTimeoutSeconds)" in message and "Nothing was tainted" in message
+    assert f"kubectl -n {NAMESPACE} get pods -l {SELECTOR}" in message
+    assert took < 15 + 30  # one wait, not one per node
+    taints = kubernetes.client.CoreV1Api(live.api).read_node("edge-a").spec.taints
+    assert stuck["key"] not in {t.key for t in taints}
+    live.stack.up()
+    live.up_while_serving("stuck taint removed", unstuck)
 
 
 def kill_processes_in(folder: Path) -> None:
@@ -345,7 +679,7 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     """SIGKILL while the up waits for the rollout; `pulumi cancel` then `up` converges."""
     late = {"key": "edge.example.com/late", "value": "yes", "effect": "NoExecute"}
     live.wait_serving()
-    before = foreign_marks(live.api, live.declared_label_keys())
+    before = foreign_marks(live.api)
     live.watch.evicted.clear()
     live.mesh.delay = 60.0  # the mesh is slow today: the up waits on the rollout
     live.project.edit_config("local", lambda config: declared_taints(config).append(late))
@@ -368,12 +702,14 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
             assert time.monotonic() < deadline, "the up never updated the gateway"
             time.sleep(0.2)
         time.sleep(2)  # now inside the wait for the rollout
+        assert live.key_files() == [], "the provider wrote the kubeconfig's key to disk"
     finally:
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
         # Plugins the engine started run in their own process groups and outlive
         # it, as they would on a user's machine; here they must not linger.
         kill_processes_in(live.project.dir)
+    assert live.key_files() == [], "a killed provider left the kubeconfig's key on disk"
 
     with pytest.raises(auto.errors.CommandError, match="locked"):
         live.stack.up()
@@ -387,7 +723,7 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     core = kubernetes.client.CoreV1Api(live.api)
     for name in EDGE_NODES:
         assert late["key"] in {t.key for t in core.read_node(name).spec.taints}
-    assert foreign_marks(live.api, live.declared_label_keys()) == before
+    assert foreign_marks(live.api) == before
     assert not live.watch.evicted
     assert len(live.serving_pods()) == REPLICAS
 
@@ -451,15 +787,47 @@ def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Li
     live.wait_serving()
 
 
+def _stack_marks(
+    api: kubernetes.client.ApiClient, name: str
+) -> tuple[dict[str, str], set[tuple[str, str, str]]]:
+    node = kubernetes.client.CoreV1Api(api).read_node(name)
+    labels = {k: v for k, v in node.metadata.labels.items() if k.startswith(OURS)}
+    taints = {(t.key, t.value, t.effect) for t in node.spec.taints or [] if t.key.startswith(OURS)}
+    return labels, taints
+
+
+def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(live: Live) -> None:
+    old_token = live.credentials.rotate()
+    revoked = live.credentials.kubeconfig()
+    revoked["users"][0]["user"]["token"] = old_token
+    probe = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config_dict(revoked))
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        probe.list_node()
+    assert refused.value.status == 401, "the old credential still works: nothing was rotated"
+    live.set_kubeconfig()
+
+    def drop_edge_b(config: dict[str, Any]) -> None:
+        config["ecsCapacity"]["nodes"] = ["edge-a"]
+
+    print("\nthe cluster's credentials rotated:")
+    live.up_while_serving("kubeconfig rotated, edge-b dropped", drop_edge_b)
+    # edge-b keeps only what it carried before the stack first ran.
+    assert _stack_marks(live.api, "edge-b") == ({ROLE: "gateway"}, {tuple(DEDICATED.values())})
+
+
 def test_destroy_takes_back_only_what_the_stack_added(live: Live) -> None:
-    before = foreign_marks(live.api, live.declared_label_keys())
-    live.stack.destroy()
-    core = kubernetes.client.CoreV1Api(live.api)
-    for name in EDGE_NODES:
-        node = core.read_node(name)
-        assert not [t for t in node.spec.taints or [] if t.key.startswith("edge.example.com/")]
-        assert not [k for k in node.metadata.labels if k.startswith("edge.example.com/")]
-    assert foreign_marks(live.api, set()) == before
+    before = foreign_marks(live.api)
+    edge_b = _stack_marks(live.api, "edge-b")
+    result = live.stack.destroy()
+    live.credentials.assert_not_in(result.stdout + result.stderr)
+    assert _stack_marks(live.api, "edge-a") == ({}, set())
+    # What was on edge-b before the stack stays: the label and taint put on by hand.
+    assert _stack_marks(live.api, "edge-b") == edge_b == ({ROLE: "gateway"}, {tuple(DEDICATED.values())})
+    assert foreign_marks(live.api) == before
+    # No credential in state or anywhere in the project, in plain text.
+    for path in [*live.project.dir.rglob("*"), *live.state_dir().rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            live.credentials.assert_not_in(path.read_bytes().decode(errors="replace"))
     # The profile keeps its other keys, and the network it was given: other ECI
     # workloads still need one.
     assert eci_profile(live.api) == {
