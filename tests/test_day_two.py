@@ -539,7 +539,6 @@ def test_a_no_execute_taint_stops_before_evicting_another_owners_pod_unless_allo
 
     preview = live.stack.preview()
     assert "team/team-cache (on edge-a) would be evicted by" in preview.stdout, preview.stdout
-    )
     with pytest.raises(auto.errors.CommandError) as stopped:
         live.stack.up()
     message = _failure(stopped.value)
