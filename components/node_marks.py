@@ -63,12 +63,10 @@ def rollout_inputs(
 class NodeMarks(pulumi.CustomResource):
     """One stage (`admit` or `restrict`) of the declared labels and taints, on every named node.
 
-    `admit` records in `preexisting` the marks nodes carried before the stack
-    declared them; `restrict` takes that record as an input, and neither takes
-    those marks off.
+    Which marks are the stack's is recorded on each node (an annotation the
+    provider writes with the marks), so a mark a node carried before the stack
+    declared it is never taken off.
     """
-
-    preexisting: pulumi.Output[dict[str, Any]]
 
     def __init__(
         self,
@@ -79,7 +77,6 @@ class NodeMarks(pulumi.CustomResource):
         labels: Mapping[str, str],
         taints: Sequence[Taint],
         rollout: Mapping[str, Any] | None = None,
-        preexisting: pulumi.Input[Mapping[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         if stage not in (ADMIT, RESTRICT):
@@ -91,10 +88,6 @@ class NodeMarks(pulumi.CustomResource):
             "taints": _taints(taints),
             **(rollout or {}),
         }
-        if stage == RESTRICT:
-            props["preexisting"] = preexisting
-        else:
-            props["preexisting"] = None  # an output of this stage
         super().__init__(NODE_MARKS, name, props, opts)
 
 

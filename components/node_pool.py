@@ -161,15 +161,13 @@ class LabelledNodes(pulumi.ComponentResource):
     """
 
     node_names: pulumi.Output[list[str]]
-    preexisting: pulumi.Output[dict[str, Any]]
 
     def __init__(
         self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("LabelledNodes"), name, None, opts)
-        self.preexisting = pulumi.Output.from_input({})
         if args.on_cluster:
-            marks = NodeMarks(
+            NodeMarks(
                 f"{name}-marks",
                 stage=ADMIT,
                 nodes=args.node_names,
@@ -177,7 +175,6 @@ class LabelledNodes(pulumi.ComponentResource):
                 taints=args.taints,
                 opts=child_options(self, opts),
             )
-            self.preexisting = marks.preexisting
         else:
             for node_name in args.node_names:
                 pulumi.CustomResource(
@@ -209,11 +206,7 @@ class TaintedNodes(pulumi.ComponentResource):
     """
 
     def __init__(
-        self,
-        name: str,
-        args: LabelledNodesArgs,
-        labelled: LabelledNodes,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: LabelledNodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(type_token("TaintedNodes"), name, None, opts)
         NodeMarks(
@@ -223,7 +216,6 @@ class TaintedNodes(pulumi.ComponentResource):
             labels=args.labels,
             taints=args.taints,
             rollout=args.rollout,
-            preexisting=labelled.preexisting,
             opts=child_options(self, opts),
         )
         self.register_outputs({})

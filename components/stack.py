@@ -266,7 +266,6 @@ class ServerlessGateway(pulumi.ComponentResource):
             TaintedNodes(
                 f"{name}-ecs-taints",
                 labelled_args,
-                labelled_nodes,
                 pulumi.ResourceOptions(
                     parent=self, providers=[marks_provider], depends_on=gateway_components
                 ),

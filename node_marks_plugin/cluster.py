@@ -20,25 +20,30 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import kubernetes
+import urllib3
 import yaml
 from kubernetes.config import kube_config
 
 from node_marks_plugin.marks import (
     FIELD_MANAGER,
     Blocker,
+    Marks,
+    MarksConflict,
     Node,
-    NodeChange,
     Pod,
     Tainting,
     gateway_blockers,
     matches,
-    node_patch,
     others_evicted,
     show,
+    stage_patch,
 )
 
 CONFLICT_RETRIES = 20
 POLL_SECONDS = 1.0
+# Seconds to connect and to read, per API call: a black-holed server fails
+# the call instead of hanging the `up`.
+REQUEST_TIMEOUT = (10, 60)
 
 
 class NodeMarksError(Exception):
@@ -63,8 +68,10 @@ def _in_memory_file(
         return f"/proc/{os.getpid()}/fd/{_in_memory_files[digest]}"
 
 
-# The client's own writer puts key material in /tmp until a clean exit.
-kube_config._create_temp_file_with_content = _in_memory_file
+# The client's own writer puts key material in /tmp until a clean exit. Where
+# the system has no anonymous in-memory files (not Linux), that stays so.
+if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
+    kube_config._create_temp_file_with_content = _in_memory_file
 
 
 def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
@@ -99,6 +106,13 @@ def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksErr
     return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
 
 
+def unreachable(error: Exception, doing: str) -> NodeMarksError:
+    return NodeMarksError(
+        f"{doing}: the cluster's API cannot be reached ({type(error).__name__}); check the kubeconfig's"
+        " server address and the network path to it"
+    )
+
+
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data
@@ -124,7 +138,9 @@ class Cluster:
         """Nodes by name, read in one list: the listed names that exist, or those the selector matches."""
         listing = self._call(
             "listing nodes",
-            lambda: self.core.list_node(label_selector=label_selector, _preload_content=False),
+            lambda: self.core.list_node(
+                label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
         )
         nodes = {n["metadata"]["name"]: n for n in listing.get("items") or []}
         if names is None:
@@ -139,38 +155,61 @@ class Cluster:
             listing = self._call(
                 f"listing pods in {namespace}",
                 lambda: self.core.list_namespaced_pod(
-                    namespace, label_selector=label_selector, _preload_content=False
+                    namespace,
+                    label_selector=label_selector,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
             )
         else:
             listing = self._call(
                 f"listing pods on node {node}",
                 lambda: self.core.list_pod_for_all_namespaces(
-                    label_selector=label_selector, field_selector=field_selector, _preload_content=False
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
             )
         return list(listing.get("items") or [])
 
-    def change_node(self, name: str, change: NodeChange) -> bool:
-        """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone."""
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
+        """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone.
+
+        Each try reads the node afresh, so a value another writer put in a
+        declared mark's slot meanwhile is refused, not overwritten.
+        """
         for _ in range(CONFLICT_RETRIES):
             try:
-                node = _json(self.core.read_node(name, _preload_content=False))
+                node = _json(
+                    self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                )
             except kubernetes.client.ApiException as error:
                 if error.status == 404:
                     return False
                 raise api_error(error, f"reading node {name}") from None
-            patch = node_patch(node, change)
+            except urllib3.exceptions.HTTPError as error:
+                raise unreachable(error, f"reading node {name}") from None
+            try:
+                patch = stage_patch(node, stage, declared, owner)
+            except MarksConflict as conflict:
+                raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
             if patch is None:
                 return True
             try:
                 self.core.patch_node(
-                    name, patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json"
+                    name,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
                 return True
             except kubernetes.client.ApiException as error:
                 if error.status != 409:
                     raise api_error(error, f"patching node {name}") from None
+            except urllib3.exceptions.HTTPError as error:
+                raise unreachable(error, f"patching node {name}") from None
         raise NodeMarksError(
             f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
         )
@@ -217,6 +256,7 @@ def wait_for_rollout(
     timeout: float,
     evict_other_pods: bool,
     cancelled: threading.Event,
+    log: Callable[[str], None],
 ) -> None:
     """Tolerate before taint, once for all nodes: return when the taints may go on.
 
@@ -231,6 +271,13 @@ def wait_for_rollout(
     deadline = time.monotonic() + timeout
     while True:
         pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]
+        if not pods and selectors:
+            log(
+                "no pod carries the gateway's label "
+                + ", ".join(f"{s['labelSelector']} (in {s['namespace']})" for s in selectors)
+                + ": nothing to wait for. If the gateway runs, its pods lack the label the stack gives"
+                " them (podLabels), and the taints go on without knowing where they are."
+            )
         blockers = gateway_blockers(pods, tainting)
         if not blockers:
             break

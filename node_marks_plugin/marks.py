@@ -24,7 +24,9 @@ pre-existing, and no stage ever takes it off.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,22 +82,8 @@ class Marks:
             tuple(t for t in self.taints if t.on(taints)),
         )
 
-    def without(self, other: Marks) -> Marks:
-        """These marks less those in `other` (a label only where its value is the same)."""
-        return Marks(
-            {k: v for k, v in self.labels.items() if other.labels.get(k) != v},
-            tuple(t for t in self.taints if t not in other.taints),
-        )
-
     def union(self, other: Marks) -> Marks:
         return Marks({**self.labels, **other.labels}, tuple(sorted({*self.taints, *other.taints})))
-
-    def within(self, declared: Marks) -> Marks:
-        """The part of these marks that `declared` still holds."""
-        return Marks(
-            {k: v for k, v in self.labels.items() if declared.labels.get(k) == v},
-            tuple(t for t in self.taints if t in declared.taints),
-        )
 
     def __bool__(self) -> bool:
         return bool(self.labels or self.taints)
@@ -104,66 +92,164 @@ class Marks:
 NO_MARKS = Marks()
 
 
-@dataclass(frozen=True)
-class NodeChange:
-    """One stage's change to one node: labels to set or drop, taints to add or drop."""
+# -- Ownership: what this stack put on a node --------------------------------------------------
+#
+# Each node carries, in an annotation of its own per stack, the labels and
+# taints this stack put there. It is written in the same patch as the marks
+# (one write, on the `resourceVersion` read), so the record and the node never
+# disagree, whatever interrupts an `up`. A stage only ever takes off what the
+# record names; a mark that was on the node before the stack declared it is
+# never in the record, so nothing takes it off.
 
-    set_labels: Mapping[str, str] = field(default_factory=dict)
-    drop_labels: Mapping[str, str] = field(default_factory=dict)
-    add_taints: Sequence[Taint] = ()
-    drop_taints: Sequence[Taint] = ()
+OWNER_ANNOTATION_PREFIX = "asm-serverless-gateway/marks."
 
 
-def stage_change(stage: str, old: Marks | None, new: Marks | None, keep: Marks = NO_MARKS) -> NodeChange:
-    """What a stage writes when the declared marks go from `old` to `new`.
+def owner_annotation(stack: str) -> str:
+    """The annotation key that holds one stack's record (an annotation name is at most 63 characters)."""
+    name = f"marks.{stack}"
+    if len(name) > 63:
+        name = f"marks.{hashlib.sha256(stack.encode()).hexdigest()[:32]}"
+    return f"asm-serverless-gateway/{name}"
 
-    `old` is None when the node is first marked, `new` when it is unmarked:
-    then each stage takes back only what it added. Nothing in `keep` (the
-    marks the node had before the stack) is ever dropped.
+
+class MarksConflict(Exception):  # noqa: N818 - a refusal, raised to the operator as it is
+    """A declared mark whose slot another writer holds with another value."""
+
+
+def _field_manager_claims(node: Node, manager: str) -> tuple[set[str], bool]:
+    """The label keys, and whether the taint list, that a field manager's entries claim."""
+    labels: set[str] = set()
+    taints = False
+    for entry in node.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager:
+            continue
+        fields = entry.get("fieldsV1") or {}
+        labels |= {k.removeprefix("f:") for k in fields.get("f:metadata", {}).get("f:labels", {})}
+        taints = taints or "f:taints" in fields.get("f:spec", {})
+    return labels, taints
+
+
+def owned(node: Node, key: str, declared: Marks) -> Marks:
+    """What this stack put on the node, as its record says; only what the node still carries.
+
+    With no record on the node yet, earlier versions may have marked it (they
+    kept no record): a declared label that this project's field manager wrote
+    is the stack's, and so are the declared taints if it wrote the taint list
+    last. Only the first write to a node asks this.
     """
-    old = (old or NO_MARKS).without(keep)
-    if new is None:
-        return NodeChange(drop_labels=old.labels) if stage == ADMIT else NodeChange(drop_taints=old.taints)
-    if stage == ADMIT:
-        dropped = tuple(t for t in old.taints if t not in new.taints)
-        return NodeChange(set_labels=new.labels, drop_taints=dropped)
-    return NodeChange(
-        drop_labels={k: v for k, v in old.labels.items() if k not in new.labels},
-        add_taints=new.taints,
-    )
+    text = (node.get("metadata", {}).get("annotations") or {}).get(key)
+    if text is not None:
+        try:
+            record = Marks.from_props(json.loads(text))
+        except (ValueError, KeyError, TypeError):
+            record = NO_MARKS
+    else:
+        labels, taints = _field_manager_claims(node, FIELD_MANAGER)
+        record = Marks(
+            {k: v for k, v in declared.labels.items() if k in labels}, declared.taints if taints else ()
+        )
+    return record.found_on(node)
 
 
-def node_patch(node: Node, change: NodeChange) -> dict[str, Any] | None:
-    """A JSON merge patch that makes `change` on `node`, or None when it already holds.
+def conflicts(node: Node, declared: Marks, record: Marks) -> list[str]:
+    """Declared marks whose slot the node holds with a value the stack did not put there.
 
-    Labels are merged key by key (null deletes one); the taint list is written
-    whole, since a merge patch replaces lists, with every taint the change does
-    not name kept as it was (its value, its `timeAdded`) and in its place. A
-    label is dropped only while it still has the value the stack gave it.
+    A node holds one value per label key, and one taint per key and effect.
+    `kubectl label` and `kubectl taint` without `--overwrite` refuse to
+    replace another value, and so does the stack, unless the value on the node
+    is its own (an earlier declaration).
     """
+    name = node.get("metadata", {}).get("name")
+    problems = []
+    labels = node.get("metadata", {}).get("labels") or {}
+    for key, value in declared.labels.items():
+        held = labels.get(key)
+        if held is not None and held != value and record.labels.get(key) != held:
+            problems.append(
+                f"node {name}: the label {key} is already on the node with the value '{held}'"
+                f" (not put there by this stack); the stack declares '{value}'"
+            )
+    for taint in declared.taints:
+        for other in node.get("spec", {}).get("taints") or []:
+            value = other.get("value") or ""
+            if (
+                taint.same_slot(other)
+                and value != taint.value
+                and Taint(taint.key, value, taint.effect) not in record.taints
+            ):
+                problems.append(
+                    f"node {name}: the taint {taint.key}:{taint.effect} is already on the node with the"
+                    f" value '{value}' (not put there by this stack); the stack declares '{taint.value}'"
+                )
+    return problems
+
+
+def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dict[str, Any] | None:
+    """A JSON merge patch that brings `node` to one stage's half of `declared`, or None.
+
+    `declared` None unmarks the node (the stack no longer lists it, or is
+    destroyed). `admit` sets the declared labels and takes off the stack's
+    taints that are no longer declared; `restrict` adds the declared taints
+    and takes off the stack's labels that are no longer declared. Only marks
+    in the stack's record are ever taken off or replaced; the record is
+    updated in the same patch. Labels are merged key by key (null deletes
+    one); the taint list is written whole, since a merge patch replaces
+    lists, with every taint the stack does not own kept as it was (its
+    value, its `timeAdded`) and in its place.
+    """
+    wanted = declared or NO_MARKS
     metadata = node.get("metadata", {})
     labels: Mapping[str, str] = metadata.get("labels") or {}
-    label_patch: dict[str, str | None] = {k: v for k, v in change.set_labels.items() if labels.get(k) != v}
-    for key, value in change.drop_labels.items():
-        if labels.get(key) == value and key not in change.set_labels:
-            label_patch[key] = None
-
     current: list[Mapping[str, Any]] = list(node.get("spec", {}).get("taints") or [])
-    taints = [t for t in current if not any(d.on([t]) for d in change.drop_taints)]
-    for taint in change.add_taints:
-        if not taint.on(taints):
-            # Another value in the same key and effect was refused before
-            # (`taint_conflicts`), or is the stack's own old value.
+    handover, adopted = released_node_patch_claims(node, wanted)
+    record = owned(node, key, wanted).union(adopted)
+    checked = Marks(wanted.labels, ()) if stage == ADMIT else Marks({}, wanted.taints)
+    problems = conflicts(node, checked, record)
+    if problems:
+        raise MarksConflict("; ".join(problems))
+
+    label_patch: dict[str, str | None] = {}
+    record_labels = dict(record.labels)
+    taints = list(current)
+    record_taints = set(record.taints)
+    if stage == ADMIT:
+        for k, v in wanted.labels.items():
+            if labels.get(k) != v:
+                label_patch[k] = v
+                record_labels[k] = v
+        dropped = [t for t in record.taints if t not in wanted.taints]
+        taints = [t for t in taints if not any(d.on([t]) for d in dropped)]
+        record_taints -= set(dropped)
+        if declared is None:
+            label_patch.update({k: None for k in record.labels})
+            record_labels = {}
+    else:
+        for taint in wanted.taints:
+            if taint.on(taints):
+                continue
             slot = next((i for i, t in enumerate(taints) if taint.same_slot(t)), None)
             if slot is None:
                 taints.append(taint.as_node_taint())
-            else:
+            else:  # the stack's own old value (others' were refused above)
+                record_taints.discard(Taint(taint.key, taints[slot].get("value") or "", taint.effect))
                 taints[slot] = taint.as_node_taint()
+            record_taints.add(taint)
+        for k, v in record.labels.items():
+            if wanted.labels.get(k) != v:
+                label_patch[k] = None
+                record_labels.pop(k, None)
+        if declared is None:
+            taints = [t for t in taints if not any(d.on([t]) for d in record.taints)]
+            record_taints = set()
 
-    handover = released_managed_fields(node, change)
-    if not label_patch and taints == current and handover is None:
+    new_record = Marks(record_labels, tuple(sorted(record_taints)))
+    annotations = metadata.get("annotations") or {}
+    record_text = json.dumps(new_record.as_props(), sort_keys=True) if new_record else None
+    if not label_patch and taints == current and handover is None and annotations.get(key) == record_text:
         return None
-    patch: dict[str, Any] = {"metadata": {"resourceVersion": metadata.get("resourceVersion")}}
+    patch: dict[str, Any] = {
+        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": {key: record_text}}
+    }
     if handover is not None:
         patch["metadata"]["managedFields"] = handover
     if label_patch:
@@ -173,86 +259,33 @@ def node_patch(node: Node, change: NodeChange) -> dict[str, Any] | None:
     return patch
 
 
-# -- Ownership --------------------------------------------------------------------------------
-
-
-def _claims(node: Node, manager: Callable[[Mapping[str, Any]], bool]) -> tuple[set[str], bool]:
-    """The label keys, and whether the taint list, that matching field managers claim."""
-    labels: set[str] = set()
-    taints = False
-    for entry in node.get("metadata", {}).get("managedFields") or []:
-        if not manager(entry):
-            continue
-        fields = entry.get("fieldsV1") or {}
-        labels |= {k.removeprefix("f:") for k in fields.get("f:metadata", {}).get("f:labels", {})}
-        taints = taints or "f:taints" in fields.get("f:spec", {})
-    return labels, taints
-
-
-def _ours(entry: Mapping[str, Any]) -> bool:
-    return entry.get("manager") == FIELD_MANAGER
-
-
-def preexisting(node: Node, newly_declared: Marks) -> Marks:
-    """The newly declared marks that the node already carries, put there by someone else.
-
-    A mark this project wrote earlier (an `up` that died before it could save
-    state, or an earlier version of the stack) is not someone else's: the API
-    server's managedFields name this project's field manager for a label it
-    set, and for the taint list when it wrote that list last.
-    """
-    found = newly_declared.found_on(node)
-    our_labels, our_taints = _claims(node, _ours)
-    return Marks(
-        {k: v for k, v in found.labels.items() if k not in our_labels},
-        () if our_taints else found.taints,
-    )
-
-
-def taint_conflicts(node: Node, declared: Sequence[Taint], ours_before: Sequence[Taint]) -> list[str]:
-    """Declared taints whose key and effect the node holds with another writer's value.
-
-    A node holds one taint per key and effect. `kubectl taint` without
-    `--overwrite` refuses to replace another value, and so does the stack,
-    unless that value is one the stack itself declared before.
-    """
-    problems = []
-    name = node.get("metadata", {}).get("name")
-    for taint in declared:
-        for held in node.get("spec", {}).get("taints") or []:
-            value = held.get("value") or ""
-            theirs = Taint(taint.key, value, taint.effect)
-            if taint.same_slot(held) and value != taint.value and theirs not in ours_before:
-                problems.append(
-                    f"node {name}: the taint {taint.key}:{taint.effect} is already on the node with the"
-                    f" value '{value}' (not put there by this stack); the stack declares '{taint.value}'"
-                )
-    return problems
-
-
 # What earlier versions of this stack applied nodes' marks with: the Kubernetes
 # provider's NodePatch, by server-side apply under a field manager named so.
 NODE_PATCH_MANAGER_PREFIX = "pulumi-kubernetes-"
 
 
-def released_managed_fields(node: Node, change: NodeChange) -> list[Any] | None:
-    """The node's managedFields without an earlier NodePatch's claim on these marks, or None.
+def released_node_patch_claims(node: Node, declared: Marks) -> tuple[list[Any] | None, Marks]:
+    """The node's managedFields without an earlier NodePatch's claim on the declared marks, and those marks.
 
     Upgrading replaced the NodePatch of earlier versions; deleting it would
     remove every field it applied, the whole atomic taint list included. Its
     claim is taken off first (as a `kubectl` user may edit managedFields), so
-    that delete touches nothing. Only a claim that is this project's is taken:
-    a server-side apply by a `pulumi-kubernetes-*` manager that claims at least
-    one of the labels the stack sets and no label it does not, and nothing
-    besides labels, the taints and Pulumi's own annotation. Another stack's
-    NodePatch claims labels of its own, and keeps its claim.
+    that delete touches nothing, and what it claimed joins the stack's record.
+    Only a claim that is this project's is taken: a server-side apply by a
+    `pulumi-kubernetes-*` manager that claims at least one of the declared
+    labels and no other label, and nothing besides labels, the taints and
+    Pulumi's own annotation. Another program's NodePatch claims labels of its
+    own, and keeps its claim.
     """
-    if not change.set_labels and not change.add_taints:
-        return None
+    if not declared:
+        return None, NO_MARKS
     entries = list(node.get("metadata", {}).get("managedFields") or [])
-    ours = {f"f:{key}" for key in change.set_labels}
+    ours = {f"f:{key}" for key in declared.labels}
+    adopted_labels: set[str] = set()
+    adopted_taints = False
 
     def earlier_node_patch(entry: Mapping[str, Any]) -> bool:
+        nonlocal adopted_taints
         if not str(entry.get("manager", "")).startswith(NODE_PATCH_MANAGER_PREFIX):
             return False
         if entry.get("operation") != "Apply":
@@ -261,7 +294,7 @@ def released_managed_fields(node: Node, change: NodeChange) -> list[Any] | None:
         metadata = fields.get("f:metadata", {})
         labels = set(metadata.get("f:labels", {}))
         annotations = set(metadata.get("f:annotations", {})) - {"f:pulumi.com/patchForce"}
-        return (
+        released = (
             set(fields) <= {"f:metadata", "f:spec"}
             and set(metadata) <= {"f:labels", "f:annotations"}
             and set(fields.get("f:spec", {})) <= {"f:taints"}
@@ -269,12 +302,20 @@ def released_managed_fields(node: Node, change: NodeChange) -> list[Any] | None:
             and bool(labels & ours)
             and labels <= ours
         )
+        if released:
+            adopted_labels.update(k.removeprefix("f:") for k in labels)
+            adopted_taints = adopted_taints or "f:taints" in fields.get("f:spec", {})
+        return released
 
     kept = [e for e in entries if not earlier_node_patch(e)]
     if len(kept) == len(entries):
-        return None
+        return None, NO_MARKS
+    adopted = Marks(
+        {k: v for k, v in declared.labels.items() if k in adopted_labels},
+        declared.taints if adopted_taints else (),
+    ).found_on(node)
     # An empty list would leave managedFields as they are; `[{}]` clears them.
-    return kept or [{}]
+    return kept or [{}], adopted
 
 
 # -- The rollout gate: tolerate before taint ------------------------------------------------
@@ -290,8 +331,14 @@ def pod_name(pod: Pod) -> str:
 
 
 def untolerated(pod: Pod, taints: Iterable[Taint]) -> list[Taint]:
+    """The taints a pod does not tolerate for good.
+
+    A toleration with `tolerationSeconds` only delays a NoExecute eviction, so
+    for a NoExecute taint it does not count.
+    """
     tolerations = pod.get("spec", {}).get("tolerations") or []
-    return [t for t in taints if not t.tolerated_by(tolerations)]
+    lasting = [t for t in tolerations if t.get("tolerationSeconds") is None]
+    return [t for t in taints if not t.tolerated_by(lasting if t.effect == "NoExecute" else tolerations)]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 `NodeMarks` (one per stage for all the stack's named nodes) adds and removes
 exactly the declared labels and taints; `TolerationRollout` (for a node pool,
 whose taints ACK writes) only waits. Both wait once per `up`, whatever the
-number of nodes: see `cluster.wait_for_rollout`.
+number of nodes: see `cluster.wait_for_rollout`. Whose a mark is lives on the
+node itself (marks.stage_patch), so neither resource keeps more than its
+inputs.
 """
 
 from __future__ import annotations
@@ -21,17 +23,14 @@ from node_marks_plugin.cluster import (
     wait_for_rollout,
 )
 from node_marks_plugin.marks import (
-    ADMIT,
-    NO_MARKS,
     RESTRICT,
     STAGES,
     Marks,
     Node,
     Tainting,
-    preexisting,
+    conflicts,
+    owned,
     show,
-    stage_change,
-    taint_conflicts,
     taints_from,
 )
 
@@ -43,7 +42,6 @@ NODE_MARKS_INPUTS = (
     "nodes",
     "labels",
     "taints",
-    "preexisting",
     "gatewayPods",
     "gatewayTolerates",
     "rolloutTimeoutSeconds",
@@ -69,11 +67,6 @@ class Diff:
     drift: list[str]  # what the nodes lack of the declared marks, for the preview's output
 
 
-def _kept(props: Props | None, node: str) -> Marks:
-    """The marks `node` carried before the stack declared them (recorded by `admit`)."""
-    return Marks.from_props(((props or {}).get("preexisting") or {}).get(node))
-
-
 def _node_list(props: Props | None) -> list[str]:
     return list((props or {}).get("nodes") or [])
 
@@ -88,17 +81,6 @@ def _tainting(nodes: Mapping[str, Node], declared: Marks, props: Props) -> Taint
     )
 
 
-def _wait(cluster: Cluster, props: Props, tainting: Tainting, cancelled: threading.Event) -> None:
-    wait_for_rollout(
-        cluster,
-        props.get("gatewayPods") or [],
-        tainting,
-        timeout=float(props.get("rolloutTimeoutSeconds") or 600),
-        evict_other_pods=bool(props.get("evictOtherPods")),
-        cancelled=cancelled,
-    )
-
-
 def _read_listed(cluster: Cluster, names: list[str]) -> dict[str, Node]:
     nodes = cluster.nodes(names)
     missing = [n for n in names if n not in nodes]
@@ -110,23 +92,24 @@ def _read_listed(cluster: Cluster, names: list[str]) -> dict[str, Node]:
     return nodes
 
 
-def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, olds: Props | None) -> None:
-    ours_before = taints_from((olds or {}).get("taints"))
-    problems = [p for node in nodes.values() for p in taint_conflicts(node, declared.taints, ours_before)]
+def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, owner: str) -> None:
+    problems = [p for node in nodes.values() for p in conflicts(node, declared, owned(node, owner, declared))]
     if problems:
         raise NodeMarksError(
             "; ".join(problems)
-            + ". Nothing was changed. Remove or change that taint on the node first (`kubectl taint`), or"
-            " declare its value in ecsCapacity.taints."
+            + ". Nothing was changed. Change or remove that mark on the node first (`kubectl label`,"
+            " `kubectl taint`), or declare its value in ecsCapacity."
         )
 
 
+@dataclass
 class NodeMarksResource:
     """Create, update and delete of one stage's marks on every named node."""
 
-    def __init__(self, cluster: Cluster, cancelled: threading.Event) -> None:
-        self.cluster = cluster
-        self.cancelled = cancelled
+    cluster: Cluster
+    owner: str  # the node annotation that holds this stack's record
+    cancelled: threading.Event
+    log: Log
 
     def apply(self, olds: Props | None, news: Props, *, preview: bool = False) -> dict[str, Any]:
         """Take the nodes from `olds` (None on create) to `news`; the outputs to store."""
@@ -134,61 +117,58 @@ class NodeMarksResource:
         if stage not in STAGES:
             raise NodeMarksError(f"stage must be one of {STAGES}, not {stage!r}")
         declared = Marks.from_props(news)
-        old_declared = Marks.from_props(olds) if olds is not None else None
-        listed, before = _node_list(news), _node_list(olds)
+        listed = _node_list(news)
         nodes = _read_listed(self.cluster, listed)
-        _refuse_conflicts(nodes, declared, olds)
-
+        # Before anything changes: a mark another writer holds with another value.
+        _refuse_conflicts(nodes, declared, self.owner)
+        tainting = _tainting(nodes, declared, news)
         outputs = {k: news.get(k) for k in NODE_MARKS_INPUTS if k in news}
-        records: dict[str, Any] = {}
-        changes = {}
-        for name in listed:
-            old = old_declared if name in before else None
-            kept_before = _kept(olds, name) if old is not None else NO_MARKS
-            if stage == ADMIT:
-                # Only marks newly declared for a node can be found there before the stack.
-                found = preexisting(nodes[name], declared.without(old or NO_MARKS))
-                record = kept_before.within(declared).union(found)
-                if record:
-                    records[name] = record.as_props()
-                kept_now = found
-            else:
-                kept_now = _kept(news, name)  # recorded by `admit`, an input here
-            changes[name] = stage_change(stage, old, declared, kept_before.union(kept_now))
-        # Nodes no longer listed: each stage takes back what it added there.
-        for name in before:
-            if name not in listed:
-                changes[name] = stage_change(stage, old_declared, None, _kept(olds, name))
-        if stage == ADMIT:
-            outputs["preexisting"] = records
         if preview:
+            if stage == RESTRICT:
+                warn_evictions(self.cluster, news, tainting, self.log)
             return outputs
         if stage == RESTRICT:
-            _wait(self.cluster, news, _tainting(nodes, declared, news), self.cancelled)
-        for name, change in changes.items():
-            self.cluster.change_node(name, change)
+            wait_for_rollout(
+                self.cluster,
+                news.get("gatewayPods") or [],
+                tainting,
+                timeout=float(news.get("rolloutTimeoutSeconds") or 600),
+                evict_other_pods=bool(news.get("evictOtherPods")),
+                cancelled=self.cancelled,
+                log=self.log,
+            )
+        for name in listed:
+            self._mark(name, stage, declared)
+        # Nodes no longer listed: each stage takes back what the stack put there.
+        for name in _node_list(olds):
+            if name not in listed:
+                self.cluster.mark_node(name, stage, None, self.owner)
         return outputs
 
-    def delete(self, olds: Props) -> None:
-        old = Marks.from_props(olds)
-        for name in _node_list(olds):
-            self.cluster.change_node(name, stage_change(olds["stage"], old, None, _kept(olds, name)))
+    def _mark(self, name: str, stage: str, declared: Marks | None) -> None:
+        if self.cancelled.is_set():
+            raise NodeMarksError("cancelled; the nodes not changed yet were left as they were")
+        self.cluster.mark_node(name, stage, declared, self.owner)
 
-    def diff(self, olds: Props, news: Props, log: Log) -> Diff:
+    def delete(self, olds: Props) -> None:
+        for name in _node_list(olds):
+            self._mark(name, olds["stage"], None)
+
+    def diff(self, olds: Props, news: Props) -> Diff:
         """What changed in the inputs, and marks taken off the nodes behind the stack's back."""
         changed = changed_keys(olds, news, NODE_MARKS_INPUTS)
         declared = Marks.from_props(news)
         nodes = _read_listed(self.cluster, _node_list(news))
-        _refuse_conflicts(nodes, declared, olds)
+        _refuse_conflicts(nodes, declared, self.owner)
         drift = []
         for name, node in nodes.items():
-            lacking = declared.without(declared.found_on(node))
-            if news["stage"] == RESTRICT and lacking.taints:
-                drift.append(f"{name} lacks {', '.join(show(t) for t in lacking.taints)}")
-            if news["stage"] == ADMIT and lacking.labels:
-                drift.append(f"{name} lacks {', '.join(f'{k}={v}' for k, v in lacking.labels.items())}")
-        if news["stage"] == RESTRICT:
-            warn_evictions(self.cluster, news, _tainting(nodes, declared, news), log)
+            found = declared.found_on(node)
+            if news["stage"] == RESTRICT:
+                lacking = [show(t) for t in declared.taints if t not in found.taints]
+            else:
+                lacking = [f"{k}={v}" for k, v in declared.labels.items() if k not in found.labels]
+            if lacking:
+                drift.append(f"{name} lacks {', '.join(lacking)}")
         return Diff(changed, drift)
 
 
@@ -204,35 +184,42 @@ def warn_evictions(cluster: Cluster, props: Props, tainting: Tainting, log: Log)
         log(f"`up` will let a NoExecute taint evict pods it does not own (evictOtherPods): {shown}")
     else:
         log(
-            f"`up` will stop before adding a NoExecute taint that would evict pods it does not own: {shown}."
-            " Give them the toleration, move them, or set ecsCapacity.evictOtherPods: true."
+            f"`up` will stop before adding a NoExecute taint: {shown}. Give those pods the toleration,"
+            " move them, or set ecsCapacity.evictOtherPods: true."
         )
 
 
+@dataclass
 class TolerationRolloutResource:
     """A gate before a node pool changes: waits until the pool's taints may go on its nodes."""
 
-    def __init__(self, cluster: Cluster, cancelled: threading.Event) -> None:
-        self.cluster = cluster
-        self.cancelled = cancelled
+    cluster: Cluster
+    cancelled: threading.Event
+    log: Log
 
-    def _tainting(self, props: Props) -> tuple[dict[str, Node], Tainting]:
+    def _tainting(self, props: Props) -> Tainting:
         selector = ",".join(f"{k}={v}" for k, v in sorted((props.get("nodeLabels") or {}).items()))
         nodes = self.cluster.nodes(label_selector=selector) if selector else {}
-        return nodes, _tainting(nodes, Marks.from_props(props), props)
+        return _tainting(nodes, Marks.from_props(props), props)
 
     def apply(self, news: Props, *, preview: bool = False) -> dict[str, Any]:
-        if not preview:
-            _, tainting = self._tainting(news)
-            _wait(self.cluster, news, tainting, self.cancelled)
+        tainting = self._tainting(news)
+        if preview:
+            warn_evictions(self.cluster, news, tainting, self.log)
+        else:
+            wait_for_rollout(
+                self.cluster,
+                news.get("gatewayPods") or [],
+                tainting,
+                timeout=float(news.get("rolloutTimeoutSeconds") or 600),
+                evict_other_pods=bool(news.get("evictOtherPods")),
+                cancelled=self.cancelled,
+                log=self.log,
+            )
         return {k: news.get(k) for k in TOLERATION_ROLLOUT_INPUTS if k in news}
 
-    def diff(self, olds: Props, news: Props, log: Log) -> Diff:
-        changed = changed_keys(olds, news, TOLERATION_ROLLOUT_INPUTS)
-        if changed:
-            _, tainting = self._tainting(news)
-            warn_evictions(self.cluster, news, tainting, log)
-        return Diff(changed, [])
+    def diff(self, olds: Props, news: Props) -> Diff:
+        return Diff(changed_keys(olds, news, TOLERATION_ROLLOUT_INPUTS), [])
 
 
 def changed_keys(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:

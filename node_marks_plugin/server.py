@@ -12,8 +12,11 @@ The engine starts it through `pulumi-resource-asm-node-marks` beside this file
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from typing import Any, TypeVar
@@ -24,6 +27,7 @@ from google.protobuf.json_format import MessageToDict
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, plugin_pb2, provider_pb2, provider_pb2_grpc
 
 from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client
+from node_marks_plugin.marks import owner_annotation
 from node_marks_plugin.resources import (
     TOLERATION_ROLLOUT,
     NodeMarksResource,
@@ -75,6 +79,11 @@ def resource_name(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
 
 
+def stack_of(urn: str) -> str:
+    """`urn:pulumi:<stack>::<project>::<type>::<name>` -> the stack."""
+    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
+
+
 class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
     def __init__(self, engine_address: str | None) -> None:
         self.cluster: Cluster | None = None
@@ -101,8 +110,11 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
     def _log(
         self, urn: str, message: str, severity: engine_pb2.LogSeverity.ValueType = engine_pb2.WARNING
     ) -> None:
-        if self.engine is not None:
-            self.engine.Log(engine_pb2.LogRequest(severity=severity, message=message, urn=urn))
+        """Best effort: a message the engine cannot take is not worth failing a step for."""
+        if self.engine is None:
+            return
+        with contextlib.suppress(grpc.RpcError):
+            self.engine.Log(engine_pb2.LogRequest(severity=severity, message=message, urn=urn), timeout=10)
 
     def _cluster(self) -> Cluster:
         if self.cluster is None:
@@ -141,11 +153,13 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     # -- resources -------------------------------------------------------------------------------
 
-    def _marks(self) -> NodeMarksResource:
-        return NodeMarksResource(self._cluster(), self.cancelled)
+    def _marks(self, urn: str) -> NodeMarksResource:
+        return NodeMarksResource(
+            self._cluster(), owner_annotation(stack_of(urn)), self.cancelled, lambda m: self._log(urn, m)
+        )
 
-    def _rollout(self) -> TolerationRolloutResource:
-        return TolerationRolloutResource(self._cluster(), self.cancelled)
+    def _rollout(self, urn: str) -> TolerationRolloutResource:
+        return TolerationRolloutResource(self._cluster(), self.cancelled, lambda m: self._log(urn, m))
 
     def Check(self, request: Any, context: Any) -> provider_pb2.CheckResponse:  # noqa: N802
         return provider_pb2.CheckResponse(inputs=request.news)
@@ -156,11 +170,10 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
             return provider_pb2.DiffResponse(changes=provider_pb2.DiffResponse.DIFF_UNKNOWN)
 
         def diff() -> provider_pb2.DiffResponse:
-            log = lambda message: self._log(request.urn, message)  # noqa: E731
             if self._is_rollout(request.urn):
-                result = self._rollout().diff(olds, news, log)
+                result = self._rollout(request.urn).diff(olds, news)
             else:
-                result = self._marks().diff(olds, news, log)
+                result = self._marks(request.urn).diff(olds, news)
             changed = list(result.changed)
             if result.drift:
                 self._log(
@@ -189,10 +202,12 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
         def create() -> provider_pb2.CreateResponse:
             if self._is_rollout(request.urn):
-                outputs = self._rollout().apply(news, preview=request.preview)
+                outputs = self._rollout(request.urn).apply(news, preview=request.preview)
                 resource_id = str(news.get("waitsFor") or "rollout")
             else:
-                outputs = self._marks().apply(None, news, preview=request.preview or has_unknowns(news))
+                outputs = self._marks(request.urn).apply(
+                    None, news, preview=request.preview or has_unknowns(news)
+                )
                 resource_id = f"{news['stage']}/{resource_name(request.urn)}"
             return provider_pb2.CreateResponse(
                 id="" if request.preview else resource_id, properties=struct(outputs)
@@ -206,9 +221,9 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
         def update() -> provider_pb2.UpdateResponse:
             preview = request.preview or has_unknowns(news)
             if self._is_rollout(request.urn):
-                outputs = self._rollout().apply(news, preview=preview)
+                outputs = self._rollout(request.urn).apply(news, preview=preview)
             else:
-                outputs = self._marks().apply(olds, news, preview=preview)
+                outputs = self._marks(request.urn).apply(olds, news, preview=preview)
             return provider_pb2.UpdateResponse(properties=struct(outputs))
 
         return self._guard(context, request.urn, update)
@@ -218,7 +233,7 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
         def delete() -> empty_pb2.Empty:
             if not self._is_rollout(request.urn):
-                self._marks().delete(olds)
+                self._marks(request.urn).delete(olds)
             return empty_pb2.Empty()
 
         return self._guard(context, request.urn, delete)
@@ -228,8 +243,24 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
         return provider_pb2.ReadResponse(id=request.id, properties=request.properties, inputs=request.inputs)
 
 
+def exit_with_the_engine() -> None:
+    """The engine starts plugins in their own process group: if it is killed, nothing stops
+    this one, which would go on to taint nodes after a wait. Exit once the parent is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="engine-watch", daemon=True).start()
+
+
 def main() -> None:
-    engine_address = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    exit_with_the_engine()
+    # The engine's address is the last argument; flags (`--tracing <url>`, `-v=9`) come before it.
+    arguments = [a for a in sys.argv[1:] if not a.startswith("-")]
+    engine_address = arguments[-1] if arguments else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(NodeMarksProvider(engine_address), server)
     port = server.add_insecure_port("127.0.0.1:0")

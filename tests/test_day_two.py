@@ -35,7 +35,7 @@ from pulumi import automation as auto
 from components.gateway import GATEWAY_POD_LABEL
 from components.scheduling import Taint
 from node_marks_plugin.cluster import Cluster
-from node_marks_plugin.marks import NodeChange
+from node_marks_plugin.marks import RESTRICT, Marks, owner_annotation
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
@@ -727,6 +727,9 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     assert len(live.serving_pods()) == REPLICAS
 
 
+RACE_RECORD = owner_annotation("race")
+
+
 def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:
     """Another writer changes the node between the stack's read and its write: the
     API server refuses the stale write (409), the stack reads again, and both land."""
@@ -754,12 +757,12 @@ def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:
     try:
         raced = Cluster(live.api)
         raced.core = RacedClient(live.api)
-        assert raced.change_node("edge-a", NodeChange(add_taints=[ours]))
+        assert raced.mark_node("edge-a", RESTRICT, Marks({}, (ours,)), RACE_RECORD)
         taints = {(t.key, t.value) for t in core.read_node("edge-a").spec.taints}
         assert conflicts == [409]
         assert {(theirs["key"], theirs["value"]), (ours.key, ours.value)} <= taints
     finally:
-        Cluster(live.api).change_node("edge-a", NodeChange(drop_taints=[ours]))
+        Cluster(live.api).mark_node("edge-a", RESTRICT, None, RACE_RECORD)
         _drop_taint_by_hand(live.api, "edge-a", theirs["key"])
 
 

@@ -1,7 +1,8 @@
-"""The pure half of node marking: what each stage writes, and what it leaves alone."""
+"""The pure half of node marking: what each stage writes, whose a mark is, what is in a taint's way."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,18 +12,16 @@ from node_marks_plugin.marks import (
     ADMIT,
     RESTRICT,
     Marks,
-    NodeChange,
+    MarksConflict,
     Tainting,
     gateway_blockers,
-    node_patch,
     others_evicted,
-    preexisting,
-    released_managed_fields,
-    stage_change,
-    taint_conflicts,
+    owner_annotation,
+    stage_patch,
 )
 
 OURS = Taint("mykey", "myvalue", "NoSchedule")
+NEW = Taint("dedicated", "gateway", "NoExecute")
 NOT_READY = {
     "key": "node.kubernetes.io/not-ready",
     "effect": "NoExecute",
@@ -30,105 +29,184 @@ NOT_READY = {
 }
 UNSCHEDULABLE = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 TEAM = {"key": "team.example.com/maintenance", "value": "true", "effect": "NoSchedule"}
+KEY = owner_annotation("prod")
 
 
-def node(labels: dict[str, str], taints: list[dict[str, str]]) -> dict[str, Any]:
+def node(labels: dict[str, str], taints: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "metadata": {"name": "n", "resourceVersion": "42", "labels": labels},
-        "spec": {"unschedulable": True, "taints": taints},
+        "metadata": {"name": "n", "resourceVersion": "42", "labels": dict(labels), "annotations": {}},
+        "spec": {"unschedulable": True, "taints": list(taints)},
     }
 
 
+def applied(before: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
+    """The node after a JSON merge patch, as the API server makes it."""
+    if patch is None:
+        return before
+    after: dict[str, Any] = json.loads(json.dumps(before))
+    metadata = after["metadata"]
+    for field in ("labels", "annotations"):
+        for key, value in patch["metadata"].get(field, {}).items():
+            if value is None:
+                metadata[field].pop(key, None)
+            else:
+                metadata[field][key] = value
+    if "managedFields" in patch["metadata"]:
+        metadata["managedFields"] = [e for e in patch["metadata"]["managedFields"] if e]
+    if "spec" in patch:
+        after["spec"]["taints"] = patch["spec"]["taints"]
+    metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
+    return after
+
+
+def run(before: dict[str, Any], *steps: tuple[str, Marks | None]) -> dict[str, Any]:
+    for stage, declared in steps:
+        before = applied(before, stage_patch(before, stage, declared, KEY))
+    return before
+
+
+def marks_of(n: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    return n["metadata"]["labels"], n["spec"]["taints"]
+
+
+DECLARED = Marks({"mykey4pod": "asmgateway"}, (OURS,))
+
+
 def test_adding_a_taint_keeps_every_foreign_taint_as_it_was_and_in_place() -> None:
-    patch = node_patch(node({}, [NOT_READY, TEAM, UNSCHEDULABLE]), NodeChange(add_taints=[OURS]))
+    before = node({}, [NOT_READY, TEAM, UNSCHEDULABLE])
+    patch = stage_patch(before, RESTRICT, Marks({}, (OURS,)), KEY)
     assert patch is not None
     assert patch["spec"]["taints"] == [NOT_READY, TEAM, UNSCHEDULABLE, OURS.as_node_taint()]
     # Optimistic concurrency: the write fails if anyone wrote since the read.
     assert patch["metadata"]["resourceVersion"] == "42"
     assert "unschedulable" not in patch["spec"]
+    # The record of what the stack put on goes in the same write.
+    assert json.loads(patch["metadata"]["annotations"][KEY])["taints"] == [OURS.as_node_taint()]
 
 
-def test_dropping_a_taint_removes_only_that_taint() -> None:
-    before = node({}, [TEAM, OURS.as_node_taint(), NOT_READY])
-    patch = node_patch(before, NodeChange(drop_taints=[OURS]))
-    assert patch is not None and patch["spec"]["taints"] == [TEAM, NOT_READY]
+def test_each_stage_writes_only_its_half_and_unmarking_takes_back_only_the_stacks() -> None:
+    admitted = run(node({"team": "x"}, [TEAM]), (ADMIT, DECLARED))
+    assert marks_of(admitted) == ({"team": "x", "mykey4pod": "asmgateway"}, [TEAM])
+    marked = run(admitted, (RESTRICT, DECLARED))
+    assert marks_of(marked) == ({"team": "x", "mykey4pod": "asmgateway"}, [TEAM, OURS.as_node_taint()])
+    assert stage_patch(marked, ADMIT, DECLARED, KEY) is None  # already holds: nothing written
+    # Unmarking runs restrict first, then admit (destroy's order).
+    unmarked = run(marked, (RESTRICT, None), (ADMIT, None))
+    assert marks_of(unmarked) == ({"team": "x"}, [TEAM])
+    assert KEY not in unmarked["metadata"]["annotations"]
 
 
-def test_a_taint_someone_else_changed_is_not_dropped_as_ours() -> None:
-    theirs = {"key": "mykey", "value": "other", "effect": "NoSchedule"}
-    assert node_patch(node({}, [theirs]), NodeChange(drop_taints=[OURS])) is None
+def test_marks_a_node_had_before_the_stack_stay_whatever_the_stack_does() -> None:
+    """The guide's `kubectl label` and `kubectl taint`, done before the first `up`."""
+    by_hand = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    other = Marks({"pool": "gw"}, (NEW,))
+    after = run(by_hand, (ADMIT, DECLARED), (RESTRICT, DECLARED), (ADMIT, other), (RESTRICT, other))
+    assert marks_of(after)[0] == {"mykey4pod": "asmgateway", "pool": "gw"}
+    assert OURS.as_node_taint() in marks_of(after)[1]
+    destroyed = run(after, (RESTRICT, None), (ADMIT, None))
+    assert marks_of(destroyed) == ({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
 
 
-def test_a_taint_in_the_same_key_and_effect_is_overwritten_like_kubectl_taint() -> None:
-    old = {"key": "mykey", "value": "old", "effect": "NoSchedule"}
-    patch = node_patch(node({}, [TEAM, old]), NodeChange(add_taints=[OURS]))
-    assert patch is not None and patch["spec"]["taints"] == [TEAM, OURS.as_node_taint()]
+def test_a_label_left_by_a_failed_restrict_is_still_taken_off_later() -> None:
+    """admit adds a label, restrict fails (a refusal, a time-out), the config is reverted."""
+    first = Marks({"a": "1"}, ())
+    reverted = Marks({"b": "1"}, ())
+    after = run(node({}, []), (ADMIT, first), (ADMIT, reverted), (RESTRICT, reverted))
+    assert marks_of(after)[0] == {"b": "1"}
 
 
-def test_labels_are_merged_key_by_key_and_dropped_only_while_ours() -> None:
-    before = node({"team": "batch", "old": "ours", "kept": "changed-by-someone"}, [])
-    change = NodeChange(set_labels={"mykey4pod": "asmgateway"}, drop_labels={"old": "ours", "kept": "ours"})
-    patch = node_patch(before, change)
-    assert patch is not None
-    assert patch["metadata"]["labels"] == {"mykey4pod": "asmgateway", "old": None}
-    assert "spec" not in patch
-
-
-def test_a_node_that_already_holds_the_change_is_not_written() -> None:
-    assert (
-        node_patch(node({"a": "b"}, [OURS.as_node_taint()]), NodeChange({"a": "b"}, add_taints=[OURS]))
-        is None
-    )
-
-
-NEW = Taint("dedicated", "gateway", "NoExecute")
+def test_the_stack_changes_its_own_value_in_place_like_kubectl_taint_overwrite() -> None:
+    marked = run(node({}, [TEAM]), (RESTRICT, Marks({}, (OURS,))))
+    changed = Taint("mykey", "other", "NoSchedule")
+    after = run(marked, (RESTRICT, Marks({}, (changed,))))
+    assert marks_of(after)[1] == [TEAM, changed.as_node_taint()]
+    assert json.loads(after["metadata"]["annotations"][KEY])["taints"] == [changed.as_node_taint()]
 
 
 @pytest.mark.parametrize(
-    ("what", "old", "new", "admit", "restrict"),
+    ("stage", "declared", "says"),
     [
         (
-            "taint added: only after the gateways",
-            Marks({"a": "1"}, (OURS,)),
-            Marks({"a": "1"}, (OURS, NEW)),
-            NodeChange(set_labels={"a": "1"}),
-            NodeChange(add_taints=(OURS, NEW)),
+            RESTRICT,
+            Marks({}, (OURS,)),
+            "the taint mykey:NoSchedule is already on the node with the value 'theirs'",
         ),
         (
-            "taint removed: before the gateways",
-            Marks({"a": "1"}, (OURS, NEW)),
-            Marks({"a": "1"}, (OURS,)),
-            NodeChange(set_labels={"a": "1"}, drop_taints=(NEW,)),
-            NodeChange(add_taints=(OURS,)),
-        ),
-        (
-            "label renamed: new one before, old one after",
-            Marks({"a": "1"}, ()),
-            Marks({"b": "1"}, ()),
-            NodeChange(set_labels={"b": "1"}),
-            NodeChange(drop_labels={"a": "1"}),
-        ),
-        (
-            "created",
-            None,
-            Marks({"a": "1"}, (OURS,)),
-            NodeChange(set_labels={"a": "1"}),
-            NodeChange(add_taints=(OURS,)),
-        ),
-        (
-            "deleted: taints first (restrict goes first), labels last",
-            Marks({"a": "1"}, (OURS,)),
-            None,
-            NodeChange(drop_labels={"a": "1"}),
-            NodeChange(drop_taints=(OURS,)),
+            ADMIT,
+            Marks({"mykey4pod": "asmgateway"}, ()),
+            "the label mykey4pod is already on the node with the value 'theirs'",
         ),
     ],
 )
-def test_each_stage_makes_only_its_half_of_a_change(
-    what: str, old: Marks | None, new: Marks | None, admit: NodeChange, restrict: NodeChange
-) -> None:
-    assert stage_change(ADMIT, old, new) == admit, what
-    assert stage_change(RESTRICT, old, new) == restrict, what
+def test_another_writers_value_in_a_declared_slot_is_refused(stage: str, declared: Marks, says: str) -> None:
+    theirs = node({"mykey4pod": "theirs"}, [{"key": "mykey", "value": "theirs", "effect": "NoSchedule"}])
+    with pytest.raises(MarksConflict, match=f"node n: {says}"):
+        stage_patch(theirs, stage, declared, KEY)
+    # Another effect is another slot.
+    assert stage_patch(theirs, RESTRICT, Marks({}, (Taint("mykey", "v", "NoExecute"),)), KEY) is not None
+
+
+def test_a_value_that_was_there_before_the_stack_is_not_the_stacks_to_change() -> None:
+    by_hand = node({}, [OURS.as_node_taint()])
+    adopted = run(by_hand, (RESTRICT, Marks({}, (OURS,))))
+    with pytest.raises(MarksConflict, match="value 'myvalue'"):
+        stage_patch(adopted, RESTRICT, Marks({}, (Taint("mykey", "other", "NoSchedule"),)), KEY)
+
+
+def test_before_any_record_the_marks_this_projects_field_manager_wrote_are_the_stacks() -> None:
+    """Upgrading from the version that kept no record on the node."""
+    earlier = node({"mykey4pod": "asmgateway", "by-hand": "yes"}, [TEAM, OURS.as_node_taint()])
+    earlier["metadata"]["managedFields"] = [
+        {
+            "manager": "asm-serverless-gateway",
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
+        },
+        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:by-hand": {}}}}},
+    ]
+    declared = Marks({"mykey4pod": "asmgateway", "by-hand": "yes"}, (OURS,))
+    destroyed = run(earlier, (ADMIT, declared), (RESTRICT, declared), (RESTRICT, None), (ADMIT, None))
+    assert marks_of(destroyed) == ({"by-hand": "yes"}, [TEAM])
+
+
+def test_an_earlier_versions_node_patch_claim_is_released_and_its_marks_are_the_stacks() -> None:
+    before = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint(), TEAM])
+    node_patch_claim = {
+        "manager": "pulumi-kubernetes-5a1b2c3d",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
+    }
+    kubelet = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
+    before["metadata"]["managedFields"] = [kubelet, node_patch_claim]
+    patch = stage_patch(before, ADMIT, DECLARED, KEY)
+    assert patch is not None
+    assert patch["metadata"]["managedFields"] == [kubelet]
+    assert "labels" not in patch["metadata"] and "spec" not in patch
+    destroyed = run(before, (ADMIT, DECLARED), (RESTRICT, DECLARED), (RESTRICT, None), (ADMIT, None))
+    assert marks_of(destroyed) == ({}, [TEAM])
+
+
+def test_an_other_programs_node_patch_claim_is_not_released() -> None:
+    before = node({"mykey4pod": "asmgateway", "team": "x"}, [OURS.as_node_taint()])
+    other_stack = {
+        "manager": "pulumi-kubernetes-9f8e7d6c",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:taints": {}}},
+    }
+    mixed = {
+        "manager": "pulumi-kubernetes-11111111",
+        "operation": "Apply",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}, "f:team": {}}}},
+    }
+    before["metadata"]["managedFields"] = [other_stack, mixed]
+    patch = stage_patch(before, ADMIT, DECLARED, KEY)
+    assert patch is None or "managedFields" not in patch["metadata"]
+
+
+def test_each_stack_has_its_own_record_and_a_long_stack_name_still_makes_a_valid_key() -> None:
+    assert owner_annotation("prod") == "asm-serverless-gateway/marks.prod"
+    long = owner_annotation("x" * 100)
+    assert len(long.split("/", 1)[1]) <= 63 and long != owner_annotation("y" * 100)
 
 
 @pytest.mark.parametrize(
@@ -216,79 +294,9 @@ def test_other_owners_pods_that_a_no_execute_taint_would_evict_are_named() -> No
     assert "would be evicted by dedicated=gateway:NoExecute" in str(found[0])
 
 
-def test_a_taint_held_with_another_writers_value_is_a_conflict_unless_it_was_ours() -> None:
-    theirs = {"key": "mykey", "value": "theirs", "effect": "NoSchedule"}
-    held = node({}, [theirs, TEAM])
-    problems = taint_conflicts(held, [OURS], ours_before=[])
-    assert problems == [
-        "node n: the taint mykey:NoSchedule is already on the node with the value 'theirs'"
-        " (not put there by this stack); the stack declares 'myvalue'"
-    ]
-    # The stack changing its own value is not a conflict; another effect is another slot.
-    assert taint_conflicts(held, [OURS], ours_before=[Taint("mykey", "theirs", "NoSchedule")]) == []
-    assert taint_conflicts(held, [Taint("mykey", "myvalue", "NoExecute")], ours_before=[]) == []
-
-
-def test_marks_found_before_the_stack_are_preexisting_unless_this_project_wrote_them() -> None:
-    declared = Marks({"mykey4pod": "asmgateway", "by-hand": "yes"}, (OURS,))
-    before = node({"mykey4pod": "asmgateway", "by-hand": "yes"}, [OURS.as_node_taint()])
-    assert preexisting(before, declared) == declared
-    before["metadata"]["managedFields"] = [
-        {
-            "manager": "asm-serverless-gateway",
-            "operation": "Update",
-            "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
-        },
-        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:by-hand": {}}}}},
-    ]
-    assert preexisting(before, declared) == Marks({"by-hand": "yes"}, ())
-
-
-def test_no_stage_takes_off_a_mark_the_node_had_before_the_stack() -> None:
-    declared = Marks({"a": "1", "b": "2"}, (OURS, NEW))
-    kept = Marks({"b": "2"}, (NEW,))
-    assert stage_change(RESTRICT, declared, None, kept) == NodeChange(drop_taints=(OURS,))
-    assert stage_change(ADMIT, declared, None, kept) == NodeChange(drop_labels={"a": "1"})
-    # No longer declared: still left on the node.
-    assert stage_change(ADMIT, declared, Marks({"a": "1"}, (OURS,)), kept).drop_taints == ()
-    assert stage_change(RESTRICT, declared, Marks({"a": "1"}, (OURS,)), kept).drop_labels == {}
-
-
-def test_an_other_projects_node_patch_claim_is_not_released() -> None:
-    before = node({"mykey4pod": "asmgateway", "team": "x"}, [OURS.as_node_taint()])
-    other_stack = {
-        "manager": "pulumi-kubernetes-9f8e7d6c",
-        "operation": "Apply",
-        "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:taints": {}}},
-    }
-    mixed = {
-        "manager": "pulumi-kubernetes-11111111",
-        "operation": "Apply",
-        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}, "f:team": {}}}},
-    }
-    before["metadata"]["managedFields"] = [other_stack, mixed]
-    assert released_managed_fields(before, NodeChange(set_labels={"mykey4pod": "asmgateway"})) is None
-
-
-def test_marks_found_on_a_node_are_what_refresh_reports() -> None:
-    declared = Marks({"a": "1", "b": "2"}, (OURS, NEW))
-    found = declared.found_on(node({"a": "1", "b": "changed"}, [OURS.as_node_taint(), TEAM]))
-    assert found == Marks({"a": "1"}, (OURS,))
-
-
-def test_an_earlier_versions_node_patch_claim_is_released_so_its_delete_touches_nothing() -> None:
-    before = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint(), TEAM])
-    node_patch_claim = {
-        "manager": "pulumi-kubernetes-5a1b2c3d",
-        "operation": "Apply",
-        "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
-    }
-    kubelet = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
-    before["metadata"]["managedFields"] = [kubelet, node_patch_claim]
-    patch = node_patch(before, NodeChange(set_labels={"mykey4pod": "asmgateway"}))
-    assert patch is not None
-    assert patch["metadata"]["managedFields"] == [kubelet]
-    assert "labels" not in patch["metadata"] and "spec" not in patch
-    # Once released, nothing more to write.
-    before["metadata"]["managedFields"] = [kubelet]
-    assert node_patch(before, NodeChange(set_labels={"mykey4pod": "asmgateway"})) is None
+def test_a_toleration_for_a_while_does_not_keep_a_pod_from_a_no_execute_taint() -> None:
+    """`tolerationSeconds` only delays the eviction: the pod still counts as evicted."""
+    tainting = Tainting({"edge-a": (NEW,)}, frozenset())
+    delayed = pod("cache", [{**NEW.as_toleration(), "tolerationSeconds": 300}])  # type: ignore[dict-item]
+    assert [b.pod for b in others_evicted([delayed], lambda _: False, tainting)] == ["istio-system/cache"]
+    assert others_evicted([pod("cache", [NEW.as_toleration()])], lambda _: False, tainting) == []
