@@ -518,7 +518,9 @@ def test_eci_only_adds_the_ecs_taints_and_waits_only_for_pods_to_move_off(live: 
         assert "edge.example.com/maintenance" in {t.key for t in taints}
     live.up_while_serving("back to prefer-ecs", back)
     live.up_while_serving("maintenance taint removed", _drop("edge.example.com/maintenance"))
-    assert {p.spec.node_name for p in live.serving_pods()} == {"edge-a"}
+    # prefer-ecs: back on the ECS node (default scoring may leave some on ECI).
+    landed = {p.spec.node_name for p in live.serving_pods()}
+    assert "edge-a" in landed and landed <= {"edge-a", "virtual-kubelet-cn-shanghai-b"}
 
 
 def _failure(error: auto.errors.CommandError) -> str:
@@ -667,8 +669,10 @@ def test_a_taint_removed_by_hand_shows_on_refresh_and_comes_back(live: Live) -> 
         if pre is not None and pre.metadata.op == auto.events.OpType.UPDATE:
             changed.append(pre.metadata.urn.rsplit("::", 1)[1])
 
-    live.stack.preview(refresh=True, on_event=on_event)
-    assert "asm-gateway-ecs-taints-edge-a" in changed
+    preview = live.stack.preview(refresh=True, on_event=on_event)
+    assert changed == ["asm-gateway-ecs-taints-marks"]
+    shown = f"edge-a lacks {DEDICATED['key']}={DEDICATED['value']}:{DEDICATED['effect']}"
+    assert shown in preview.stdout, preview.stdout
     live.stack.up()
     taints = kubernetes.client.CoreV1Api(live.api).read_node("edge-a").spec.taints
     assert DEDICATED["key"] in {t.key for t in taints}
@@ -803,9 +807,16 @@ def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(li
     revoked = live.credentials.kubeconfig()
     revoked["users"][0]["user"]["token"] = old_token
     probe = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config_dict(revoked))
-    with pytest.raises(kubernetes.client.ApiException) as refused:
-        probe.list_node()
-    assert refused.value.status == 401, "the old credential still works: nothing was rotated"
+    # The API server caches a token's success for 10 s.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            probe.list_node()
+        except kubernetes.client.ApiException as refused:
+            assert refused.status == 401
+            break
+        assert time.monotonic() < deadline, "the old credential still works: nothing was rotated"
+        time.sleep(1)
     live.set_kubeconfig()
 
     def drop_edge_b(config: dict[str, Any]) -> None:
