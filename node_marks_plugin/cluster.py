@@ -100,9 +100,16 @@ def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksErr
         message = json.loads(error.body or "{}").get("message", "")
     hint = ""
     if error.status == 401:
-        hint = "; the kubeconfig's credentials were refused (rotated or expired?): set the new one in config"
+        hint = (
+            "; the kubeconfig's credentials were refused (rotated or expired?): set the new one"
+            " (`pulumi config set --secret clusterKubeconfig`) and run `pulumi up`; `destroy` uses the"
+            " kubeconfig the last `up` saved"
+        )
     elif error.status == 403:
-        hint = "; the kubeconfig's identity lacks this permission (see the README's Kubernetes RBAC list)"
+        hint = (
+            "; the kubeconfig's identity lacks this permission"
+            ' (the README\'s "Changing a live cluster" lists what the stack needs)'
+        )
     return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
 
 

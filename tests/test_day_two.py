@@ -793,6 +793,30 @@ def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Li
     live.wait_serving()
 
 
+def test_a_broken_or_unreachable_kubeconfig_stops_the_preview_without_showing_its_contents(
+    live: Live,
+) -> None:
+    token, key = live.credentials.secrets()[:2]
+    good = yaml.safe_dump(live.credentials.kubeconfig())
+    unreachable = live.credentials.kubeconfig()
+    unreachable["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+    broken = {
+        "not valid YAML at line 2": f"users:\n- token: {token}: : [\n  key: {key}\n",
+        "not a kubeconfig": f"{token}\n{key}\n",
+        "cannot be reached": yaml.safe_dump(unreachable),
+    }
+    try:
+        for says, text in broken.items():
+            live.stack.set_config("clusterKubeconfig", auto.ConfigValue(text, secret=True))
+            with pytest.raises(auto.errors.CommandError) as stopped:
+                live.stack.preview()
+            message = _failure(stopped.value)
+            assert says in message, message
+            live.credentials.assert_not_in(message)
+    finally:
+        live.stack.set_config("clusterKubeconfig", auto.ConfigValue(good, secret=True))
+
+
 def _stack_marks(
     api: kubernetes.client.ApiClient, name: str
 ) -> tuple[dict[str, str], set[tuple[str, str, str]]]:
