@@ -5,9 +5,10 @@ stand-in rolling the gateway out: the first `up`, a no-change `preview`
 (median of `--runs`), an `up` that adds one taint (and so waits on one
 rollout), the checkpoint's size, and how long an `up` whose rollout cannot
 end takes to give up (rolloutTimeoutSeconds 20). Printed as a table with the
-growth per node, measured in one run.
+growth per node, measured in one run. `--also <commit>` measures an earlier
+version of the project (its files from git) in the same run, for a ratio.
 
-    .venv/bin/python benchmarks/node_count.py [--nodes 2 20 60] [--runs 3]
+    .venv/bin/python benchmarks/node_count.py [--nodes 2 20 60] [--runs 3] [--also COMMIT]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import asm_standin  # noqa: E402
 from control_plane import running_control_plane  # noqa: E402
-from engine_project import EngineProject  # noqa: E402
+from engine_project import ROOT as PROJECT  # noqa: E402
+from engine_project import EngineProject, checkout  # noqa: E402
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes  # noqa: E402
 from pulumi import automation as auto  # noqa: E402
 
+warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 NAMESPACE = "istio-system"
 TIMEOUT = 20
 DEDICATED = {"key": "edge.example.com/dedicated", "value": "gateway", "effect": "NoSchedule"}
@@ -60,7 +64,7 @@ def add_taint(key: str, timeout: int) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
-def measure(count: int, runs: int, tmp: Path) -> Row:
+def measure(count: int, runs: int, tmp: Path, source: Path) -> Row:
     names = [f"edge-{i:03d}" for i in range(count)]
     with running_control_plane(tmp) as (plane, api):
         create_nodes(
@@ -81,7 +85,7 @@ def measure(count: int, runs: int, tmp: Path) -> Row:
                 }
                 config["virtualNodes"] = {"mode": "existing"}
 
-            project = EngineProject(tmp)
+            project = EngineProject(tmp, source=source)
             stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
             first_up = timed(stack.up)
             preview = statistics.median(timed(stack.preview) for _ in range(runs))
@@ -105,19 +109,8 @@ def measure(count: int, runs: int, tmp: Path) -> Row:
     return Row(count, first_up, preview, up_one_taint, gave_up_after, state_bytes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 20, 60])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    rows = []
-    for count in args.nodes:
-        with tempfile.TemporaryDirectory(prefix=f"node-count-{count}-") as folder:
-            rows.append(measure(count, args.runs, Path(folder)))
-            print(f"  measured {count} nodes", file=sys.stderr)
-
+def report(title: str, rows: list[Row]) -> None:
+    print(title)
     header = ("nodes", "first up", "preview", "up +taint", "gave up", "state", "per node")
     print("  ".join(f"{h:>9}" for h in header))
     for r in rows:
@@ -147,6 +140,27 @@ def main() -> None:
             f" preview {last.preview / first.preview:.2f}x; at {last.nodes} nodes the up gave up"
             f" {last.gave_up_after - TIMEOUT:.1f} s after rolloutTimeoutSeconds ({TIMEOUT} s)"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 20, 60])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--also", metavar="COMMIT", help="an earlier version to measure in the same run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="node-count-") as folder:
+        versions = {"this version": PROJECT}
+        if args.also:
+            versions[args.also] = checkout(args.also, Path(folder) / "earlier")
+        results: dict[str, list[Row]] = {name: [] for name in versions}
+        for count in args.nodes:
+            for name, source in versions.items():  # in turns, so that both see the same machine
+                results[name].append(measure(count, args.runs, Path(folder) / f"{name}-{count}", source))
+                print(f"  measured {name}, {count} nodes", file=sys.stderr)
+    for name, rows in results.items():
+        report(f"\n{name}:", rows)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,16 @@ PROJECT_FILES = (
     "node_marks_plugin",
     "stacks",
 )
+
+
+def checkout(commit: str, folder: Path) -> Path:
+    """This repository's files at `commit`, in `folder` (for an EngineProject of an earlier version)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
 
 
 def engine_env(state_dir: Path) -> dict[str, str]:

@@ -9,9 +9,6 @@ version put on (it is recognised by its field manager) and nothing else.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tarfile
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import asm_standin
 import kubernetes
 import pytest
 from control_plane import running_control_plane
-from engine_project import ROOT, EngineProject, changed_steps
+from engine_project import EngineProject, changed_steps, checkout
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
@@ -30,15 +27,6 @@ NODES = ["edge-a", "edge-b"]
 LABEL = {"edge.example.com/role": "gateway"}
 TAINT = {"key": "edge.example.com/dedicated", "value": "gateway", "effect": "NoSchedule"}
 THEIRS = {"key": "team.example.com/maintenance", "value": "true", "effect": "NoSchedule"}
-
-
-def checkout(commit: str, folder: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
 
 
 def marks(api: kubernetes.client.ApiClient) -> dict[str, Any]:
