@@ -157,7 +157,8 @@ def main() -> None:
         results: dict[str, list[Row]] = {name: [] for name in versions}
         for count in args.nodes:
             for name, source in versions.items():  # in turns, so that both see the same machine
-                results[name].append(measure(count, args.runs, Path(folder) / f"{name}-{count}", source))
+                slug = "this" if source == PROJECT else "earlier"
+                results[name].append(measure(count, args.runs, Path(folder) / f"{slug}-{count}", source))
                 print(f"  measured {name}, {count} nodes", file=sys.stderr)
     for name, rows in results.items():
         report(f"\n{name}:", rows)

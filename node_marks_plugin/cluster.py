@@ -136,10 +136,8 @@ class Cluster:
             return _json(call())
         except kubernetes.client.ApiException as error:
             raise api_error(error, doing) from None
-        except OSError as error:
-            raise NodeMarksError(
-                f"{doing}: the cluster's API cannot be reached ({type(error).__name__})"
-            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise unreachable(error, doing) from None
 
     def nodes(self, names: Iterable[str] | None = None, label_selector: str = "") -> dict[str, Node]:
         """Nodes by name, read in one list: the listed names that exist, or those the selector matches."""
