@@ -11,6 +11,7 @@ their delete hands the marks over to the new resources and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -126,14 +127,29 @@ class TolerationRollout(pulumi.CustomResource):
 
 
 class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
-    """Earlier versions' per-node marks. Deleting one hands its marks to `NodeMarks`: nothing changes."""
+    """Earlier versions' per-node marks. Deleting one hands its marks over to the record that
+    this version's `NodeMarks` keep on the node (node_marks_plugin.marks.adopt_patch), and
+    changes nothing else: the marks stay, and `destroy` later takes them back."""
 
-    def delete(self, _id: str, _props: Any) -> None:
-        return None
+    def delete(self, _id: str, props: Any) -> None:
+        # Imported here: only the earlier version's dynamic provider process needs them.
+        from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client  # noqa: PLC0415
+        from node_marks_plugin.marks import ADMIT, Marks  # noqa: PLC0415
+
+        marks = Marks.from_props(props)
+        handed = Marks(marks.labels, ()) if props.get("stage") == ADMIT else Marks({}, marks.taints)
+        # Best effort: if it cannot be done, the marks stay as marks not the stack's.
+        with contextlib.suppress(NodeMarksError):
+            Cluster(api_client(props["kubeconfig"], "the earlier version's kubeconfig")).adopt(
+                props["node"], handed
+            )
 
     def diff(self, _id: str, _olds: Any, _news: Any) -> pulumi.dynamic.DiffResult:
         return pulumi.dynamic.DiffResult(changes=False)
 
 
-class TolerationRolloutProvider(NodeMarksProvider):
+class TolerationRolloutProvider(pulumi.dynamic.ResourceProvider):
     """Earlier versions' rollout gate; it changed nothing, and deleting it changes nothing."""
+
+    def delete(self, _id: str, _props: Any) -> None:
+        return None

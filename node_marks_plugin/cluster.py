@@ -32,6 +32,7 @@ from node_marks_plugin.marks import (
     Node,
     Pod,
     Tainting,
+    adopt_patch,
     gateway_blockers,
     matches,
     others_evicted,
@@ -177,6 +178,30 @@ class Cluster:
                 ),
             )
         return list(listing.get("items") or [])
+
+    def adopt(self, name: str, marks: Marks) -> None:
+        """Add to the node's record the marks an earlier version put on (marks.adopt_patch)."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                node = _json(
+                    self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                )
+                patch = adopt_patch(node, marks)
+                if patch is None:
+                    return
+                self.core.patch_node(
+                    name,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+                return
+            except kubernetes.client.ApiException as error:
+                if error.status == 404:
+                    return
+                if error.status != 409:
+                    raise api_error(error, f"recording the marks on node {name}") from None
 
     def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
         """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone.

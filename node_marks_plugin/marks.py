@@ -35,8 +35,7 @@ from components.scheduling import Taint
 ADMIT = "admit"
 RESTRICT = "restrict"
 STAGES = (ADMIT, RESTRICT)
-# Every write to a node is made under this field manager: the API server's
-# managedFields then say which labels this project put on a node.
+# Every write to a node is made under this field manager.
 FIELD_MANAGER = "asm-serverless-gateway"
 # Pods the kubelet or a controller has finished with: they hold no
 # connections, and the pod garbage collector may keep them for a long while.
@@ -116,39 +115,54 @@ class MarksConflict(Exception):  # noqa: N818 - a refusal, raised to the operato
     """A declared mark whose slot another writer holds with another value."""
 
 
-def _field_manager_claims(node: Node, manager: str) -> tuple[set[str], bool]:
-    """The label keys, and whether the taint list, that a field manager's entries claim."""
-    labels: set[str] = set()
-    taints = False
-    for entry in node.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") != manager:
-            continue
-        fields = entry.get("fieldsV1") or {}
-        labels |= {k.removeprefix("f:") for k in fields.get("f:metadata", {}).get("f:labels", {})}
-        taints = taints or "f:taints" in fields.get("f:spec", {})
-    return labels, taints
+def owned(node: Node, key: str) -> Marks:
+    """What this stack put on the node, as its record says; only what the node still carries."""
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    return _record(annotations.get(key, "{}")).found_on(node)
 
 
-def owned(node: Node, key: str, declared: Marks) -> Marks:
-    """What this stack put on the node, as its record says; only what the node still carries.
+def adopt_patch(node: Node, marks: Marks) -> dict[str, Any] | None:
+    """A patch that adds to the node's one record those of `marks` it carries, or None.
 
-    With no record on the node yet, earlier versions may have marked it (they
-    kept no record): a declared label that this project's field manager wrote
-    is the stack's, and so are the declared taints if it wrote the taint list
-    last. Only the first write to a node asks this.
+    For the upgrade from the version that kept no record: its resources hand
+    their marks over when they are deleted, after this version's have
+    recorded theirs. With no record, or one per several stacks, nothing is
+    adopted (the marks are then left on the node, as marks not the stack's).
     """
-    text = (node.get("metadata", {}).get("annotations") or {}).get(key)
-    if text is not None:
-        try:
-            record = Marks.from_props(json.loads(text))
-        except (ValueError, KeyError, TypeError):
-            record = NO_MARKS
-    else:
-        labels, taints = _field_manager_claims(node, FIELD_MANAGER)
-        record = Marks(
-            {k: v for k, v in declared.labels.items() if k in labels}, declared.taints if taints else ()
-        )
-    return record.found_on(node)
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    keys = [k for k in annotations if k.startswith(OWNER_ANNOTATION_PREFIX)]
+    found = marks.found_on(node)
+    if len(keys) != 1 or not found:
+        return None
+    record = _record(annotations[keys[0]])
+    merged = record.union(found)
+    if merged == record:
+        return None
+    return {
+        "metadata": {
+            "resourceVersion": node.get("metadata", {}).get("resourceVersion"),
+            "annotations": {keys[0]: json.dumps(merged.as_props(), sort_keys=True)},
+        }
+    }
+
+
+def _record(text: str) -> Marks:
+    """A record as its annotation holds it; one that does not parse names nothing (nothing is taken off)."""
+    try:
+        document = json.loads(text)
+        return Marks.from_props(document) if isinstance(document, dict) else NO_MARKS
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return NO_MARKS
+
+
+def others_records(node: Node, key: str) -> Marks:
+    """What other stacks of this project recorded on the node: never this stack's to take off."""
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    found = NO_MARKS
+    for other, text in annotations.items():
+        if other.startswith(OWNER_ANNOTATION_PREFIX) and other != key:
+            found = found.union(_record(text))
+    return found
 
 
 def conflicts(node: Node, declared: Marks, record: Marks) -> list[str]:
@@ -202,7 +216,8 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
     labels: Mapping[str, str] = metadata.get("labels") or {}
     current: list[Mapping[str, Any]] = list(node.get("spec", {}).get("taints") or [])
     handover, adopted = released_node_patch_claims(node, wanted)
-    record = owned(node, key, wanted).union(adopted)
+    record = owned(node, key).union(adopted)
+    shared = others_records(node, key)
     checked = Marks(wanted.labels, ()) if stage == ADMIT else Marks({}, wanted.taints)
     problems = conflicts(node, checked, record)
     if problems:
@@ -218,10 +233,10 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
                 label_patch[k] = v
                 record_labels[k] = v
         dropped = [t for t in record.taints if t not in wanted.taints]
-        taints = [t for t in taints if not any(d.on([t]) for d in dropped)]
+        taints = [t for t in taints if not any(d.on([t]) for d in dropped if d not in shared.taints)]
         record_taints -= set(dropped)
         if declared is None:
-            label_patch.update({k: None for k in record.labels})
+            label_patch.update({k: None for k, v in record.labels.items() if shared.labels.get(k) != v})
             record_labels = {}
     else:
         for taint in wanted.taints:
@@ -234,17 +249,27 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
                 record_taints.discard(Taint(taint.key, taints[slot].get("value") or "", taint.effect))
                 taints[slot] = taint.as_node_taint()
             record_taints.add(taint)
-        for k, v in record.labels.items():
-            if wanted.labels.get(k) != v:
-                label_patch[k] = None
-                record_labels.pop(k, None)
         if declared is None:
-            taints = [t for t in taints if not any(d.on([t]) for d in record.taints)]
+            # Unmarking: the taints only. The labels go with `admit`, after the
+            # gateways (destroy's order), so the nodes stay the gateway's until then.
+            taints = [
+                t for t in taints if not any(d.on([t]) for d in record.taints if d not in shared.taints)
+            ]
             record_taints = set()
+        else:
+            for k, v in record.labels.items():
+                if wanted.labels.get(k) != v:
+                    if shared.labels.get(k) != v:
+                        label_patch[k] = None
+                    record_labels.pop(k, None)
 
     new_record = Marks(record_labels, tuple(sorted(record_taints)))
     annotations = metadata.get("annotations") or {}
-    record_text = json.dumps(new_record.as_props(), sort_keys=True) if new_record else None
+    # The record stays while the stack marks the node, even empty: it says the
+    # stack has been here (an earlier version's marks are handed over to it).
+    # Unmarked for good (admit, last), it goes.
+    unmarked = declared is None and stage == ADMIT
+    record_text = None if unmarked else json.dumps(new_record.as_props(), sort_keys=True)
     if not label_patch and taints == current and handover is None and annotations.get(key) == record_text:
         return None
     patch: dict[str, Any] = {

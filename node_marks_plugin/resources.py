@@ -20,6 +20,7 @@ from node_marks_plugin.cluster import (
     Cluster,
     NodeMarksError,
     other_owners_evicted,
+    refuse_evicting_others,
     wait_for_rollout,
 )
 from node_marks_plugin.marks import (
@@ -61,6 +62,14 @@ Props = Mapping[str, Any]
 Log = Callable[[str], None]
 
 
+class PartlyAppliedError(NodeMarksError):
+    """A failure after some nodes changed; `outputs` is the state that says which."""
+
+    def __init__(self, message: str, outputs: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.outputs = outputs
+
+
 @dataclass(frozen=True)
 class Diff:
     changed: list[str]
@@ -81,8 +90,8 @@ def _tainting(nodes: Mapping[str, Node], declared: Marks, props: Props) -> Taint
     )
 
 
-def _read_listed(cluster: Cluster, names: list[str]) -> dict[str, Node]:
-    nodes = cluster.nodes(names)
+def _read_listed(names: list[str], every_node: Mapping[str, Node]) -> dict[str, Node]:
+    nodes = {name: every_node[name] for name in names if name in every_node}
     missing = [n for n in names if n not in nodes]
     if missing:
         raise NodeMarksError(
@@ -93,7 +102,7 @@ def _read_listed(cluster: Cluster, names: list[str]) -> dict[str, Node]:
 
 
 def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, owner: str) -> None:
-    problems = [p for node in nodes.values() for p in conflicts(node, declared, owned(node, owner, declared))]
+    problems = [p for node in nodes.values() for p in conflicts(node, declared, owned(node, owner))]
     if problems:
         raise NodeMarksError(
             "; ".join(problems)
@@ -118,7 +127,7 @@ class NodeMarksResource:
             raise NodeMarksError(f"stage must be one of {STAGES}, not {stage!r}")
         declared = Marks.from_props(news)
         listed = _node_list(news)
-        nodes = _read_listed(self.cluster, listed)
+        nodes = _read_listed(listed, self.cluster.nodes())
         # Before anything changes: a mark another writer holds with another value.
         _refuse_conflicts(nodes, declared, self.owner)
         tainting = _tainting(nodes, declared, news)
@@ -126,6 +135,8 @@ class NodeMarksResource:
         if preview:
             if stage == RESTRICT:
                 warn_evictions(self.cluster, news, tainting, self.log)
+            else:
+                warn_label_value_changes(nodes, declared, self.owner, self.log)
             return outputs
         if stage == RESTRICT:
             wait_for_rollout(
@@ -137,12 +148,28 @@ class NodeMarksResource:
                 cancelled=self.cancelled,
                 log=self.log,
             )
-        for name in listed:
-            self._mark(name, stage, declared)
-        # Nodes no longer listed: each stage takes back what the stack put there.
-        for name in _node_list(olds):
-            if name not in listed:
-                self.cluster.mark_node(name, stage, None, self.owner)
+        touched: list[str] = []
+        try:
+            for name in listed:
+                if stage == RESTRICT and tainting.evicting(name) and not news.get("evictOtherPods"):
+                    # Pods may have arrived on this node while others were patched.
+                    here = Tainting({name: tainting.adds[name]}, tainting.gateway_tolerates)
+                    refuse_evicting_others(
+                        other_owners_evicted(self.cluster, news.get("gatewayPods") or [], here)
+                    )
+                self._mark(name, stage, declared)
+                touched.append(name)
+            # Nodes no longer listed: each stage takes back what the stack put there.
+            for name in _node_list(olds):
+                if name not in listed:
+                    self._mark(name, stage, None)
+        except NodeMarksError as error:
+            if not touched:
+                raise
+            # Some nodes changed: state must name them, or a later `up` or
+            # `destroy` would not know to take their marks back.
+            partial = {**outputs, "nodes": sorted({*_node_list(olds), *touched})}
+            raise PartlyAppliedError(str(error), partial) from None
         return outputs
 
     def _mark(self, name: str, stage: str, declared: Marks | None) -> None:
@@ -158,7 +185,7 @@ class NodeMarksResource:
         """What changed in the inputs, and marks taken off the nodes behind the stack's back."""
         changed = changed_keys(olds, news, NODE_MARKS_INPUTS)
         declared = Marks.from_props(news)
-        nodes = _read_listed(self.cluster, _node_list(news))
+        nodes = _read_listed(_node_list(news), self.cluster.nodes())
         _refuse_conflicts(nodes, declared, self.owner)
         drift = []
         for name, node in nodes.items():
@@ -170,6 +197,20 @@ class NodeMarksResource:
             if lacking:
                 drift.append(f"{name} lacks {', '.join(lacking)}")
         return Diff(changed, drift)
+
+
+def warn_label_value_changes(nodes: Mapping[str, Node], declared: Marks, owner: str, log: Log) -> None:
+    """A label's new value goes on before the gateways' rules follow it: say so in the preview."""
+    changing = set()
+    for node in nodes.values():
+        record = owned(node, owner)
+        changing |= {k for k, v in declared.labels.items() if k in record.labels and record.labels[k] != v}
+    if changing:
+        log(
+            f"the label(s) {', '.join(sorted(changing))} change value on the gateway's nodes before the"
+            " gateways' rules follow, in this same `up`: meanwhile a new gateway pod cannot be placed on"
+            " them. To avoid that window, add a label under a new key, then remove the old one."
+        )
 
 
 def warn_evictions(cluster: Cluster, props: Props, tainting: Tainting, log: Log) -> None:
@@ -197,13 +238,17 @@ class TolerationRolloutResource:
     cancelled: threading.Event
     log: Log
 
-    def _tainting(self, props: Props) -> Tainting:
-        selector = ",".join(f"{k}={v}" for k, v in sorted((props.get("nodeLabels") or {}).items()))
-        nodes = self.cluster.nodes(label_selector=selector) if selector else {}
-        return _tainting(nodes, Marks.from_props(props), props)
+    def _tainting(self, olds: Props | None, news: Props) -> Tainting:
+        """The pool's nodes by its labels, old and new (a label renamed in the same `up`)."""
+        nodes: dict[str, Node] = {}
+        for props in (olds or {}, news):
+            selector = ",".join(f"{k}={v}" for k, v in sorted((props.get("nodeLabels") or {}).items()))
+            if selector:
+                nodes.update(self.cluster.nodes(label_selector=selector))
+        return _tainting(nodes, Marks.from_props(news), news)
 
-    def apply(self, news: Props, *, preview: bool = False) -> dict[str, Any]:
-        tainting = self._tainting(news)
+    def apply(self, olds: Props | None, news: Props, *, preview: bool = False) -> dict[str, Any]:
+        tainting = self._tainting(olds, news)
         if preview:
             warn_evictions(self.cluster, news, tainting, self.log)
         else:

@@ -22,8 +22,9 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import empty_pb2, struct_pb2
+from google.protobuf import any_pb2, empty_pb2, struct_pb2
 from google.protobuf.json_format import MessageToDict
+from google.rpc import status_pb2
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, plugin_pb2, provider_pb2, provider_pb2_grpc
 
 from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client
@@ -31,6 +32,7 @@ from node_marks_plugin.marks import owner_annotation
 from node_marks_plugin.resources import (
     TOLERATION_ROLLOUT,
     NodeMarksResource,
+    PartlyAppliedError,
     TolerationRolloutResource,
     changed_keys,
 )
@@ -94,10 +96,29 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _guard(self, context: grpc.ServicerContext, urn: str, call: Callable[[], T]) -> T:
+    def _guard(
+        self, context: grpc.ServicerContext, urn: str, call: Callable[[], T], resource_id: str = ""
+    ) -> T:
         """Run `call`; a refusal becomes the call's one-line error, named after the resource."""
         try:
             return call()
+        except PartlyAppliedError as error:
+            # The engine saves these outputs (a partial failure) with the error.
+            message = f"{resource_name(urn)}: {error}"
+            detail = any_pb2.Any()
+            detail.Pack(
+                provider_pb2.ErrorResourceInitFailed(
+                    id=resource_id,
+                    properties=struct(error.outputs),
+                    inputs=struct(error.outputs),
+                    reasons=[message],
+                )
+            )
+            status = status_pb2.Status(
+                code=grpc.StatusCode.UNKNOWN.value[0], message=message, details=[detail]
+            )
+            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+            context.abort(grpc.StatusCode.UNKNOWN, message)
         except NodeMarksError as error:
             context.abort(grpc.StatusCode.UNKNOWN, f"{resource_name(urn)}: {error}")
         except Exception as error:  # noqa: BLE001 - one line, no traceback, no property values
@@ -202,18 +223,19 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
         def create() -> provider_pb2.CreateResponse:
             if self._is_rollout(request.urn):
-                outputs = self._rollout(request.urn).apply(news, preview=request.preview)
+                outputs = self._rollout(request.urn).apply(None, news, preview=request.preview)
                 resource_id = str(news.get("waitsFor") or "rollout")
             else:
                 outputs = self._marks(request.urn).apply(
                     None, news, preview=request.preview or has_unknowns(news)
                 )
-                resource_id = f"{news['stage']}/{resource_name(request.urn)}"
+                resource_id = marks_id
             return provider_pb2.CreateResponse(
                 id="" if request.preview else resource_id, properties=struct(outputs)
             )
 
-        return self._guard(context, request.urn, create)
+        marks_id = f"{news.get('stage')}/{resource_name(request.urn)}"
+        return self._guard(context, request.urn, create, resource_id=marks_id)
 
     def Update(self, request: Any, context: Any) -> provider_pb2.UpdateResponse:  # noqa: N802
         olds, news = props(request.olds), props(request.news)
@@ -221,12 +243,12 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
         def update() -> provider_pb2.UpdateResponse:
             preview = request.preview or has_unknowns(news)
             if self._is_rollout(request.urn):
-                outputs = self._rollout(request.urn).apply(news, preview=preview)
+                outputs = self._rollout(request.urn).apply(olds, news, preview=preview)
             else:
                 outputs = self._marks(request.urn).apply(olds, news, preview=preview)
             return provider_pb2.UpdateResponse(properties=struct(outputs))
 
-        return self._guard(context, request.urn, update)
+        return self._guard(context, request.urn, update, resource_id=request.id)
 
     def Delete(self, request: Any, context: Any) -> empty_pb2.Empty:  # noqa: N802
         olds = props(request.properties)

@@ -14,6 +14,7 @@ from node_marks_plugin.marks import (
     Marks,
     MarksConflict,
     Tainting,
+    adopt_patch,
     gateway_blockers,
     others_evicted,
     owner_annotation,
@@ -153,20 +154,50 @@ def test_a_value_that_was_there_before_the_stack_is_not_the_stacks_to_change() -
         stage_patch(adopted, RESTRICT, Marks({}, (Taint("mykey", "other", "NoSchedule"),)), KEY)
 
 
-def test_before_any_record_the_marks_this_projects_field_manager_wrote_are_the_stacks() -> None:
-    """Upgrading from the version that kept no record on the node."""
+def test_the_version_without_records_hands_its_marks_over_when_its_resources_go() -> None:
+    """Upgrading: this version's resources find the marks and do not take them as theirs; the
+    earlier version's resources, deleted at the end of the same `up`, add them to the record."""
     earlier = node({"mykey4pod": "asmgateway", "by-hand": "yes"}, [TEAM, OURS.as_node_taint()])
-    earlier["metadata"]["managedFields"] = [
-        {
-            "manager": "asm-serverless-gateway",
-            "operation": "Update",
-            "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}}}, "f:spec": {"f:taints": {}}},
-        },
-        {"manager": "kubectl-label", "fieldsV1": {"f:metadata": {"f:labels": {"f:by-hand": {}}}}},
-    ]
     declared = Marks({"mykey4pod": "asmgateway", "by-hand": "yes"}, (OURS,))
-    destroyed = run(earlier, (ADMIT, declared), (RESTRICT, declared), (RESTRICT, None), (ADMIT, None))
+    upgraded = run(earlier, (ADMIT, declared), (RESTRICT, declared))
+    assert json.loads(upgraded["metadata"]["annotations"].get(KEY, "{}")).get("labels", {}) == {}
+    handed_over = applied(upgraded, adopt_patch(upgraded, Marks({"mykey4pod": "asmgateway"}, (OURS,))))
+    destroyed = run(handed_over, (RESTRICT, None), (ADMIT, None))
     assert marks_of(destroyed) == ({"by-hand": "yes"}, [TEAM])
+    assert KEY not in destroyed["metadata"]["annotations"]
+
+
+def test_nothing_is_handed_over_where_it_is_not_clear_to_whom() -> None:
+    bare = node({"mykey4pod": "asmgateway"}, [])
+    assert adopt_patch(bare, DECLARED) is None  # no record yet
+    two = run(bare, (ADMIT, Marks({"a": "1"}, ())))
+    two["metadata"]["annotations"][owner_annotation("staging")] = "{}"
+    assert adopt_patch(two, DECLARED) is None
+
+
+def test_a_mark_two_stacks_hold_stays_until_neither_does() -> None:
+    staging = owner_annotation("staging")
+    shared = Marks({"pool": "gw"}, (OURS,))
+    both = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
+    both = applied(both, stage_patch(both, ADMIT, Marks({"pool": "gw", "b": "1"}, ()), staging))
+    both["metadata"]["annotations"][staging] = json.dumps(Marks({"pool": "gw", "b": "1"}, (OURS,)).as_props())
+    prod_gone = run(both, (RESTRICT, None), (ADMIT, None))
+    assert marks_of(prod_gone) == ({"pool": "gw", "b": "1"}, [OURS.as_node_taint()])
+
+
+def test_unmarking_in_restrict_leaves_the_labels_for_admit_after_the_gateways() -> None:
+    """destroy: restrict, then the gateways (protected ones refuse), then admit."""
+    marked = run(node({}, []), (ADMIT, DECLARED), (RESTRICT, DECLARED))
+    untainted = run(marked, (RESTRICT, None))
+    assert marks_of(untainted) == ({"mykey4pod": "asmgateway"}, [])
+
+
+def test_a_record_that_does_not_parse_names_nothing() -> None:
+    for text in ('"x"', "[1]", "42", "{not json", '{"labels": 3}'):
+        n = node({"mykey4pod": "asmgateway"}, [])
+        n["metadata"]["annotations"][KEY] = text
+        after = run(n, (RESTRICT, None), (ADMIT, None))
+        assert marks_of(after)[0] == {"mykey4pod": "asmgateway"}, text
 
 
 def test_an_earlier_versions_node_patch_claim_is_released_and_its_marks_are_the_stacks() -> None:
