@@ -633,6 +633,22 @@ def test_a_wait_that_cannot_end_fails_once_with_a_message_that_helps(live: Live)
     live.up_while_serving("stuck taint removed", unstuck)
 
 
+def plugins_running(folder: Path, command: str) -> list[int]:
+    """Processes whose working directory is `folder` and whose command line names `command`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                proc.name.isdigit()
+                and Path(os.readlink(proc / "cwd")) == folder
+                and command.encode() in (proc / "cmdline").read_bytes()
+            ):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def kill_processes_in(folder: Path) -> None:
     """SIGKILL every process whose working directory is `folder` (a killed engine's plugins)."""
     for proc in Path("/proc").iterdir():
@@ -709,6 +725,12 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     finally:
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
+        # The node-marks plugin notices that the engine is gone and exits: it
+        # cannot go on to taint the nodes after its wait.
+        deadline = time.monotonic() + 10
+        while plugins_running(live.project.dir, "node_marks_plugin.server"):
+            assert time.monotonic() < deadline, "the node-marks plugin outlived the killed engine"
+            time.sleep(0.2)
         # Plugins the engine started run in their own process groups and outlive
         # it, as they would on a user's machine; here they must not linger.
         kill_processes_in(live.project.dir)
