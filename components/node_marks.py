@@ -11,7 +11,6 @@ their delete hands the marks over to the new resources and changes nothing.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -127,22 +126,21 @@ class TolerationRollout(pulumi.CustomResource):
 
 
 class NodeMarksProvider(pulumi.dynamic.ResourceProvider):
-    """Earlier versions' per-node marks. Deleting one hands its marks over to the record that
-    this version's `NodeMarks` keep on the node (node_marks_plugin.marks.adopt_patch), and
-    changes nothing else: the marks stay, and `destroy` later takes them back."""
+    """Earlier versions' per-node marks (their state names this class). Deleting one hands its
+    marks over to this version's record on the node, or, where this version has not marked
+    the node, takes them back as it always did (node_marks_plugin.marks.handover_patch)."""
 
     def delete(self, _id: str, props: Any) -> None:
         # Imported here: only the earlier version's dynamic provider process needs them.
-        from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client  # noqa: PLC0415
-        from node_marks_plugin.marks import ADMIT, Marks  # noqa: PLC0415
+        from node_marks_plugin.cluster import Cluster, api_client  # noqa: PLC0415
+        from node_marks_plugin.marks import ADMIT, RESTRICT, Marks  # noqa: PLC0415
 
+        stage = props.get("stage", RESTRICT)
         marks = Marks.from_props(props)
-        handed = Marks(marks.labels, ()) if props.get("stage") == ADMIT else Marks({}, marks.taints)
-        # Best effort: if it cannot be done, the marks stay as marks not the stack's.
-        with contextlib.suppress(NodeMarksError):
-            Cluster(api_client(props["kubeconfig"], "the earlier version's kubeconfig")).adopt(
-                props["node"], handed
-            )
+        half = Marks(marks.labels, ()) if stage == ADMIT else Marks({}, marks.taints)
+        # A failure leaves the resource in state, to be tried again by the next `up`.
+        cluster = Cluster(api_client(props["kubeconfig"], "the kubeconfig the earlier version saved"))
+        cluster.hand_over(props["node"], half, stage)
 
     def diff(self, _id: str, _olds: Any, _news: Any) -> pulumi.dynamic.DiffResult:
         return pulumi.dynamic.DiffResult(changes=False)

@@ -32,8 +32,8 @@ from node_marks_plugin.marks import (
     Node,
     Pod,
     Tainting,
-    adopt_patch,
     gateway_blockers,
+    handover_patch,
     matches,
     others_evicted,
     show,
@@ -132,10 +132,12 @@ class Cluster:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
 
-    def _call(self, doing: str, call: Callable[[], Any]) -> dict[str, Any]:
+    def _call(self, doing: str, call: Callable[[], Any], missing_ok: bool = False) -> dict[str, Any]:
         try:
             return _json(call())
         except kubernetes.client.ApiException as error:
+            if missing_ok and error.status == 404:
+                return {}
             raise api_error(error, doing) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise unreachable(error, doing) from None
@@ -179,16 +181,18 @@ class Cluster:
             )
         return list(listing.get("items") or [])
 
-    def adopt(self, name: str, marks: Marks) -> None:
-        """Add to the node's record the marks an earlier version put on (marks.adopt_patch)."""
+    def hand_over(self, name: str, marks: Marks, stage: str) -> None:
+        """An earlier version's resource leaving: marks.handover_patch, on the node as read."""
         for _ in range(CONFLICT_RETRIES):
+            node = self._call(
+                f"reading node {name}",
+                lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+                missing_ok=True,
+            )
+            patch = handover_patch(node, marks, stage) if node else None
+            if patch is None:
+                return
             try:
-                node = _json(
-                    self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-                )
-                patch = adopt_patch(node, marks)
-                if patch is None:
-                    return
                 self.core.patch_node(
                     name,
                     patch,
@@ -198,10 +202,13 @@ class Cluster:
                 )
                 return
             except kubernetes.client.ApiException as error:
-                if error.status == 404:
-                    return
                 if error.status != 409:
-                    raise api_error(error, f"recording the marks on node {name}") from None
+                    raise api_error(error, f"handing node {name}'s marks over") from None
+            except urllib3.exceptions.HTTPError as error:
+                raise unreachable(error, f"handing node {name}'s marks over") from None
+        raise NodeMarksError(
+            f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
+        )
 
     def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
         """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone.

@@ -121,29 +121,51 @@ def owned(node: Node, key: str) -> Marks:
     return _record(annotations.get(key, "{}")).found_on(node)
 
 
-def adopt_patch(node: Node, marks: Marks) -> dict[str, Any] | None:
-    """A patch that adds to the node's one record those of `marks` it carries, or None.
+def handover_patch(node: Node, marks: Marks, stage: str) -> dict[str, Any] | None:
+    """What deleting one of the version-without-records' resources writes: a patch, or None.
 
-    For the upgrade from the version that kept no record: its resources hand
-    their marks over when they are deleted, after this version's have
-    recorded theirs. With no record, or one per several stacks, nothing is
-    adopted (the marks are then left on the node, as marks not the stack's).
+    Upgrading, this version's resources mark the node first (a mark already
+    there is not theirs) and the earlier version's are deleted at the end of
+    the same `up`. Where this version has recorded the node (its one record
+    there), the earlier marks are handed over: added to that record, so that
+    `destroy` still takes them back. Where it has not (the node left `nodes`
+    in the same `up`, or `destroy` runs before any `up` of this version), the
+    earlier resource's delete does what it always did: take back its stage's
+    half of what it put on, except what another stack's record names.
     """
-    annotations = node.get("metadata", {}).get("annotations") or {}
+    metadata = node.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
     keys = [k for k in annotations if k.startswith(OWNER_ANNOTATION_PREFIX)]
     found = marks.found_on(node)
-    if len(keys) != 1 or not found:
+    if not found:
         return None
-    record = _record(annotations[keys[0]])
-    merged = record.union(found)
-    if merged == record:
-        return None
-    return {
-        "metadata": {
-            "resourceVersion": node.get("metadata", {}).get("resourceVersion"),
-            "annotations": {keys[0]: json.dumps(merged.as_props(), sort_keys=True)},
+    if len(keys) == 1:
+        record = _record(annotations[keys[0]])
+        merged = record.union(found)
+        if merged == record:
+            return None
+        return {
+            "metadata": {
+                "resourceVersion": metadata.get("resourceVersion"),
+                "annotations": {keys[0]: json.dumps(merged.as_props(), sort_keys=True)},
+            }
         }
-    }
+    claimed = NO_MARKS
+    for key in keys:
+        claimed = claimed.union(_record(annotations[key]))
+    patch: dict[str, Any] = {"metadata": {"resourceVersion": metadata.get("resourceVersion")}}
+    if stage == ADMIT:
+        dropped = {k: None for k, v in found.labels.items() if claimed.labels.get(k) != v}
+        if not dropped:
+            return None
+        patch["metadata"]["labels"] = dropped
+    else:
+        gone = [t for t in found.taints if t not in claimed.taints]
+        if not gone:
+            return None
+        current = node.get("spec", {}).get("taints") or []
+        patch["spec"] = {"taints": [t for t in current if not any(g.on([t]) for g in gone)]}
+    return patch
 
 
 def _record(text: str) -> Marks:
@@ -232,6 +254,8 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
             if labels.get(k) != v:
                 label_patch[k] = v
                 record_labels[k] = v
+            elif shared.labels.get(k) == v:
+                record_labels[k] = v  # another stack's too: it stays until neither declares it
         dropped = [t for t in record.taints if t not in wanted.taints]
         taints = [t for t in taints if not any(d.on([t]) for d in dropped if d not in shared.taints)]
         record_taints -= set(dropped)
@@ -241,6 +265,8 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
     else:
         for taint in wanted.taints:
             if taint.on(taints):
+                if taint in shared.taints:
+                    record_taints.add(taint)  # another stack's too: it stays until neither declares it
                 continue
             slot = next((i for i, t in enumerate(taints) if taint.same_slot(t)), None)
             if slot is None:
@@ -268,7 +294,7 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
     # The record stays while the stack marks the node, even empty: it says the
     # stack has been here (an earlier version's marks are handed over to it).
     # Unmarked for good (admit, last), it goes.
-    unmarked = declared is None and stage == ADMIT
+    unmarked = declared is None and (stage == ADMIT or key not in annotations)
     record_text = None if unmarked else json.dumps(new_record.as_props(), sort_keys=True)
     if not label_patch and taints == current and handover is None and annotations.get(key) == record_text:
         return None

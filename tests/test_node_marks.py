@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 
 from components.scheduling import Taint
+from node_marks_plugin.cluster import NodeMarksError
 from node_marks_plugin.marks import (
     ADMIT,
     RESTRICT,
     Marks,
     MarksConflict,
     Tainting,
-    adopt_patch,
     gateway_blockers,
+    handover_patch,
     others_evicted,
     owner_annotation,
     stage_patch,
 )
+from node_marks_plugin.resources import NodeMarksResource, PartlyAppliedError
 
 OURS = Taint("mykey", "myvalue", "NoSchedule")
 NEW = Taint("dedicated", "gateway", "NoExecute")
@@ -161,28 +164,51 @@ def test_the_version_without_records_hands_its_marks_over_when_its_resources_go(
     declared = Marks({"mykey4pod": "asmgateway", "by-hand": "yes"}, (OURS,))
     upgraded = run(earlier, (ADMIT, declared), (RESTRICT, declared))
     assert json.loads(upgraded["metadata"]["annotations"].get(KEY, "{}")).get("labels", {}) == {}
-    handed_over = applied(upgraded, adopt_patch(upgraded, Marks({"mykey4pod": "asmgateway"}, (OURS,))))
+    handed_over = run(upgraded)
+    for stage, half in ((ADMIT, Marks({"mykey4pod": "asmgateway"}, ())), (RESTRICT, Marks({}, (OURS,)))):
+        handed_over = applied(handed_over, handover_patch(handed_over, half, stage))
+    assert marks_of(handed_over) == marks_of(upgraded)  # the hand-over takes nothing off
     destroyed = run(handed_over, (RESTRICT, None), (ADMIT, None))
     assert marks_of(destroyed) == ({"by-hand": "yes"}, [TEAM])
     assert KEY not in destroyed["metadata"]["annotations"]
 
 
-def test_nothing_is_handed_over_where_it_is_not_clear_to_whom() -> None:
-    bare = node({"mykey4pod": "asmgateway"}, [])
-    assert adopt_patch(bare, DECLARED) is None  # no record yet
-    two = run(bare, (ADMIT, Marks({"a": "1"}, ())))
-    two["metadata"]["annotations"][owner_annotation("staging")] = "{}"
-    assert adopt_patch(two, DECLARED) is None
+def test_where_this_version_never_marked_the_node_the_earlier_resource_takes_its_marks_back() -> None:
+    """The node left `nodes` in the upgrading `up`, or `destroy` ran before any `up` of this version."""
+    earlier = node({"mykey4pod": "asmgateway", "team": "x"}, [TEAM, OURS.as_node_taint()])
+    for stage, half in ((RESTRICT, Marks({}, (OURS,))), (ADMIT, Marks({"mykey4pod": "asmgateway"}, ()))):
+        earlier = applied(earlier, handover_patch(earlier, half, stage))
+    assert marks_of(earlier) == ({"team": "x"}, [TEAM])
+
+
+def test_an_earlier_mark_another_stack_records_is_left_to_it() -> None:
+    n = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    n["metadata"]["annotations"][owner_annotation("a")] = json.dumps(DECLARED.as_props())
+    n["metadata"]["annotations"][owner_annotation("b")] = "{}"
+    assert handover_patch(n, Marks({}, (OURS,)), RESTRICT) is None
+    assert handover_patch(n, Marks({"mykey4pod": "asmgateway"}, ()), ADMIT) is None
 
 
 def test_a_mark_two_stacks_hold_stays_until_neither_does() -> None:
+    """prod marks the node first; staging then declares the same label and taint."""
     staging = owner_annotation("staging")
     shared = Marks({"pool": "gw"}, (OURS,))
     both = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
-    both = applied(both, stage_patch(both, ADMIT, Marks({"pool": "gw", "b": "1"}, ()), staging))
-    both["metadata"]["annotations"][staging] = json.dumps(Marks({"pool": "gw", "b": "1"}, (OURS,)).as_props())
+    for stage in (ADMIT, RESTRICT):
+        both = applied(both, stage_patch(both, stage, shared, staging))
+    assert json.loads(both["metadata"]["annotations"][staging]) == shared.as_props()
     prod_gone = run(both, (RESTRICT, None), (ADMIT, None))
-    assert marks_of(prod_gone) == ({"pool": "gw", "b": "1"}, [OURS.as_node_taint()])
+    assert marks_of(prod_gone) == ({"pool": "gw"}, [OURS.as_node_taint()])
+    for stage in (RESTRICT, ADMIT):
+        prod_gone = applied(prod_gone, stage_patch(prod_gone, stage, None, staging))
+    assert marks_of(prod_gone) == ({}, [])
+
+
+def test_unmarking_a_node_the_stack_has_no_record_on_writes_nothing() -> None:
+    """A node dropped from `nodes`: admit (first) removes the record; restrict then adds none."""
+    marked = run(node({}, []), (ADMIT, DECLARED), (RESTRICT, DECLARED))
+    dropped = run(marked, (ADMIT, None))
+    assert stage_patch(dropped, RESTRICT, None, KEY) is None
 
 
 def test_unmarking_in_restrict_leaves_the_labels_for_admit_after_the_gateways() -> None:
@@ -331,3 +357,35 @@ def test_a_toleration_for_a_while_does_not_keep_a_pod_from_a_no_execute_taint() 
     delayed = pod("cache", [{**NEW.as_toleration(), "tolerationSeconds": 300}])  # type: ignore[dict-item]
     assert [b.pod for b in others_evicted([delayed], lambda _: False, tainting)] == ["istio-system/cache"]
     assert others_evicted([pod("cache", [NEW.as_toleration()])], lambda _: False, tainting) == []
+
+
+class FailingCluster:
+    """Stands in for the cluster side (node_marks_plugin.cluster.Cluster): the second patch fails."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.listed = {
+            n: {**node({}, []), "metadata": {**node({}, [])["metadata"], "name": n}} for n in names
+        }
+        self.patched: list[str] = []
+
+    def nodes(self, names: Any = None, label_selector: str = "") -> dict[str, Any]:
+        return self.listed
+
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
+        if self.patched:
+            raise NodeMarksError(f"patching node {name}: 500 Internal Server Error")
+        self.patched.append(name)
+        return True
+
+
+def test_a_failure_after_some_nodes_changed_saves_which_in_state() -> None:
+    cluster = FailingCluster(["a", "b", "c"])
+    resource = NodeMarksResource(cluster, KEY, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    olds = {"stage": ADMIT, "nodes": ["a"], "labels": {}, "taints": []}
+    news = {"stage": ADMIT, "nodes": ["b", "c"], "labels": {"k": "v"}, "taints": []}
+    with pytest.raises(PartlyAppliedError, match="500 Internal Server Error") as failed:
+        resource.apply(olds, news)
+    # b changed, c did not, a is still marked: the next `up` or `destroy` must know of a and b.
+    assert cluster.patched == ["b"]
+    assert failed.value.outputs["nodes"] == ["a", "b"]
+    assert failed.value.outputs["labels"] == {"k": "v"}

@@ -41,8 +41,17 @@ def marks(api: kubernetes.client.ApiClient) -> dict[str, Any]:
     return found
 
 
+def stack_marks(found: dict[str, Any], name: str) -> tuple[bool, bool]:
+    """Whether a node carries the stack's label, and its taint."""
+    labels, taints = found[name]
+    return labels.get("edge.example.com/role") == "gateway", tuple(TAINT.values()) in taints
+
+
+@pytest.mark.parametrize(
+    "how", ["up, then destroy", "a node dropped in the upgrading up", "destroy before any up"]
+)
 def test_upgrading_from_dynamic_node_marks_keeps_every_mark_and_destroy_takes_back_the_stacks(
-    tmp_path: Path,
+    tmp_path: Path, how: str
 ) -> None:
     old_source = checkout(DYNAMIC_VERSION, tmp_path / "source")
     with running_control_plane(tmp_path) as (plane, api):
@@ -69,25 +78,33 @@ def test_upgrading_from_dynamic_node_marks_keeps_every_mark_and_destroy_takes_ba
         old = EngineProject(tmp_path, source=old_source, folder="old")
         old.stack_on_cluster("local", plane.kubeconfig, point_at_cluster).up()
         deployed = marks(api)
-        for name in NODES:
-            assert deployed[name][0]["edge.example.com/role"] == "gateway"
-            assert tuple(TAINT.values()) in deployed[name][1]
+        assert all(stack_marks(deployed, name) == (True, True) for name in NODES)
 
         new = EngineProject(tmp_path, folder="new")  # same backend: the same state
         shutil.copy2(old.stack_file("local"), new.stack_file("local"))
         stack = new.stack("local")
-        steps = changed_steps(stack)
-        print("\nthe upgrade's preview:", *(f"  {s.op} {s.type} {s.name}" for s in steps), sep="\n")
-        replaced = [s for s in steps if s.op not in ("create", "delete")]
-        assert replaced == [], "the upgrade changes more than the node marks' own resources"
-        assert all("NodeMarks" in s.type or "providers" in s.type for s in steps)
-        stack.up()
-        assert marks(api) == deployed
-        stack.preview(expect_no_changes=True)
+        if how == "a node dropped in the upgrading up":
+            new.edit_config("local", lambda config: config["ecsCapacity"].update(nodes=["edge-a"]))
+        if how != "destroy before any up":
+            steps = changed_steps(stack)
+            print(
+                f"\nthe upgrade's preview ({how}):", *(f"  {s.op} {s.type} {s.name}" for s in steps), sep="\n"
+            )
+            assert [s for s in steps if s.op not in ("create", "delete")] == [], (
+                "more than the node marks change"
+            )
+            assert all("NodeMarks" in s.type or "providers" in s.type for s in steps)
+            stack.up()
+            kept = marks(api)
+            assert stack_marks(kept, "edge-a") == (True, True)
+            if how == "a node dropped in the upgrading up":
+                # The earlier resource of the dropped node takes its marks back, as it always did.
+                assert stack_marks(kept, "edge-b") == (False, False)
+            else:
+                assert kept == deployed
+            stack.preview(expect_no_changes=True)
 
         stack.destroy()
-        for name in NODES:
-            labels, taints = marks(api)[name]
-            assert "edge.example.com/role" not in labels
-            assert tuple(TAINT.values()) not in taints
-        assert tuple(THEIRS.values()) in marks(api)["edge-b"][1]
+        after = marks(api)
+        assert all(stack_marks(after, name) == (False, False) for name in NODES), after
+        assert tuple(THEIRS.values()) in after["edge-b"][1]
