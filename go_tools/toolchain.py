@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,16 +313,22 @@ def pulumi_home() -> Path:
 
 
 def _user_login() -> tuple[str, str | None] | None:
-    """The backend (and its token) the user chose with `pulumi login`, read from their home."""
-    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
-    try:
-        credentials = json.loads((home / "credentials.json").read_text())
-    except (OSError, ValueError):
-        return None
-    current = credentials.get("current")
-    if not current:
-        return None
-    return current, (credentials.get("accessTokens") or {}).get(current)
+    """The backend (and its token) the user chose with `pulumi login`.
+
+    A login made through `scripts/pulumi.sh` lands in the home it runs
+    `pulumi` with (the project's cache, or PULUMI_HOME); one made with the
+    user's own `pulumi` lands in PULUMI_HOME or ~/.pulumi. The first found wins.
+    """
+    homes = [pulumi_home(), Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")]
+    for home in dict.fromkeys(homes):
+        try:
+            credentials = json.loads((home / "credentials.json").read_text())
+        except (OSError, ValueError):
+            continue
+        current = credentials.get("current")
+        if current:
+            return current, (credentials.get("accessTokens") or {}).get(current)
+    return None
 
 
 def kubernetes_plugin() -> Path:
@@ -386,7 +393,9 @@ def engine_bin_dir() -> Path:
     return folder
 
 
-def engine_environment(state_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def engine_environment(
+    state_dir: Path | None = None, base: dict[str, str] | None = None, default_backend: bool = True
+) -> dict[str, str]:
     """The environment in which the engine runs here with no network at all.
 
     `pulumi` on PATH; state in `state_dir` if given, else in the user's own
@@ -404,7 +413,8 @@ def engine_environment(state_dir: Path | None = None, base: dict[str, str] | Non
         # so their login is passed on explicitly.
         login = _user_login()
         if login is None:
-            env["PULUMI_BACKEND_URL"] = (PROJECT_DIR / ".pulumi-state").resolve().as_uri()
+            if default_backend:
+                env["PULUMI_BACKEND_URL"] = PROJECT_STATE.resolve().as_uri()
         else:
             env["PULUMI_BACKEND_URL"] = login[0]
             if login[1] and "PULUMI_ACCESS_TOKEN" not in env:
@@ -429,18 +439,67 @@ def stack_named(args: list[str]) -> str | None:
 
 
 def _has_own_secrets(stack: str, args: list[str], env: dict[str, str]) -> bool:
-    """A secrets provider on the command line or in the stack file, or a backend that has one."""
-    if any(a == "--secrets-provider" or a.startswith("--secrets-provider=") for a in args):
+    """A secrets provider that is not a passphrase: on the command line, in the stack file, or
+    Pulumi Cloud's own (an http(s) backend, for a stack not made with a passphrase)."""
+    for index, arg in enumerate(args):
+        chosen = arg.removeprefix("--secrets-provider=") if arg.startswith("--secrets-provider=") else None
+        if arg == "--secrets-provider" and index + 1 < len(args):
+            chosen = args[index + 1]
+        if chosen is not None:
+            return chosen not in ("", "passphrase")
+    settings = _stack_settings(stack)
+    if settings.get("secretsprovider") not in (None, "", "passphrase"):
         return True
     backend = env.get("PULUMI_BACKEND_URL", "")
-    if backend and not backend.startswith("file://"):
-        return True
+    # s3://, gs://, azblob:// and file:// backends encrypt with a passphrase by default.
+    return backend.startswith(("https://", "http://")) and "encryptionsalt" not in settings
+
+
+PROJECT_STATE = PROJECT_DIR / ".pulumi-state"
+
+
+def backend_problem(stack: str | None, env: dict[str, str]) -> str | None:
+    """Why a stack may not keep its state where the environment points, if it may not.
+
+    The project's `.pulumi-state/` is a folder git ignores: `git clean -fdx`
+    or a new clone loses it. It holds the `local` stack only.
+    """
+    backend = env.get("PULUMI_BACKEND_URL", "")
+    if stack is None or stack == LOCAL_STACK or not backend.startswith("file://"):
+        return None
+    folder = Path(urllib.parse.unquote(backend.removeprefix("file://")).split("?", 1)[0])
+    if folder.resolve() != PROJECT_STATE.resolve():
+        return None
+    return (
+        f"stack '{stack}' would keep its state in {PROJECT_STATE} (a folder in this checkout that git"
+        " ignores, for the `local` stack only). Choose a backend first: scripts/pulumi.sh login"
+        " file:///path/outside/the/checkout (or s3://, gs://, azblob://, Pulumi Cloud),"
+        " or set PULUMI_BACKEND_URL."
+    )
+
+
+def _passphrase(env: dict[str, str]) -> str | None:
+    if env.get("PULUMI_CONFIG_PASSPHRASE") is not None:
+        return env["PULUMI_CONFIG_PASSPHRASE"]
+    path = env.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""  # not the published one: pulumi itself says what is wrong with the file
+    return None
+
+
+def _stack_settings(stack: str) -> dict[str, str]:
+    """The stack file's top-level settings that say how its secrets are encrypted."""
     stack_file = PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml"
+    settings = {}
     if stack_file.is_file():
         for line in stack_file.read_text().splitlines():
-            if line.startswith("secretsprovider:"):
-                return line.split(":", 1)[1].strip() not in ("", "passphrase")
-    return False
+            key, sep, value = line.partition(":")
+            if sep and key in ("secretsprovider", "encryptionsalt"):
+                settings[key] = value.strip()
+    return settings
 
 
 def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> str | None:
@@ -450,14 +509,23 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
     other than `local` needs its own passphrase, a secrets provider in its stack
     file (or `--secrets-provider`), or a backend with its own secrets manager.
     """
-    if env.get("PULUMI_CONFIG_PASSPHRASE") is not None or env.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
-        return None
     if stack is None:
         return None  # pulumi itself asks, or says what is missing
     if stack == LOCAL_STACK:
-        env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        if _passphrase(env) is None:
+            env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
         return None
     if _has_own_secrets(stack, args, env):
+        return None
+    passphrase = _passphrase(env)
+    if passphrase == LOCAL_PASSPHRASE:
+        return (
+            f"stack '{stack}' would encrypt its secrets (kubeconfigs, credentials) with the `local` stack's"
+            " published passphrase, which PULUMI_CONFIG_PASSPHRASE(_FILE) holds here. Set a passphrase of"
+            f" its own (kept out of the repo) or a KMS or Vault secrets provider: pulumi stack init {stack}"
+            f" --secrets-provider=<url> (or pulumi stack change-secrets-provider <url> --stack {stack})."
+        )
+    if passphrase is not None:
         return None
     return (
         f"stack '{stack}' has no passphrase or secrets provider to encrypt its secrets (kubeconfigs,"
@@ -470,14 +538,15 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
 
 def run_pulumi(args: list[str]) -> int:
     """`scripts/pulumi.sh`: the engine's environment, the stack's secrets rule, then `pulumi`."""
-    env = engine_environment()
+    command = [a for a in args if not a.startswith("-")][:1]
+    # `login` chooses the backend: no default may stand in for it.
+    env = engine_environment(default_backend=command not in (["login"], ["logout"]))
     stack = stack_named(args)
-    problem = secrets_problem(stack, args, env)
+    problem = backend_problem(stack, env) or secrets_problem(stack, args, env)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    (PROJECT_DIR / ".pulumi-state").mkdir(exist_ok=True)
-    command = [a for a in args if not a.startswith("-")][:1]
+    PROJECT_STATE.mkdir(exist_ok=True)
     if stack is not None and command in (["up"], ["preview"]):
         _create_if_missing(stack, env)
     os.execvpe("pulumi", ["pulumi", *args], env)

@@ -80,3 +80,48 @@ def test_the_users_login_still_chooses_the_backend(monkeypatch: pytest.MonkeyPat
     assert env["PULUMI_BACKEND_URL"] == "https://pulumi.example.com"
     assert env["PULUMI_ACCESS_TOKEN"] == "pul-x"
     assert not Path(env["PULUMI_HOME"]).is_relative_to(home / ".pulumi")
+
+
+def test_the_projects_own_state_folder_holds_the_local_stack_only() -> None:
+    inside = {"PULUMI_BACKEND_URL": toolchain.PROJECT_STATE.resolve().as_uri()}
+    assert toolchain.backend_problem("local", inside) is None
+    problem = toolchain.backend_problem("prod", inside)
+    assert problem is not None and "stack 'prod'" in problem and "scripts/pulumi.sh login" in problem
+    assert toolchain.backend_problem("prod", {"PULUMI_BACKEND_URL": "file:///srv/pulumi-state"}) is None
+    assert toolchain.backend_problem("prod", {"PULUMI_BACKEND_URL": "s3://team-state"}) is None
+
+
+@pytest.mark.parametrize(
+    "backend", ["file:///srv/pulumi-state", "s3://team-state", "gs://team-state", "azblob://team-state"]
+)
+def test_the_published_passphrase_is_refused_for_another_stack_whatever_the_backend(
+    backend: str, tmp_path: Path
+) -> None:
+    (tmp_path / "pass").write_text("local\n")
+    for env in (
+        {"PULUMI_BACKEND_URL": backend, "PULUMI_CONFIG_PASSPHRASE": "local"},
+        {"PULUMI_BACKEND_URL": backend, "PULUMI_CONFIG_PASSPHRASE_FILE": str(tmp_path / "pass")},
+    ):
+        for args in (["stack", "init", "team-prod"], ["up", "--stack", "team-prod"]):
+            problem = toolchain.secrets_problem("team-prod", args, dict(env))
+            assert problem is not None and "published passphrase" in problem, (env, args)
+    # With a secrets provider of its own, the exported passphrase is not used.
+    assert (
+        toolchain.secrets_problem(
+            "team-prod",
+            ["stack", "init", "team-prod", "--secrets-provider=awskms://alias/x"],
+            {"PULUMI_BACKEND_URL": backend, "PULUMI_CONFIG_PASSPHRASE": "local"},
+        )
+        is None
+    )
+
+
+def test_pulumi_clouds_own_secrets_count_but_not_a_stack_it_holds_under_a_passphrase(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(toolchain, "PROJECT_DIR", tmp_path)
+    cloud = {"PULUMI_BACKEND_URL": "https://api.pulumi.example.com", "PULUMI_CONFIG_PASSPHRASE": "local"}
+    assert toolchain.secrets_problem("team-prod", ["up", "--stack", "team-prod"], dict(cloud)) is None
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.team-prod.yaml").write_text("encryptionsalt: v1:abc\nconfig: {}\n")
+    assert toolchain.secrets_problem("team-prod", ["up", "--stack", "team-prod"], dict(cloud)) is not None
