@@ -10,7 +10,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "installing the Python packages into .venv ..." >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# Exactly the locked versions, each checked against its hash (requirements.lock,
+# compiled from requirements-dev.txt; see the README to update it).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 group="${1:-engine}"   # engine, cluster or all
 .venv/bin/python -m go_tools.toolchain build "$group" >/dev/null
 if [ "$group" != cluster ]; then
