@@ -24,6 +24,7 @@ from node_marks_plugin.cluster import (
     wait_for_rollout,
 )
 from node_marks_plugin.marks import (
+    ADMIT,
     RESTRICT,
     STAGES,
     Marks,
@@ -180,6 +181,25 @@ class NodeMarksResource:
     def delete(self, olds: Props) -> None:
         for name in _node_list(olds):
             self._mark(name, olds["stage"], None)
+
+    def read(self, state: Props) -> dict[str, Any]:
+        """The state with this stage's marks narrowed to what every listed node still carries."""
+        declared = Marks.from_props(state)
+        every_node = self.cluster.nodes()
+        nodes = [every_node[n] for n in _node_list(state) if n in every_node]
+        carried = declared
+        for node in nodes:
+            found = declared.found_on(node)
+            carried = Marks(
+                {k: v for k, v in carried.labels.items() if k in found.labels},
+                tuple(t for t in carried.taints if t in found.taints),
+            )
+        narrowed = (
+            Marks(carried.labels, declared.taints)
+            if state["stage"] == ADMIT
+            else Marks(declared.labels, carried.taints)
+        )
+        return {**state, **narrowed.as_props()}
 
     def diff(self, olds: Props, news: Props) -> Diff:
         """What changed in the inputs, and marks taken off the nodes behind the stack's back."""

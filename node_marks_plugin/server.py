@@ -261,8 +261,18 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
         return self._guard(context, request.urn, delete)
 
     def Read(self, request: Any, context: Any) -> provider_pb2.ReadResponse:  # noqa: N802
-        # What the nodes lack shows in every preview's diff (`Diff`), refreshed or not.
-        return provider_pb2.ReadResponse(id=request.id, properties=request.properties, inputs=request.inputs)
+        """`refresh`: the marks as the nodes carry them (a mark taken off by hand shows as a change)."""
+        state = props(request.properties)
+        if self._is_rollout(request.urn) or self.cluster is None:
+            return provider_pb2.ReadResponse(
+                id=request.id, properties=request.properties, inputs=request.inputs
+            )
+
+        def read() -> provider_pb2.ReadResponse:
+            found = self._marks(request.urn).read(state)
+            return provider_pb2.ReadResponse(id=request.id, properties=struct(found), inputs=request.inputs)
+
+        return self._guard(context, request.urn, read)
 
 
 def exit_with_the_engine() -> None:

@@ -685,7 +685,11 @@ def test_a_taint_removed_by_hand_shows_on_refresh_and_comes_back(live: Live) -> 
         if pre is not None and pre.metadata.op == auto.events.OpType.UPDATE:
             changed.append(pre.metadata.urn.rsplit("::", 1)[1])
 
-    preview = live.stack.preview(refresh=True, on_event=on_event)
+    # `refresh` sees it too, and records it.
+    with pytest.raises(auto.errors.CommandError):
+        live.stack.refresh(expect_no_changes=True)
+    live.stack.refresh()
+    preview = live.stack.preview(on_event=on_event)
     assert changed == ["asm-gateway-ecs-taints-marks"]
     shown = f"edge-a lacks {DEDICATED['key']}={DEDICATED['value']}:{DEDICATED['effect']}"
     assert shown in preview.stdout, preview.stdout

@@ -389,3 +389,19 @@ def test_a_failure_after_some_nodes_changed_saves_which_in_state() -> None:
     assert cluster.patched == ["b"]
     assert failed.value.outputs["nodes"] == ["a", "b"]
     assert failed.value.outputs["labels"] == {"k": "v"}
+
+
+def test_refresh_reads_the_marks_every_listed_node_still_carries() -> None:
+    cluster = FailingCluster(["a", "b"])
+    cluster.listed["a"]["spec"]["taints"] = [OURS.as_node_taint(), NEW.as_node_taint()]
+    cluster.listed["b"]["spec"]["taints"] = [OURS.as_node_taint()]  # NEW taken off by hand
+    resource = NodeMarksResource(cluster, KEY, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    state = {
+        "stage": RESTRICT,
+        "nodes": ["a", "b"],
+        "labels": {"k": "v"},
+        "taints": Marks({}, (OURS, NEW)).as_props()["taints"],
+    }
+    read = resource.read(state)
+    assert read["taints"] == [OURS.as_node_taint()]
+    assert read["labels"] == {"k": "v"}  # restrict's state keeps the labels as declared
