@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pulumi
 import pulumi_kubernetes as k8s
-import yaml
+
+from components.kubeconfig import KubeconfigProblemError, read_kubeconfig
 
 
 class KubeconfigError(pulumi.RunError):
@@ -27,13 +28,9 @@ def require_kubeconfig(name: str, source: str) -> Callable[[str | None], str]:
                 " ambient ~/.kube/config, which may point at any cluster"
             )
         try:
-            document = yaml.safe_load(kubeconfig)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise KubeconfigError(f"{name}: the kubeconfig from {source} is not valid YAML{where}") from None
-        if not isinstance(document, dict) or "clusters" not in document:
-            raise KubeconfigError(f"{name}: the kubeconfig from {source} is not a kubeconfig (no `clusters`)")
+            read_kubeconfig(kubeconfig)
+        except KubeconfigProblemError as problem:
+            raise KubeconfigError(f"{name}: the kubeconfig from {source} {problem}") from None
         return kubeconfig
 
     return check

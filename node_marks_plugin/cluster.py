@@ -21,9 +21,9 @@ from typing import Any
 
 import kubernetes
 import urllib3
-import yaml
 from kubernetes.config import kube_config
 
+from components.kubeconfig import KubeconfigProblemError, read_kubeconfig
 from node_marks_plugin.marks import (
     FIELD_MANAGER,
     Blocker,
@@ -78,13 +78,9 @@ if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
 def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
     """A client for a kubeconfig's current context; errors say what is wrong, never what it holds."""
     try:
-        document = yaml.safe_load(kubeconfig)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise NodeMarksError(f"{source} is not valid YAML{where}") from None
-    if not isinstance(document, dict) or not document.get("clusters"):
-        raise NodeMarksError(f"{source} is not a kubeconfig (no `clusters`)")
+        document = read_kubeconfig(kubeconfig)
+    except KubeconfigProblemError as problem:
+        raise NodeMarksError(f"{source} {problem}") from None
     try:
         return kubernetes.config.new_client_from_config_dict(document)
     except Exception as error:  # noqa: BLE001 - the client's messages may quote the kubeconfig
@@ -183,54 +179,35 @@ class Cluster:
 
     def hand_over(self, name: str, marks: Marks, stage: str) -> None:
         """An earlier version's resource leaving: marks.handover_patch, on the node as read."""
+        self._patch(name, lambda node: handover_patch(node, marks, stage), "handing the marks over")
+
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
+        """Bring one node to one stage's half of `declared` (marks.stage_patch). False if the node is gone.
+
+        Each try reads the node afresh, so a value another writer put in a
+        declared mark's slot meanwhile is refused, not overwritten.
+        """
+
+        def patch(node: Node) -> dict[str, Any] | None:
+            try:
+                return stage_patch(node, stage, declared, owner)
+            except MarksConflict as conflict:
+                raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
+
+        return self._patch(name, patch, "patching")
+
+    def _patch(self, name: str, make_patch: Callable[[Node], dict[str, Any] | None], doing: str) -> bool:
+        """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
+        again on a conflict. False if the node is gone."""
         for _ in range(CONFLICT_RETRIES):
             node = self._call(
                 f"reading node {name}",
                 lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
                 missing_ok=True,
             )
-            patch = handover_patch(node, marks, stage) if node else None
-            if patch is None:
-                return
-            try:
-                self.core.patch_node(
-                    name,
-                    patch,
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/merge-patch+json",
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-                return
-            except kubernetes.client.ApiException as error:
-                if error.status != 409:
-                    raise api_error(error, f"handing node {name}'s marks over") from None
-            except urllib3.exceptions.HTTPError as error:
-                raise unreachable(error, f"handing node {name}'s marks over") from None
-        raise NodeMarksError(
-            f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
-        )
-
-    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
-        """Read, patch on the read `resourceVersion`, retry on conflict. False if the node is gone.
-
-        Each try reads the node afresh, so a value another writer put in a
-        declared mark's slot meanwhile is refused, not overwritten.
-        """
-        for _ in range(CONFLICT_RETRIES):
-            try:
-                node = _json(
-                    self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-                )
-            except kubernetes.client.ApiException as error:
-                if error.status == 404:
-                    return False
-                raise api_error(error, f"reading node {name}") from None
-            except urllib3.exceptions.HTTPError as error:
-                raise unreachable(error, f"reading node {name}") from None
-            try:
-                patch = stage_patch(node, stage, declared, owner)
-            except MarksConflict as conflict:
-                raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
+            if not node:
+                return False
+            patch = make_patch(node)
             if patch is None:
                 return True
             try:
@@ -244,9 +221,9 @@ class Cluster:
                 return True
             except kubernetes.client.ApiException as error:
                 if error.status != 409:
-                    raise api_error(error, f"patching node {name}") from None
+                    raise api_error(error, f"{doing} node {name}") from None
             except urllib3.exceptions.HTTPError as error:
-                raise unreachable(error, f"patching node {name}") from None
+                raise unreachable(error, f"{doing} node {name}") from None
         raise NodeMarksError(
             f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
         )

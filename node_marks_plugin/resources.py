@@ -91,6 +91,19 @@ def _tainting(nodes: Mapping[str, Node], declared: Marks, props: Props) -> Taint
     )
 
 
+def _wait(cluster: Cluster, props: Props, tainting: Tainting, cancelled: threading.Event, log: Log) -> None:
+    """Tolerate before taint (cluster.wait_for_rollout), with the resource's own settings."""
+    wait_for_rollout(
+        cluster,
+        props.get("gatewayPods") or [],
+        tainting,
+        timeout=float(props.get("rolloutTimeoutSeconds") or 600),
+        evict_other_pods=bool(props.get("evictOtherPods")),
+        cancelled=cancelled,
+        log=log,
+    )
+
+
 def _read_listed(names: list[str], every_node: Mapping[str, Node]) -> dict[str, Node]:
     nodes = {name: every_node[name] for name in names if name in every_node}
     missing = [n for n in names if n not in nodes]
@@ -140,15 +153,7 @@ class NodeMarksResource:
                 warn_label_value_changes(nodes, declared, self.owner, self.log)
             return outputs
         if stage == RESTRICT:
-            wait_for_rollout(
-                self.cluster,
-                news.get("gatewayPods") or [],
-                tainting,
-                timeout=float(news.get("rolloutTimeoutSeconds") or 600),
-                evict_other_pods=bool(news.get("evictOtherPods")),
-                cancelled=self.cancelled,
-                log=self.log,
-            )
+            _wait(self.cluster, news, tainting, self.cancelled, self.log)
         touched: list[str] = []
         try:
             for name in listed:
@@ -272,15 +277,7 @@ class TolerationRolloutResource:
         if preview:
             warn_evictions(self.cluster, news, tainting, self.log)
         else:
-            wait_for_rollout(
-                self.cluster,
-                news.get("gatewayPods") or [],
-                tainting,
-                timeout=float(news.get("rolloutTimeoutSeconds") or 600),
-                evict_other_pods=bool(news.get("evictOtherPods")),
-                cancelled=self.cancelled,
-                log=self.log,
-            )
+            _wait(self.cluster, news, tainting, self.cancelled, self.log)
         return {k: news.get(k) for k in TOLERATION_ROLLOUT_INPUTS if k in news}
 
     def diff(self, olds: Props, news: Props) -> Diff:

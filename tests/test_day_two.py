@@ -319,11 +319,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # the stack ever ran, and the stack must leave it there (destroy included).
         core = kubernetes.client.CoreV1Api(api)
         core.patch_node("edge-b", {"metadata": {"labels": {ROLE: "gateway"}}}, field_manager="kubectl-label")
-        taints_b = [
-            {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
-            for t in core.read_node("edge-b").spec.taints or []
-        ]
-        core.patch_node("edge-b", {"spec": {"taints": [*taints_b, DEDICATED]}}, field_manager="kubectl-taint")
+        _add_taint_by_hand(api, "edge-b", DEDICATED, field_manager="kubectl-taint")
         asm_standin.install(api, NAMESPACE)
         kubernetes.client.CoreV1Api(api).create_namespaced_config_map(
             "kube-system",
@@ -572,13 +568,8 @@ def test_a_taint_another_writer_holds_with_another_value_is_refused_before_anyth
     live: Live,
 ) -> None:
     core = kubernetes.client.CoreV1Api(live.api)
-    node = core.read_node("edge-a")
     theirs = {"key": "edge.example.com/zone", "value": "theirs", "effect": "NoSchedule"}
-    kept = [
-        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
-        for t in node.spec.taints
-    ]
-    core.patch_node("edge-a", {"spec": {"taints": [*kept, theirs]}}, field_manager="zone-operator")
+    _add_taint_by_hand(live.api, "edge-a", theirs, field_manager="zone-operator")
     gateway_before = asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"]
     live.project.edit_config("local", _add({**theirs, "value": "ours"}))
     try:
@@ -661,14 +652,28 @@ def kill_processes_in(folder: Path) -> None:
             continue
 
 
+def _taints_of(node: Any) -> list[dict[str, str]]:
+    """A node's taints as the API takes them back in a patch."""
+    return [
+        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
+        for t in node.spec.taints or []
+    ]
+
+
+def _add_taint_by_hand(
+    api: kubernetes.client.ApiClient, node: str, taint: dict[str, str], field_manager: str | None = None
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    taints = [*_taints_of(core.read_node(node)), taint]
+    core.patch_node(
+        node, {"spec": {"taints": taints}}, **({"field_manager": field_manager} if field_manager else {})
+    )
+
+
 def _drop_taint_by_hand(api: kubernetes.client.ApiClient, node: str, key: str) -> None:
     core = kubernetes.client.CoreV1Api(api)
     current = core.read_node(node)
-    kept = [
-        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
-        for t in current.spec.taints
-        if t.key != key
-    ]
+    kept = [t for t in _taints_of(current) if t["key"] != key]
     core.patch_node(
         node,
         {"metadata": {"resourceVersion": current.metadata.resource_version}, "spec": {"taints": kept}},
@@ -772,12 +777,7 @@ def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:
         def patch_node(self, name: str, body: Any, **kwargs: Any) -> Any:
             if not conflicts:
                 # The other writer wins the race, once.
-                node = core.read_node(name)
-                kept = [
-                    {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
-                    for t in node.spec.taints or []
-                ]
-                core.patch_node(name, {"spec": {"taints": [*kept, theirs]}})
+                _add_taint_by_hand(live.api, name, theirs)
             try:
                 return super().patch_node(name, body, **kwargs)
             except kubernetes.client.ApiException as error:
@@ -800,14 +800,8 @@ def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Li
     """What the stack avoids, done by hand: the eviction counter above does see evictions."""
     live.wait_serving()
     live.watch.evicted.clear()
-    core = kubernetes.client.CoreV1Api(live.api)
-    node = core.read_node("edge-a")
     surprise = {"key": "team.example.com/evict", "value": "now", "effect": "NoExecute"}
-    kept = [
-        {"key": t.key, "effect": t.effect, **({"value": t.value} if t.value else {})}
-        for t in node.spec.taints
-    ]
-    core.patch_node("edge-a", {"spec": {"taints": [*kept, surprise]}})
+    _add_taint_by_hand(live.api, "edge-a", surprise)
     try:
         deadline = time.monotonic() + 60
         while not live.watch.evicted:
