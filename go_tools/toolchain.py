@@ -425,34 +425,73 @@ def engine_environment(
     return env
 
 
+# Flags of `pulumi` commands that take a value as the next word.
+FLAGS_WITH_VALUES = frozenset(
+    {"--stack", "-s", "--copy-config-from", "--secrets-provider", "--teams", "--cwd", "-C", "--color",
+     "--tracing", "--config-file", "--message", "-m", "--target", "-t", "--parallel", "-p", "--exec-kind"}
+)  # fmt: skip
+
+
+def positional(args: list[str]) -> list[str]:
+    """The words of a command line that are not flags or flag values."""
+    words, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in FLAGS_WITH_VALUES
+        else:
+            words.append(arg)
+    return words
+
+
 def stack_named(args: list[str]) -> str | None:
-    """The stack a `pulumi` command line names (`--stack X`, `-s X`, `stack init X`), if any."""
+    """The stack a `pulumi` command line names (`--stack X`, `-s X`, `-sX`, `stack init X`), if any."""
     for index, arg in enumerate(args):
         if arg in ("--stack", "-s") and index + 1 < len(args):
             return args[index + 1]
-        if arg.startswith("--stack="):
-            return arg.removeprefix("--stack=")
-    positional = [a for a in args if not a.startswith("-")]
-    if positional[:2] == ["stack", "init"] and len(positional) > 2:
-        return positional[2]
+        for prefix in ("--stack=", "-s="):
+            if arg.startswith(prefix):
+                return arg.removeprefix(prefix)
+        if arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
+            return arg[2:]
+    words = positional(args)
+    if words[:2] == ["stack", "init"] and len(words) > 2:
+        return words[2]
     return None
+
+
+def current_stack(env: dict[str, str]) -> str | None:
+    """The stack `pulumi` would use with none named: the selected one, if any."""
+    shown = subprocess.run(
+        ["pulumi", "stack", "--show-name", "--non-interactive"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.stdout.strip() or None if shown.returncode == 0 else None
 
 
 def _has_own_secrets(stack: str, args: list[str], env: dict[str, str]) -> bool:
     """A secrets provider that is not a passphrase: on the command line, in the stack file, or
     Pulumi Cloud's own (an http(s) backend, for a stack not made with a passphrase)."""
+    backend = env.get("PULUMI_BACKEND_URL", "")
+    cloud = backend.startswith(("https://", "http://"))
+    # `default` is the backend's own: Pulumi Cloud's secrets there, a passphrase elsewhere.
+    passphrase_like = ("", "passphrase") if cloud else ("", "passphrase", "default")
     for index, arg in enumerate(args):
         chosen = arg.removeprefix("--secrets-provider=") if arg.startswith("--secrets-provider=") else None
         if arg == "--secrets-provider" and index + 1 < len(args):
             chosen = args[index + 1]
         if chosen is not None:
-            return chosen not in ("", "passphrase")
+            return chosen not in passphrase_like
     settings = _stack_settings(stack)
-    if settings.get("secretsprovider") not in (None, "", "passphrase"):
+    if settings.get("secretsprovider") not in (None, *passphrase_like):
         return True
-    backend = env.get("PULUMI_BACKEND_URL", "")
     # s3://, gs://, azblob:// and file:// backends encrypt with a passphrase by default.
-    return backend.startswith(("https://", "http://")) and "encryptionsalt" not in settings
+    return cloud and "encryptionsalt" not in settings
 
 
 PROJECT_STATE = PROJECT_DIR / ".pulumi-state"
@@ -465,10 +504,10 @@ def backend_problem(stack: str | None, env: dict[str, str]) -> str | None:
     or a new clone loses it. It holds the `local` stack only.
     """
     backend = env.get("PULUMI_BACKEND_URL", "")
-    if stack is None or stack == LOCAL_STACK or not backend.startswith("file://"):
+    if stack is None or stack == LOCAL_STACK or not backend.lower().startswith("file://"):
         return None
-    folder = Path(urllib.parse.unquote(backend.removeprefix("file://")).split("?", 1)[0])
-    if folder.resolve() != PROJECT_STATE.resolve():
+    folder = Path(urllib.parse.unquote(backend[len("file://") :]).split("?", 1)[0]).expanduser()
+    if not folder.resolve().is_relative_to(PROJECT_DIR.resolve()):
         return None
     return (
         f"stack '{stack}' would keep its state in {PROJECT_STATE} (a folder in this checkout that git"
@@ -486,13 +525,13 @@ def _passphrase(env: dict[str, str]) -> str | None:
         try:
             return Path(path).read_text().strip()
         except OSError:
-            return ""  # not the published one: pulumi itself says what is wrong with the file
+            return f"<unreadable {path}>"  # not the published one: pulumi says what is wrong with it
     return None
 
 
 def _stack_settings(stack: str) -> dict[str, str]:
     """The stack file's top-level settings that say how its secrets are encrypted."""
-    stack_file = PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml"
+    stack_file = PROJECT_DIR / "stacks" / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
     settings = {}
     if stack_file.is_file():
         for line in stack_file.read_text().splitlines():
@@ -518,12 +557,13 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
     if _has_own_secrets(stack, args, env):
         return None
     passphrase = _passphrase(env)
-    if passphrase == LOCAL_PASSPHRASE:
+    if passphrase in (LOCAL_PASSPHRASE, ""):
         return (
             f"stack '{stack}' would encrypt its secrets (kubeconfigs, credentials) with the `local` stack's"
-            " published passphrase, which PULUMI_CONFIG_PASSPHRASE(_FILE) holds here. Set a passphrase of"
-            f" its own (kept out of the repo) or a KMS or Vault secrets provider: pulumi stack init {stack}"
-            f" --secrets-provider=<url> (or pulumi stack change-secrets-provider <url> --stack {stack})."
+            " published passphrase (or an empty one), which PULUMI_CONFIG_PASSPHRASE(_FILE) holds here."
+            " Set a passphrase of its own (kept out of the repo) or a KMS or Vault secrets provider:"
+            f" pulumi stack init {stack} --secrets-provider=<url>"
+            f" (or pulumi stack change-secrets-provider <url> --stack {stack})."
         )
     if passphrase is not None:
         return None
@@ -538,11 +578,23 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
 
 def run_pulumi(args: list[str]) -> int:
     """`scripts/pulumi.sh`: the engine's environment, the stack's secrets rule, then `pulumi`."""
-    command = [a for a in args if not a.startswith("-")][:1]
+    words = positional(args)
+    command = words[:1]
     # `login` chooses the backend: no default may stand in for it.
     env = engine_environment(default_backend=command not in (["login"], ["logout"]))
     stack = stack_named(args)
-    problem = backend_problem(stack, env) or secrets_problem(stack, args, env)
+    problem = None
+    if words[:2] == ["stack", "rename"]:
+        problem = "renaming stacks is refused here: a renamed stack keeps the secrets of its old name"
+    elif words[:2] == ["stack", "init"] and stack is None:
+        problem = "name the stack to create: scripts/pulumi.sh stack init <name>"
+    elif (
+        stack is None
+        and command
+        and command[0] in ("up", "preview", "refresh", "destroy", "config", "import")
+    ):
+        stack = current_stack(env)  # the selected stack, which the checks below are for too
+    problem = problem or backend_problem(stack, env) or secrets_problem(stack, args, env)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -269,7 +269,8 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
             )
 
         def read() -> provider_pb2.ReadResponse:
-            found = self._marks(request.urn).read(state)
+            # From what is declared (the inputs), so that a mark put back by hand reads as declared again.
+            found = self._marks(request.urn).read({**state, **props(request.inputs)})
             return provider_pb2.ReadResponse(id=request.id, properties=struct(found), inputs=request.inputs)
 
         return self._guard(context, request.urn, read)

@@ -17,6 +17,10 @@ from go_tools import toolchain
         (["preview", "--stack=prod"], "prod"),
         (["stack", "init", "prod"], "prod"),
         (["stack", "ls"], None),
+        (["up", "-sprod"], "prod"),
+        (["up", "-s=prod"], "prod"),
+        (["stack", "init", "--copy-config-from", "local", "prod"], "prod"),
+        (["-C", "elsewhere", "stack", "init", "prod"], "prod"),
     ],
 )
 def test_the_stack_a_command_line_names(args: list[str], stack: str | None) -> None:
@@ -125,3 +129,16 @@ def test_pulumi_clouds_own_secrets_count_but_not_a_stack_it_holds_under_a_passph
     (tmp_path / "stacks").mkdir()
     (tmp_path / "stacks" / "Pulumi.team-prod.yaml").write_text("encryptionsalt: v1:abc\nconfig: {}\n")
     assert toolchain.secrets_problem("team-prod", ["up", "--stack", "team-prod"], dict(cloud)) is not None
+
+
+def test_an_empty_passphrase_or_a_default_provider_off_cloud_is_no_secret_of_a_stacks_own() -> None:
+    assert toolchain.secrets_problem("team-prod", ["up"], {"PULUMI_CONFIG_PASSPHRASE": ""}) is not None
+    s3 = {"PULUMI_BACKEND_URL": "s3://team-state", "PULUMI_CONFIG_PASSPHRASE": "local"}
+    args = ["stack", "init", "team-prod", "--secrets-provider", "default"]
+    assert toolchain.secrets_problem("team-prod", args, dict(s3)) is not None
+
+
+@pytest.mark.parametrize("where", ["", "/", "/.pulumi-state/prod", "/.pulumi-state?no_legacy=true"])
+def test_no_other_stack_keeps_its_state_anywhere_in_the_checkout(where: str) -> None:
+    url = "FILE://" + str(toolchain.PROJECT_DIR.resolve()) + where
+    assert toolchain.backend_problem("prod", {"PULUMI_BACKEND_URL": url}) is not None
