@@ -1,15 +1,19 @@
-"""Reads this stack's config and declares the serverless ASM gateway stack."""
+"""Reads this stack's config, runs the preflight, and declares the serverless ASM gateway stack."""
 
 import pulumi
 
+import preflight
 import stack_config
 from components.stack import ServerlessGateway
 
 config = stack_config.load()
-stack = ServerlessGateway("asm-gateway", config.gateway, stack_config.provider_options(config, "asm-gateway"))
+observed = preflight.require(config)  # refuses before anything is declared; what it read of the nodes
+options = stack_config.provider_options(config, "asm-gateway")
+stack = ServerlessGateway("asm-gateway", config.gateway, options, observed)
 
 pulumi.export("nodePoolId", stack.node_pool_id)
 pulumi.export("nodeNames", stack.node_names)
 pulumi.export("virtualNodeMode", stack.virtual_node_mode)
 pulumi.export("meshId", stack.mesh_id)
 pulumi.export("gateways", stack.gateways)
+pulumi.export("placementForecast", stack.placement_forecast)

@@ -16,6 +16,7 @@ stdin) takes them from `pulumi stack output --json` instead.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -79,6 +80,7 @@ class PodPlacement:
     kind: NodeKindName | None
     allowed: bool
     pending_reason: str | None = None
+    namespace: str = ""
 
 
 def placements(
@@ -97,7 +99,11 @@ def placements(
                 ),
                 "not scheduled yet",
             )
-            result.append(PodPlacement(gateway["name"], pod.metadata.name, None, None, True, reason))
+            result.append(
+                PodPlacement(
+                    gateway["name"], pod.metadata.name, None, None, True, reason, gateway["namespace"]
+                )
+            )
             continue
         labels = node_labels.get(node, {})
         result.append(
@@ -107,6 +113,7 @@ def placements(
                 node,
                 node_kind(labels, gateway["affinity"]),
                 admitted(labels, gateway["affinity"]),
+                namespace=gateway["namespace"],
             )
         )
     return result
@@ -171,6 +178,79 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     return outputs
 
 
+def compare_with_forecast(api: Any, outputs: Mapping[str, Any], found: Sequence[PodPlacement]) -> list[str]:
+    """What runs against what the stack's last `preview`/`up` forecast, and why they differ."""
+    # Imported here: only this comparison needs the forecast's arithmetic.
+    from components.forecast import PodSize, gateway_key  # noqa: PLC0415
+    from preflight.checks import carries  # noqa: PLC0415
+    from preflight.inventory import admits, node_rooms  # noqa: PLC0415
+    from stack_config import parse_quantity  # noqa: PLC0415
+
+    forecast = outputs.get("placementForecast")
+    if not forecast:
+        return ["no placementForecast output: `up` with this version of the stack to compare with one"]
+    rules = {gateway_key(g["namespace"], g["name"]): g for g in outputs.get("gateways", [])}
+    # Every gateway of the stack is placed by the forecast, so none of them counts as taking room.
+    ours = [dict(g["podLabels"]) for g in rules.values()]
+
+    @functools.cache
+    def nodes() -> list[dict[str, Any]]:
+        """Listed only if a difference needs explaining, and then once."""
+        listed: list[dict[str, Any]] = api.sanitize_for_serialization(
+            kubernetes.client.CoreV1Api(api).list_node().items
+        )
+        return listed
+
+    lines = [f"against the forecast ({forecast.get('ecsFigures', '?')}):"]
+    if not forecast.get("live"):
+        lines.append("  (it counted the nodes' capacity from the stack's config, not what the cluster held)")
+    for predicted in forecast.get("gateways", []):
+        key, room = predicted["gateway"], predicted.get("ecsRoom")
+        rule = rules.get(key)
+        mine = [
+            p
+            for p in found
+            if rule is not None and (p.namespace, p.gateway) == (rule["namespace"], rule["name"])
+        ]
+        kinds = Counter(p.kind or "pending" for p in mine)
+        ecs, eci, pending = kinds["gateway-ecs"], kinds["virtual"], kinds["pending"]
+        line = f"  {key}: {len(mine)} pods, {ecs} on ECS, {eci} on ECI, {pending} Pending"
+        if room is None or rule is None:
+            lines.append(line + "; the forecast did not know the ECS room")
+            continue
+        if forecast.get("policy") in ("prefer-eci", "eci-only"):
+            lines.append(line + f"; {forecast.get('policy')} puts pods on ECI first")
+            continue
+        expected = min(len(mine), room)
+        line += f"; the forecast's ECS room was {room}, so {expected} on ECS at this count"
+        if ecs >= expected:
+            lines.append(line + ": as forecast")
+            continue
+        requests = predicted["podRequests"]
+        size = PodSize(parse_quantity(requests["cpu"]), parse_quantity(requests["memory"]))
+        group = [
+            n
+            for n in nodes()
+            if node_kind(n["metadata"].get("labels") or {}, rule["affinity"]) == "gateway-ecs"
+        ]
+        usable = [n for n in group if admits(n, rule.get("tolerations") or [])]
+        now = node_rooms(api, usable, lambda pod: any(carries(pod, labels) for labels in ours))
+        room_now = sum(r.holds(size) for r in now)
+        if room_now < room:
+            left_out = len(group) - len(usable)
+            why = f"{left_out} of them cordoned or tainted against the gateway, and " if left_out else ""
+            lines.append(
+                line + f": the ECS nodes hold {room_now} now, not {room} ({why}pods of other owners"
+                " requesting more on them since the forecast, or fewer nodes)"
+            )
+        else:
+            lines.append(
+                line + f": the ECS nodes still hold {room_now}; default scoring put pods on ECI while ECS had"
+                " room (the forecast is exact for ECS-first placement: ackResourcePolicy)"
+            )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     api = kubernetes.config.new_client_from_config(config_file=args.kubeconfig)
     found = check(api, gateways, args.selector)
     print(report(found))
+    try:
+        print("\n".join(compare_with_forecast(api, outputs, found)))
+    except (kubernetes.client.ApiException, OSError, ValueError, KeyError) as error:
+        # The comparison explains; it never turns a passing check into a failure.
+        print(f"could not compare with the forecast: {type(error).__name__}: {error}"[:300])
     return 0 if all(p.allowed for p in found) else 1
 
 

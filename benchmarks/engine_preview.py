@@ -5,7 +5,11 @@ Prints the median wall time of `pulumi preview` of the local stack against
 as a ratio measured in one run; and the time to get the tools (warm: found in
 the cache; cold with --cold: built into a fresh tools cache and Go build cache).
 
-    .venv/bin/python benchmarks/engine_preview.py [--runs N] [--cold]
+    .venv/bin/python benchmarks/engine_preview.py [--runs N] [--cold] [--also COMMIT]
+
+`--also <commit>` previews the local stack of an earlier version too, in the
+same turns, so that what a change costs a preview is read as a difference
+measured on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from engine_project import EngineProject  # noqa: E402
+from engine_project import EngineProject, checkout  # noqa: E402
 
 from go_tools import toolchain  # noqa: E402
 
@@ -95,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--cold", action="store_true", help="also time a cold build of the engine tools")
+    parser.add_argument("--also", metavar="COMMIT", help="also preview the local stack of an earlier version")
     args = parser.parse_args()
 
     if args.cold:
@@ -135,12 +140,18 @@ def main() -> None:
             ),
             ("local stack", project.dir),
         ]
+        if args.also:
+            earlier = EngineProject(tmp, source=checkout(args.also, tmp / "earlier-source"), folder="earlier")
+            init_stack(earlier.dir, project.env)
+            steps.append((f"local stack at {args.also}", earlier.dir))
         # Python writes bytecode caches by default; a machine that turns that
         # off (PYTHONDONTWRITEBYTECODE) recompiles every module on each preview.
         env = {k: v for k, v in project.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
         medians = interleaved_medians([folder for _, folder in steps], env, args.runs)
         for (title, _), seconds in zip(steps, medians, strict=True):
             print(f"pulumi preview, {title:36s} median {seconds:5.2f} s  {seconds / medians[0]:4.2f}x floor")
+        if args.also:
+            print(f"the local stack now takes {medians[-2] - medians[-1]:+.3f} s over {args.also}")
 
 
 KUBERNETES_PROVIDERS = """\

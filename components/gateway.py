@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import child_options, type_token
+from components.forecast import PodSize
 from components.scheduling import SchedulingRules
 
 API_VERSION = "istio.alibabacloud.com/v1beta1"
@@ -101,6 +102,7 @@ class Gateway:
     service_annotations: Mapping[str, str]  # CLB/NLB annotations
     pod_annotations: Mapping[str, str]  # ECI ones among them
     resources: Mapping[str, Any]  # requests and limits, as core/v1 ResourceRequirements
+    pod_size: PodSize  # its requests as numbers, for the placement forecast
     extra_spec: Mapping[str, Any]  # any other real IstioGateway field, passed as is
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 
 from components import child_options, type_token
+from components.forecast import Inventory, declared_inventory, instance_type_size
 from components.node_marks import ADMIT, RESTRICT, NodeMarks
 from components.scheduling import NodeGroup, NodeKind, Taint
 
@@ -53,6 +54,25 @@ class EcsCapacity:
     nodes: tuple[str, ...] = ()  # existingNodes only: the nodes to mark
     # Whether a NoExecute taint the stack adds may evict other owners' pods.
     evict_other_pods: bool = False
+    instance_type: str | None = None  # existingNodes only: their type, for the forecast
+
+    def declared_inventory(self) -> Inventory:
+        """The ECS nodes as declared (instance types), for a forecast without the cluster."""
+        if self.mode == "nodePool" and self.node_pool is not None:
+            pool = self.node_pool
+            count = pool.desired_size if pool.autoscaling is None else pool.autoscaling.min_size
+            why = (
+                ""
+                if pool.autoscaling is None
+                else f" (minSize; the autoscaler may add up to {pool.autoscaling.max_size})"
+            )
+            names = [f"{pool.name}-{i}" for i in range(count or 0)]
+            # ACK may launch any of the types: the largest makes the ECS figures a bound.
+            largest = max(pool.instance_types, key=lambda t: instance_type_size(t) or (0, 0), default=None)
+            return declared_inventory(largest, names, why)
+        if self.mode == "existingNodes":
+            return declared_inventory(self.instance_type, self.nodes)
+        return Inventory((), "none (ecsCapacity.mode: none)")
 
     def node_group(self) -> NodeGroup | None:
         return None if self.mode == "none" else NodeGroup(NodeKind.ECS, self.labels, self.taints)

@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 
 from components import type_token
+from components.forecast import Demand, Forecast, Inventory, eci_spec_size, forecast, gateway_key
 from components.gateway import Gateway, IstioGateway, IstioGatewayArgs, gateway_pod_selector
 from components.mesh import Mesh, MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_marks import TolerationRollout, node_marks_provider, rollout_inputs
@@ -67,6 +68,36 @@ class ServerlessGatewayArgs:
             groups[NodeKind.ECI] = VIRTUAL_NODES
         return groups
 
+    def forecast(self, observed: Inventory | None = None) -> Forecast:
+        """Where the gateways' pods will land: on the nodes as read (`observed`), else as declared.
+
+        A pool whose nodes are not all there yet (being created, or resized in
+        this change) is counted as declared: the live nodes are not what the
+        `up` leaves.
+        """
+        declared = self.ecs.declared_inventory()
+        pool_changing = (
+            observed is not None
+            and self.ecs.mode == "nodePool"
+            and declared.nodes is not None
+            and len(observed.nodes or ()) != len(declared.nodes)
+        )
+        if pool_changing:
+            observed = None
+        notes = [
+            f"{gateway_key(g.namespace, g.name)}: the forecast does not count extraSpec.{key}"
+            for g in self.gateways
+            for key in sorted(FORECAST_BLIND_SPOTS & set(g.extra_spec))
+        ]
+        return forecast(
+            self.policy,
+            observed or declared,
+            [_demand(g) for g in self.gateways],
+            eci=self.virtual_nodes.mode != "none",
+            ecs_first=self.ack_resource_policy,
+            notes=notes,
+        )
+
     @property
     def needs_cluster_api(self) -> bool:
         """Whether the stack writes to the ACK cluster's own Kubernetes API."""
@@ -81,6 +112,26 @@ class ServerlessGatewayArgs:
         return self.ecs.mode == "nodePool" or self.virtual_nodes.mode == "addon" or self.mesh.mode == "create"
 
 
+# IstioGateway fields that change where or how many pods run, which the forecast does not model.
+FORECAST_BLIND_SPOTS = frozenset({"overrides", "nodeSelector", "hostNetwork", "sds"})
+ECI_SPECS_ANNOTATION = "k8s.aliyun.com/eci-use-specs"
+
+
+def _demand(gateway: Gateway) -> Demand:
+    # Without its autoscaler a gateway runs replicaCount pods, whatever its bounds say.
+    bounds = (
+        (gateway.min_replicas, gateway.replicas, gateway.max_replicas)
+        if gateway.autoscale
+        else (gateway.replicas,) * 3
+    )
+    return Demand(
+        gateway_key(gateway.namespace, gateway.name),
+        gateway.pod_size,
+        *bounds,
+        eci_size=eci_spec_size(gateway.pod_annotations.get(ECI_SPECS_ANNOTATION)),
+    )
+
+
 class ServerlessGateway(pulumi.ComponentResource):
     """An ASM ingress gateway on a tainted ECS pool first, bursting onto ECI."""
 
@@ -89,16 +140,29 @@ class ServerlessGateway(pulumi.ComponentResource):
     virtual_node_mode: pulumi.Output[str]
     mesh_id: pulumi.Output[str | None]
     gateways: pulumi.Output[list[dict[str, Any]]]
+    placement_forecast: pulumi.Output[dict[str, Any]]
 
     def __init__(
-        self, name: str, args: ServerlessGatewayArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        args: ServerlessGatewayArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        observed: Inventory | None = None,
     ) -> None:
-        """`opts.providers` carries the Alibaba Cloud provider when `args` declares cloud resources."""
+        """`opts.providers` carries the Alibaba Cloud provider when `args` declares cloud resources;
+        `observed` is the gateway's ECS nodes as the cluster has them, for the forecast."""
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
         groups = args.node_groups()
         rules = derive_rules(args.policy, groups, args.weights)
         units = resource_policy_units(args.policy, groups)
+        placement = args.forecast(observed)
+        # On the stack itself, not this component: `preview --diff` shows the stack's
+        # messages even when nothing changes.
+        pulumi.log.info(placement.table())
+        for warning in placement.warnings:
+            pulumi.log.warn(f"placement forecast: {warning}")
+        self.placement_forecast = pulumi.Output.from_input(placement.as_output())
 
         def render_directory(api: str) -> str | None:
             """Where a provider without a kubeconfig writes the manifests for one API."""
@@ -278,5 +342,6 @@ class ServerlessGateway(pulumi.ComponentResource):
                 "virtual_node_mode": self.virtual_node_mode,
                 "mesh_id": self.mesh_id,
                 "gateways": self.gateways,
+                "placement_forecast": self.placement_forecast,
             }
         )

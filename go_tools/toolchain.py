@@ -1,10 +1,14 @@
 """Build, cache and locate the Go tools that the engine and cluster tests run.
 
-Nothing here downloads a prebuilt binary: every tool is built from its Go
-module, at the version pinned by the `go.mod` in its folder under `tools/`,
-into a cache outside the repository. A build is keyed by the hash of that
-folder and the Go version, so a second run (and CI after a session) finds it
-and takes seconds; only a new machine pays for the build.
+The engine (`pulumi` and its Python language host) and the local Kubernetes
+control plane are built from their Go modules, at the versions pinned by the
+`go.mod` in each folder under `go_tools/`, into a cache outside the repository.
+A build is keyed by the hash of that folder and the Go version, so a second
+run (and CI after a session) finds it and takes seconds; only a new machine
+pays for the build. A `pulumi` already on PATH is used as it is. Provider
+plugins are installed as a connected user gets them, with `pulumi plugin
+install` at the SDKs' versions; only the Kubernetes provider is built from its
+Go module, where that download fails (an air-gapped machine).
 
     python -m tools.toolchain build [engine|cluster|all]   # build what is missing
     python -m tools.toolchain env                          # print the engine's exports
@@ -24,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,8 @@ KUBERNETES_VERSION = pinned_version(TOOLS_DIR / "kube-control-plane" / "go.mod",
 # The provider plugin must be the release of the SDK the program imports; its
 # go.mod pins the pseudo-version of that release's commit.
 KUBERNETES_PROVIDER_VERSION = pinned_version(PROJECT_DIR / "requirements.txt", "pulumi-kubernetes")
+# Likewise the Alibaba Cloud provider: the SDK's version is the plugin's.
+ALICLOUD_PROVIDER_VERSION = pinned_version(PROJECT_DIR / "requirements.txt", "pulumi-alicloud")
 GO_TOOLCHAIN = "go1.27.3"
 # The passphrase of the `local` stack, which holds no cloud secrets. It is
 # published, so no other stack may use it (see `secrets_problem`).
@@ -331,10 +337,91 @@ def _user_login() -> tuple[str, str | None] | None:
     return None
 
 
+def plugin_binary(name: str, version: str) -> Path:
+    """Where the engine looks for a resource provider plugin at a version."""
+    return pulumi_home() / "plugins" / f"resource-{name}-v{version}" / f"pulumi-resource-{name}"
+
+
+def plugin_installed(name: str, version: str) -> bool:
+    """Installed and complete: the engine marks an install cut short with `<dir>.partial` and
+    ignores that plugin."""
+    binary = plugin_binary(name, version)
+    return binary.is_file() and not binary.parent.with_name(binary.parent.name + ".partial").exists()
+
+
 def kubernetes_plugin() -> Path:
     """Where the engine looks for the Kubernetes provider the SDK asks for."""
-    name = f"resource-kubernetes-v{KUBERNETES_PROVIDER_VERSION}"
-    return pulumi_home() / "plugins" / name / KUBERNETES_PROVIDER.name
+    return plugin_binary("kubernetes", KUBERNETES_PROVIDER_VERSION)
+
+
+def kubernetes_plugin_installed() -> bool:
+    return plugin_installed("kubernetes", KUBERNETES_PROVIDER_VERSION)
+
+
+# How long a plugin download may take before set-up gives up on it (and, for
+# Kubernetes, builds it): an air-gapped machine fails at once or hangs. A slow
+# link may need more: ASM_GATEWAY_PLUGIN_DOWNLOAD_TIMEOUT (seconds).
+DOWNLOAD_TIMEOUT_SECONDS = int(os.environ.get("ASM_GATEWAY_PLUGIN_DOWNLOAD_TIMEOUT") or 900)
+
+
+def _plugin_install(pulumi: Path, name: str, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`pulumi plugin install resource NAME vVERSION`, into this project's plugin home.
+
+    Without `--file` the engine downloads the official release (or from where
+    PULUMI_PLUGIN_DOWNLOAD_URL_OVERRIDES sends it, a mirror of the user's).
+    """
+    # --reinstall: an earlier install cut short left a partial one behind.
+    command = [str(pulumi), "plugin", "install", "resource", name, f"v{version}", "--reinstall", *extra]
+    env = {**os.environ, "PULUMI_HOME": str(pulumi_home()), "PULUMI_SKIP_UPDATE_CHECK": "true"}
+    try:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, 1, "", f"no answer in {DOWNLOAD_TIMEOUT_SECONDS} s")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def install_kubernetes_plugin(pulumi: Path) -> str:
+    """The Kubernetes provider at the SDK's version: downloaded as a connected user gets it, or,
+    where the download fails (no network), built from its Go module. Says which."""
+    if kubernetes_plugin_installed():
+        return "installed"
+    downloaded = _plugin_install(pulumi, "kubernetes", KUBERNETES_PROVIDER_VERSION)
+    if downloaded.returncode == 0 and kubernetes_plugin_installed():
+        return "downloaded"
+    print(
+        f"kubernetes v{KUBERNETES_PROVIDER_VERSION}: the download failed"
+        f" ({_last_line(downloaded.stderr)}); building it from its Go module instead",
+        file=sys.stderr,
+    )
+    provider = KUBERNETES_PROVIDER.build("[3/3]") / KUBERNETES_PROVIDER.name
+    installed = _plugin_install(pulumi, "kubernetes", KUBERNETES_PROVIDER_VERSION, "--file", str(provider))
+    if installed.returncode != 0:
+        raise RuntimeError(f"installing the built Kubernetes provider failed: {_last_line(installed.stderr)}")
+    return "built from its Go module"
+
+
+def install_alicloud_plugin(pulumi: Path) -> str:
+    """The Alibaba Cloud provider at the SDK's version, for the stacks with cloud resources.
+
+    Downloaded only: it is not built here (a bridged provider of several
+    hundred MB). Where it cannot be downloaded, the `local` stack and stacks
+    without cloud resources still run; the others name the plugin as missing.
+    """
+    if plugin_installed("alicloud", ALICLOUD_PROVIDER_VERSION):
+        return "installed"
+    downloaded = _plugin_install(pulumi, "alicloud", ALICLOUD_PROVIDER_VERSION)
+    if downloaded.returncode == 0 and plugin_installed("alicloud", ALICLOUD_PROVIDER_VERSION):
+        return "downloaded"
+    return (
+        f"not installed: the download failed ({_last_line(downloaded.stderr)}); only stacks that declare"
+        " Alibaba Cloud resources need it (see the README's troubleshooting)"
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -342,11 +429,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def install_engine() -> Path:
-    """Build what is missing and lay the engine out as the official install does.
+    """Lay the engine out as the official install does, building only what cannot be had.
 
-    The language host sits beside `pulumi` (the engine uses a bundled host
-    without a warning) and the Kubernetes provider goes into the plugin cache
-    at the version the SDK asks for. Returns the folder that holds `pulumi`.
+    `pulumi` is the user's own if it is on PATH, else built with the language
+    host beside it (the engine uses a bundled host without a warning). The
+    provider plugins go into the plugin home at the versions the SDKs ask for.
+    Returns the folder that holds `pulumi`.
     """
     folder = on_user_path(PULUMI_CLI)
     if folder is None:
@@ -357,24 +445,12 @@ def install_engine() -> Path:
             if not _same_file(built, bundled):
                 bundled.unlink(missing_ok=True)
                 shutil.copy2(built, bundled)
-    provider = KUBERNETES_PROVIDER.build("[3/3]") / KUBERNETES_PROVIDER.name
-    if not _same_file(provider, kubernetes_plugin()):
-        subprocess.run(
-            [
-                str(folder / "pulumi"),
-                "plugin",
-                "install",
-                "resource",
-                "kubernetes",
-                f"v{KUBERNETES_PROVIDER_VERSION}",
-                "--file",
-                str(provider),
-                "--reinstall",
-            ],
-            env={**os.environ, "PULUMI_HOME": str(pulumi_home()), "PULUMI_SKIP_UPDATE_CHECK": "true"},
-            check=True,
-            capture_output=True,
-        )
+    pulumi = folder / "pulumi"
+    print(
+        f"plugin kubernetes v{KUBERNETES_PROVIDER_VERSION}: {install_kubernetes_plugin(pulumi)}",
+        file=sys.stderr,
+    )
+    print(f"plugin alicloud v{ALICLOUD_PROVIDER_VERSION}: {install_alicloud_plugin(pulumi)}", file=sys.stderr)
     return folder
 
 
@@ -386,7 +462,7 @@ def engine_bin_dir() -> Path:
         missing.append(PULUMI_CLI.name)
     elif not (folder / PYTHON_LANGUAGE_HOST.name).is_file():
         missing.append(PYTHON_LANGUAGE_HOST.name)
-    if not kubernetes_plugin().is_file():
+    if not kubernetes_plugin_installed():
         missing.append(KUBERNETES_PROVIDER.name)
     if missing or folder is None:
         raise ToolsMissingError(missing)
@@ -497,7 +573,7 @@ def _has_own_secrets(stack: str, args: list[str], env: dict[str, str]) -> bool:
 PROJECT_STATE = PROJECT_DIR / ".pulumi-state"
 
 
-def backend_problem(stack: str | None, env: dict[str, str]) -> str | None:
+def backend_problem(stack: str | None, env: Mapping[str, str]) -> str | None:
     """Why a stack may not keep its state where the environment points, if it may not.
 
     The project's `.pulumi-state/` is a folder git ignores: `git clean -fdx`
@@ -517,7 +593,7 @@ def backend_problem(stack: str | None, env: dict[str, str]) -> str | None:
     )
 
 
-def _passphrase(env: dict[str, str]) -> str | None:
+def _passphrase(env: Mapping[str, str]) -> str | None:
     if env.get("PULUMI_CONFIG_PASSPHRASE") is not None:
         return env["PULUMI_CONFIG_PASSPHRASE"]
     path = env.get("PULUMI_CONFIG_PASSPHRASE_FILE")
@@ -541,6 +617,26 @@ def _stack_settings(stack: str) -> dict[str, str]:
     return settings
 
 
+def published_passphrase_problem(stack: str, env: Mapping[str, str]) -> str | None:
+    """Why a stack other than `local` may not run: its secrets are under the published passphrase.
+
+    For the program itself, which plain `pulumi` runs too: a stack encrypted
+    with a passphrase (its file has `encryptionsalt`) whose config the engine
+    decrypted with the published (or an empty) one holds them under it.
+    """
+    if stack == LOCAL_STACK or "encryptionsalt" not in _stack_settings(stack):
+        return None
+    if _passphrase(env) not in (LOCAL_PASSPHRASE, ""):
+        return None
+    return (
+        f"stack '{stack}' encrypts its secrets with the `local` stack's published passphrase (or an empty"
+        " one), which PULUMI_CONFIG_PASSPHRASE(_FILE) holds here; refusing to run it. Unset it, give the"
+        f" stack a passphrase of its own (pulumi stack change-secrets-provider passphrase --stack {stack},"
+        " with the new passphrase exported) or a KMS or Vault secrets provider, and set its kubeconfigs"
+        " again."
+    )
+
+
 def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> str | None:
     """Sets the `local` stack's passphrase; says why another stack has no way to encrypt secrets.
 
@@ -551,8 +647,9 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
     if stack is None:
         return None  # pulumi itself asks, or says what is missing
     if stack == LOCAL_STACK:
-        if _passphrase(env) is None:
-            env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        # Always its own: a passphrase exported for another stack would not open it.
+        env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
         return None
     if _has_own_secrets(stack, args, env):
         return None
@@ -646,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
                 for number, tool in enumerate(tools, 1):
                     print(f"{tool.name}: {tool.build(f'[{number}/{len(tools)}]')}", file=sys.stderr)
             return 0
-        env = engine_environment()
+        # No default backend: exported, it would outlive a later login and take
+        # any stack into the checkout's .pulumi-state/.
+        env = engine_environment(default_backend=False)
     except ToolsMissingError as missing:
         print(missing, file=sys.stderr)
         return 1

@@ -105,7 +105,7 @@ def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksErr
     elif error.status == 403:
         hint = (
             "; the kubeconfig's identity lacks this permission"
-            ' (the README\'s "Changing a live cluster" lists what the stack needs)'
+            " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)"
         )
     return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
 

@@ -6,8 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# requirements.lock pins wheels (and their hashes) for Python 3.11.
+is_311() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  python="${PYTHON:-$(command -v python3.11 || command -v python3 || true)}"
+  if [ -z "$python" ] || ! is_311 "$python"; then
+    echo "error: set-up needs Python 3.11 (requirements.lock is for it); install it, or point PYTHON at one" >&2
+    exit 1
+  fi
+  "$python" -m venv .venv
+elif ! is_311 .venv/bin/python; then
+  echo "error: .venv is not Python 3.11 (requirements.lock is for it); remove .venv and run set-up again" >&2
+  exit 1
 fi
 echo "installing the Python packages into .venv ..." >&2
 # Exactly the locked versions, each checked against its hash (requirements.lock,

@@ -11,14 +11,16 @@ path and what it allows (`ConfigError`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pulumi
 from pydantic import BaseModel, ValidationError
 
 from components import PACKAGE, type_token
+from components.forecast import PodSize
 from components.gateway import Gateway, GatewayPort
 from components.mesh import Mesh
 from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
@@ -50,6 +52,8 @@ __all__ = [
     "ConfigError",
     "Problem",
     "StackConfig",
+    "from_config_json",
+    "from_stack_file",
     "label_value_problem",
     "load",
     "parse",
@@ -88,6 +92,8 @@ class StackConfig:
     gateway: ServerlessGatewayArgs
     # Secrets stay Outputs marked secret from the moment they are read.
     alicloud_credentials: AlicloudCredentials = field(default_factory=AlicloudCredentials, compare=False)
+    # The kubeconfigs' text by config key, for the preflight (never shown: repr=False).
+    kubeconfigs: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 # -- Validating ----------------------------------------------------------------------
@@ -163,7 +169,15 @@ def parse(
     if problems:
         raise ConfigError(stack, problems)
     assert config is not None and credentials is not None
-    return StackConfig(stack, config.region, args, alicloud_credentials(credentials))
+    kubeconfigs = {
+        key: text
+        for key, text in (
+            ("clusterKubeconfig", config.cluster_kubeconfig),
+            ("meshKubeconfig", config.mesh_kubeconfig),
+        )
+        if text is not None
+    }
+    return StackConfig(stack, config.region, args, alicloud_credentials(credentials), kubeconfigs)
 
 
 # -- Config to the components' inputs ----------------------------------------------------
@@ -224,7 +238,8 @@ def _ecs_capacity(config: GatewayStackConfig) -> EcsCapacity:
         )
     nodes = tuple(ecs.nodes) if isinstance(ecs, EcsExistingNodes) else ()
     evict = ecs.evict_other_pods if isinstance(ecs, EcsNodePool | EcsExistingNodes) else False
-    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict)
+    instance_type = ecs.instance_type if isinstance(ecs, EcsExistingNodes) else None
+    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict, instance_type)
 
 
 def _virtual_nodes(config: GatewayStackConfig) -> VirtualNodes:
@@ -256,6 +271,10 @@ def _resources(resources: ResourcesConfig) -> dict[str, dict[str, str]]:
 
 
 def _gateway(gateway: GatewayConfig) -> Gateway:
+    # `resources: {}` is the default, as it always was.
+    resources = _resources(gateway.resources) or DEFAULT_RESOURCES
+    # Kubernetes takes a container's limits as its requests where it gives none.
+    requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
     return Gateway(
         name=gateway.name,
         namespace=gateway.namespace,
@@ -271,8 +290,10 @@ def _gateway(gateway: GatewayConfig) -> Gateway:
         service_type=gateway.service_type,
         service_annotations=_sorted(gateway.service_annotations),
         pod_annotations=_sorted(gateway.pod_annotations),
-        # `resources: {}` is the default, as it always was.
-        resources=_resources(gateway.resources) or DEFAULT_RESOURCES,
+        resources=resources,
+        pod_size=PodSize(
+            cpu=parse_quantity(requests.get("cpu", "0")), memory=parse_quantity(requests.get("memory", "0"))
+        ),
         extra_spec=gateway.extra_spec,
     )
 
@@ -320,15 +341,45 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def load() -> StackConfig:
-    """Read this stack's config from the running Pulumi program."""
-    all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+def _from_flat(stack: str, flat: Mapping[str, Any], secret: Callable[[str], bool]) -> StackConfig:
+    """Parse `namespace:key -> value` config, as the engine holds it."""
 
     def namespace(name: str) -> tuple[dict[str, Any], list[str]]:
         prefix = f"{name}:"
-        found = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
-        return found, [k for k in found if pulumi.runtime.is_config_secret(prefix + k)]
+        found = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+        return found, [k for k in found if secret(prefix + k)]
 
     values, secret_keys = namespace(PROJECT)
     alicloud, alicloud_secret_keys = namespace("alicloud")
-    return parse(pulumi.get_stack(), values, secret_keys, alicloud, alicloud_secret_keys)
+    return parse(stack, values, secret_keys, alicloud, alicloud_secret_keys)
+
+
+def load() -> StackConfig:
+    """Read this stack's config from the running Pulumi program."""
+    all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    return _from_flat(pulumi.get_stack(), all_config, pulumi.runtime.is_config_secret)
+
+
+def from_config_json(stack: str, listing: Mapping[str, Mapping[str, Any]]) -> StackConfig:
+    """Parse what `pulumi config --json --show-secrets` prints for a stack."""
+    flat = {
+        key: entry["value"] if "value" in entry else json.dumps(entry.get("objectValue"))
+        for key, entry in listing.items()
+    }
+    return _from_flat(stack, flat, lambda key: bool(listing[key].get("secret")))
+
+
+def from_stack_file(stack: str, path: Path) -> StackConfig:
+    """Parse a stack file as it is in the repo, for what it declares: no secret is decrypted, and
+    the kubeconfigs count as set (they are, once the stack runs), whatever their values."""
+    import yaml  # noqa: PLC0415 - only this reader needs it
+
+    document = yaml.safe_load(path.read_text()) or {}
+    config = document.get("config") or {}
+    secret = {key for key, value in config.items() if isinstance(value, dict) and "secure" in value}
+    for key in (f"{PROJECT}:clusterKubeconfig", f"{PROJECT}:meshKubeconfig"):
+        if key not in config:
+            config[key] = {"secure": ""}
+            secret.add(key)
+    flat = {key: "(secret)" if key in secret else value for key, value in config.items()}
+    return _from_flat(stack, flat, lambda key: key in secret)

@@ -346,6 +346,11 @@ class EcsExistingNodes(TaintedNodesConfig):
         description="The nodes to label and taint; the stack adds and removes only its own labels"
         " and taints there.",
     )
+    instance_type: Text | None = Field(
+        None,
+        description="The nodes' ECS instance type (e.g. `ecs.g7.xlarge`), for the placement forecast"
+        " when the stack has no `clusterKubeconfig` to read the nodes' real room.",
+    )
 
 
 class EcsNone(MarkedNodes):

@@ -114,7 +114,10 @@ class ControlPlane:
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.workdir / 'certs'}",
                 f"--token-auth-file={tokens}",
-                "--authorization-mode=AlwaysAllow",
+                # As a real cluster: an identity may do what RBAC grants it. The
+                # admin token is in system:masters; the stack's identities in the
+                # tests get the roles the project generates (tests/test_preflight.py).
+                "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={key}",
@@ -201,6 +204,12 @@ class ControlPlane:
         self.processes.clear()
 
 
+def grant(api: kubernetes.client.ApiClient, documents: list[dict[str, Any]]) -> None:
+    """Apply RBAC documents (the generated ones) as the cluster's admin."""
+    for document in documents:
+        kubernetes.utils.create_from_dict(api, document)
+
+
 @contextlib.contextmanager
 def running_control_plane(tmp: Path) -> Iterator[tuple[ControlPlane, kubernetes.client.ApiClient]]:
     """A started control plane under `tmp` and a client for it; stopped on the way out."""
@@ -210,3 +219,24 @@ def running_control_plane(tmp: Path) -> Iterator[tuple[ControlPlane, kubernetes.
         yield plane, kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
     finally:
         plane.stop()
+
+
+# kube-scheduler with the preferred node affinity made decisive: its weight
+# outweighs every other score together (at most ~11 plugins x 100), so a node
+# the pod prefers always wins while it fits. That is the placement ACK's
+# ResourcePolicy gives (fill the ECS unit, then ECI); it is not ACK's plugin.
+ECS_FIRST_PROFILE: dict[str, Any] = {
+    "apiVersion": "kubescheduler.config.k8s.io/v1",
+    "kind": "KubeSchedulerConfiguration",
+    "profiles": [
+        {
+            "schedulerName": "default-scheduler",
+            "plugins": {
+                "score": {
+                    "enabled": [{"name": "NodeAffinity", "weight": 50}],
+                    "disabled": [{"name": "NodeAffinity"}],
+                }
+            },
+        }
+    ],
+}

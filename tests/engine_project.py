@@ -35,6 +35,8 @@ PROJECT_FILES = (
     "requirements.txt",
     "components",
     "node_marks_plugin",
+    "preflight",
+    "go_tools",
     "stacks",
 )
 

@@ -99,6 +99,7 @@ EVERY_KEY: list[dict[str, Any]] = [
             "labels": {"a": "b"},
             "nodes": ["n"],
             "evictOtherPods": True,
+            "instanceType": "ecs.g7.xlarge",
         },
     },
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 
+from components.forecast import NodeRoom, PodSize
 from components.scheduling import VIRTUAL_NODE_LABELS, VIRTUAL_NODE_TAINT
 from stack_config import parse_quantity
 
@@ -82,10 +83,8 @@ def create_nodes(api: kubernetes.client.ApiClient, nodes: list[NodeSpec]) -> Non
 
 
 def pods_that_fit(nodes: list[NodeSpec], requests: dict[str, str]) -> int:
-    """How many pods with `requests` the nodes hold, counted as the scheduler's fit check does."""
-    total = 0
-    for node in nodes:
-        room = {"cpu": parse_quantity(node.cpu), "memory": parse_quantity(node.memory)}
-        per_resource = [int(room[name] // parse_quantity(amount)) for name, amount in requests.items()]
-        total += min([*per_resource, int(node.pods)])
-    return total
+    """How many pods with `requests` the nodes hold, counted as the forecast (and the scheduler's
+    fit check) counts them."""
+    size = PodSize(parse_quantity(requests.get("cpu", "0")), parse_quantity(requests.get("memory", "0")))
+    rooms = [NodeRoom(n.name, parse_quantity(n.cpu), parse_quantity(n.memory), int(n.pods)) for n in nodes]
+    return sum(room.holds(size) for room in rooms)

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from engine_project import ROOT, EngineProject
 
 from go_tools import toolchain
@@ -22,8 +23,7 @@ pytestmark = pytest.mark.engine
 @pytest.fixture
 def project(tmp_path: Path) -> EngineProject:
     copy = EngineProject(tmp_path)
-    for folder in ("scripts", "go_tools"):
-        shutil.copytree(ROOT / folder, copy.dir / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "scripts", copy.dir / "scripts")
     return copy
 
 
@@ -109,3 +109,35 @@ def test_the_published_passphrase_exported_never_creates_another_stack(
     assert "published passphrase" in refused.stderr
     assert not (backend / ".pulumi" / "stacks" / "asm-serverless-gateway" / "team-prod.json").exists()
     assert not (project.dir / "stacks" / "Pulumi.team-prod.yaml").exists()
+
+
+def test_a_stack_made_with_plain_pulumi_under_the_published_passphrase_never_runs(
+    project: EngineProject, tmp_path: Path
+) -> None:
+    """The user's own `pulumi`, past scripts/pulumi.sh: it creates the stack; the program refuses it."""
+    backend = tmp_path / "team-backend"
+    backend.mkdir()
+    env = {**project.env, "PULUMI_BACKEND_URL": backend.as_uri(), "PULUMI_CONFIG_PASSPHRASE": "local"}
+
+    def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["pulumi", *args, "--non-interactive"],
+            cwd=project.dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    assert pulumi("stack", "init", "team-prod").returncode == 0
+    salted = yaml.safe_load(project.stack_file("team-prod").read_text())
+    assert "encryptionsalt" in salted
+    local = yaml.safe_load(project.stack_file("local").read_text())
+    project.stack_file("team-prod").write_text(yaml.safe_dump({**salted, "config": local["config"]}))
+    refused = pulumi("preview", "--stack", "team-prod")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "encrypts its secrets with the `local` stack's published passphrase" in output, output
+    exported = pulumi("stack", "export", "--stack", "team-prod")
+    assert '"resources"' not in exported.stdout or "IstioGateway" not in exported.stdout

@@ -198,9 +198,11 @@ def test_a_rule_across_sections_is_reported_beside_a_problem_inside_one() -> Non
     values = with_change(local_values(), "ecsCapacity.mode", "none")
     with pytest.raises(ConfigError) as raised:
         run_stack("local", values)
-    assert [p.path for p in raised.value.problems] == ["ecsCapacity.nodes", "placementPolicy"]
-    assert "it is only used with mode existingNodes" in raised.value.problems[0].message
-    assert "prefer-ecs needs ECS nodes" in raised.value.problems[1].message
+    problems = {p.path: p.message for p in raised.value.problems}
+    assert set(problems) == {"ecsCapacity.nodes", "ecsCapacity.instanceType", "placementPolicy"}
+    assert "it is only used with mode existingNodes" in problems["ecsCapacity.nodes"]
+    assert "it is only used with mode existingNodes" in problems["ecsCapacity.instanceType"]
+    assert "prefer-ecs needs ECS nodes" in problems["placementPolicy"]
 
 
 def test_a_kubeconfig_set_in_plain_text_is_refused() -> None:

@@ -27,15 +27,18 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, running_control_plane
+from control_plane import ControlPlane, grant, running_control_plane
 from engine_project import EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
+import stack_config
 from components.gateway import GATEWAY_POD_LABEL
 from components.scheduling import Taint
 from node_marks_plugin.cluster import Cluster
 from node_marks_plugin.marks import RESTRICT, Marks, owner_annotation
+from preflight.needs import stack_needs
+from preflight.permissions import Subject, rbac_documents
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
@@ -51,6 +54,7 @@ DEDICATED = {"key": "edge.example.com/dedicated", "value": "gateway", "effect": 
 MAINTENANCE = {"key": "team.example.com/maintenance", "value": "true", "effect": "NoSchedule"}
 RESERVED = {"key": "team.example.com/reserved", "value": "batch", "effect": "PreferNoSchedule"}
 TEAM_LABEL = {"team.example.com/owner": "platform"}
+DEPLOYER = Subject("ServiceAccount", "deployer", "kube-system")
 INVENTORY = [
     NodeSpec("edge-a", cpu="7800m", memory="30Gi", labels=TEAM_LABEL),
     NodeSpec("edge-b", cpu="15800m", memory="60Gi", labels=TEAM_LABEL, taints=(MAINTENANCE, RESERVED)),
@@ -354,6 +358,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             project = EngineProject(tmp)
             credentials = Credentials(plane, api, tmp)
             stack = project.stack_on_cluster("local", credentials.kubeconfig(), point_at_cluster)
+            # The stack's identity may do what the generated RBAC grants, and nothing else.
+            declared = stack_config.from_stack_file("local", project.stack_file("local"))
+            for needs in stack_needs(declared.gateway):
+                grant(api, rbac_documents(needs, "local", DEPLOYER))
             stack.up()
             yield Live(plane, api, project, stack, mesh, watch, credentials)
         finally:

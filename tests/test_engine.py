@@ -6,6 +6,7 @@ rendered by the real Kubernetes provider) through the Automation API.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -156,3 +157,26 @@ def test_the_program_has_no_cloud_plugin_to_load_for_the_local_stack(
     types = {r["type"] for r in exported["resources"]}
     assert "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway" in types
     assert not any(t.startswith("alicloud:") or t == "pulumi:providers:alicloud" for t in types)
+
+
+def test_the_local_stacks_preview_shows_the_placement_forecast_with_no_cluster(
+    deployed: tuple[EngineProject, auto.Stack],
+) -> None:
+    project, stack = deployed
+    preview = stack.preview(diff=True)
+    shown = preview.stdout + preview.stderr  # the stack's own messages go to stderr under --diff
+    assert "placement forecast (prefer-ecs; ECS nodes: 2 x ecs.g7.xlarge" in shown, shown
+    assert re.search(r"istio-system/ingressgateway +maxReplicas +30 +4 +26 +0", shown), shown
+    # ECI bills the local stack's pods at its eci-use-specs size, 2 vCPU and 4 GiB each.
+    assert "ECI at maxReplicas: 52 vCPU, 104.0 GiB (eci-use-specs)" in shown, shown
+    forecast = stack.outputs()["placementForecast"].value
+    assert forecast["gateways"][0]["ecsRoom"] == 4  # two 4-vCPU nodes, 2-vCPU requests
+    # A change that moves the forecast shows it before and after in `preview --diff`.
+    project.edit_config("local", _set("gateways[0].maxReplicas", 60))
+    try:
+        changed = stack.preview(diff=True)
+        diff = changed.stdout + changed.stderr
+        assert re.search(r"istio-system/ingressgateway +maxReplicas +60 +4 +56 +0", diff), diff
+        assert re.search(r"eci +: 26 => 56", diff), diff  # the stack output, before and after
+    finally:
+        project.edit_config("local", _set("gateways[0].maxReplicas", 30))

@@ -21,7 +21,7 @@ from typing import Any
 import asm_standin
 import kubernetes
 import pytest
-from control_plane import ControlPlane, running_control_plane
+from control_plane import ECS_FIRST_PROFILE, ControlPlane, running_control_plane
 from engine_project import EngineProject
 from node_inventory import ack_virtual_node, create_nodes, ecs_g7_2xlarge, ecs_g7_xlarge, pods_that_fit
 from pulumi import automation as auto
@@ -184,27 +184,6 @@ def ecs_first_fidelity(steps: list[int], seen: list[Counter[str]]) -> float:
 
 
 STEPS = [2, 6, 10, 14, 18, 22, 26, 30]
-
-# kube-scheduler with the preferred node affinity made decisive: its weight
-# outweighs every other score together (at most ~11 plugins x 100), so a node
-# the pod prefers always wins while it fits. That is the placement ACK's
-# ResourcePolicy gives (fill the ECS unit, then ECI); it is not ACK's plugin.
-ECS_FIRST_PROFILE: dict[str, Any] = {
-    "apiVersion": "kubescheduler.config.k8s.io/v1",
-    "kind": "KubeSchedulerConfiguration",
-    "profiles": [
-        {
-            "schedulerName": "default-scheduler",
-            "plugins": {
-                "score": {
-                    "enabled": [{"name": "NodeAffinity", "weight": 50}],
-                    "disabled": [{"name": "NodeAffinity"}],
-                }
-            },
-        }
-    ],
-}
-
 
 # -- The policies ---------------------------------------------------------------------------
 

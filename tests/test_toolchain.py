@@ -33,6 +33,24 @@ def test_only_the_local_stack_gets_the_published_passphrase() -> None:
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "local"
 
 
+def test_the_local_stack_gets_its_own_passphrase_whatever_is_exported_for_another() -> None:
+    env = {"PULUMI_CONFIG_PASSPHRASE_FILE": "/home/me/prod.passphrase"}
+    assert toolchain.secrets_problem("local", ["up"], env) is None
+    assert env == {"PULUMI_CONFIG_PASSPHRASE": "local"}
+
+
+def test_a_plugin_install_cut_short_does_not_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path))
+    binary = toolchain.plugin_binary("alicloud", "4.0.0")
+    binary.parent.mkdir(parents=True)
+    binary.write_text("half of it")
+    partial = binary.parent.with_name(binary.parent.name + ".partial")
+    partial.touch()
+    assert not toolchain.plugin_installed("alicloud", "4.0.0")
+    partial.unlink()
+    assert toolchain.plugin_installed("alicloud", "4.0.0")
+
+
 def test_another_stack_without_a_passphrase_is_refused_with_how_to_set_one() -> None:
     env = {"PULUMI_BACKEND_URL": "file:///tmp/state"}
     problem = toolchain.secrets_problem("prod", ["stack", "init", "prod"], env)

@@ -1,0 +1,76 @@
+"""What a stack needs of the APIs it talks to, checked before anything changes.
+
+`needs` derives it from the stack's declared inputs (pure data), `permissions`
+turns it into the Kubernetes RBAC and the Alibaba Cloud RAM policy to grant,
+and `checks` asks each API whether the stack's identity has it. The program
+runs the checks before it declares a resource (so `preview` and `up` stop
+first); `scripts/preflight.sh` prints every row for a named stack.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+
+from components.forecast import Inventory
+from go_tools.toolchain import backend_problem, published_passphrase_problem
+from preflight.needs import stack_needs
+
+if TYPE_CHECKING:
+    from stack_config import StackConfig
+
+
+class PreflightError(pulumi.RunError):
+    """Shown by the engine as a message, without a traceback, like a config error."""
+
+
+def require(config: StackConfig) -> Inventory | None:
+    """Run the preflight for every API the stack has a kubeconfig for; refuse on a failed row.
+
+    Called by the program before it declares anything, so a failure stops
+    `preview` and `up` alike with nothing changed. First of all, a stack whose
+    secrets the published passphrase decrypts is refused, however it is run.
+    Returns the gateway's ECS nodes as the cluster has them, for the placement
+    forecast, when the stack can read them (None otherwise).
+    """
+    # The rules scripts/pulumi.sh applies, for plain `pulumi` too (what the program can see).
+    refused = published_passphrase_problem(config.stack, os.environ) or backend_problem(
+        config.stack, os.environ
+    )
+    if refused:
+        raise PreflightError(refused)
+    needs = [n for n in stack_needs(config.gateway) if n.config_key in config.kubeconfigs]
+    if not needs:
+        return None
+    # Imported here: the Kubernetes client costs ~0.27 s, and stacks without a
+    # kubeconfig (local) never need it.
+    from preflight.checks import failed, stack_rows, table  # noqa: PLC0415
+
+    seen: dict[str, dict[str, Any]] = {}
+    failures = failed(stack_rows(needs, dict(config.kubeconfigs), seen))
+    if failures:
+        raise PreflightError(
+            f"stack {config.stack}: the preflight failed, so nothing was changed:\n{table(failures)}\n"
+            f"`scripts/preflight.sh --stack {config.stack}` shows every check;"
+            f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
+        )
+    return _observed_inventory(config, seen.get("cluster", {}))
+
+
+def _observed_inventory(config: StackConfig, seen: dict[str, Any]) -> Inventory | None:
+    """The nodes as read through the preflight's client for the cluster (none without one)."""
+    args = config.gateway
+    if "client" not in seen or args.ecs.mode == "none":
+        return None
+    from preflight.inventory import read_inventory  # noqa: PLC0415
+
+    try:
+        return read_inventory(seen["client"], args.ecs, args.gateways, seen.get("nodes"))
+    except Exception as error:  # noqa: BLE001 - the forecast advises; it never stops a preview
+        pulumi.log.warn(
+            f"placement forecast: could not read the gateway's nodes ({type(error).__name__});"
+            " it counts them from the stack's config instead"
+        )
+        return None

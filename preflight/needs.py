@@ -1,0 +1,189 @@
+"""What a stack will do to each Kubernetes API, derived from its inputs alone (pure).
+
+One derivation serves three readers: the preflight asks the API about exactly
+these verbs, the generated RBAC grants exactly these, and the README's
+permission documents are generated from it, so none can drift from the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
+from components.gateway import KIND as ISTIO_GATEWAY_KIND
+from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
+from components.resource_policy import KIND as RESOURCE_POLICY_KIND
+from components.stack import ServerlessGatewayArgs
+from components.virtual_nodes import ECI_PROFILE_NAME, ECI_PROFILE_NAMESPACE
+
+# What pulumi-kubernetes 4.25 does to an object it manages with server-side
+# apply: reads it (refresh, update), applies (the dry run of a preview, create
+# and update; an apply that creates is authorised as `create` too), deletes it
+# and watches it go (list, watch).
+MANAGED_OBJECT_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+# A Patch resource only reads and applies; the eci-profile's is kept on destroy.
+PATCHED_OBJECT_VERBS = ("get", "patch")
+# It also watches the events of the namespace of each object it changes.
+EVENT_VERBS = ("list", "watch")
+PROGRESS = "pulumi-kubernetes' progress reports"
+
+
+@dataclass(frozen=True, order=True)
+class Access:
+    """One verb on one kind of object, where the stack does it."""
+
+    verb: str
+    resource: str  # plural, as RBAC and access reviews name it
+    group: str = ""  # "" is the core API group
+    namespace: str | None = None  # None: cluster-scoped, or every namespace
+    name: str | None = None  # one object only
+    why: str = ""
+
+    def describe(self) -> str:
+        kind = f"{self.resource}.{self.group}" if self.group else self.resource
+        target = f"{kind}/{self.name}" if self.name else kind
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {target}{where}"
+
+
+@dataclass(frozen=True)
+class ServedKind:
+    """A kind the API must serve (a CRD installed by ACK or ASM)."""
+
+    api_version: str  # group/version
+    kind: str
+    plural: str
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object that must exist before the stack patches it."""
+
+    namespace: str
+    resource: str
+    name: str
+    unless: str = ""  # why it may be missing yet (something this stack installs makes it)
+
+
+@dataclass(frozen=True)
+class ApiNeeds:
+    """Everything the stack needs of one Kubernetes API."""
+
+    api: str  # "cluster" (the ACK cluster) or "mesh" (the ASM control plane)
+    config_key: str  # the config key that holds this API's kubeconfig
+    access: tuple[Access, ...]
+    nodes: tuple[str, ...] = ()  # nodes that must exist
+    virtual_nodes: bool = False  # virtual nodes must exist (not made by this stack)
+    kinds: tuple[ServedKind, ...] = ()
+    objects: tuple[ObjectRef, ...] = ()
+
+
+def _object_access(
+    verbs: Iterable[str], resource: str, namespace: str, why: str, *, group: str = "", name: str | None = None
+) -> list[Access]:
+    return [Access(verb, resource, group, namespace, name, why) for verb in verbs]
+
+
+def _managed_per_namespace(args: ServerlessGatewayArgs, resource: str, group: str, why: str) -> list[Access]:
+    """One managed object per gateway namespace, and that namespace's events."""
+    access: list[Access] = []
+    for namespace in sorted({g.namespace for g in args.gateways}):
+        access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
+        access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
+    return access
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def cluster_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
+    """What the stack does to the ACK cluster's API, or None when it does nothing there."""
+    access: list[Access] = []
+    kinds: list[ServedKind] = []
+    objects: list[ObjectRef] = []
+    ecs = args.ecs
+    # With a pool, these are only done when the stack has the cluster's kubeconfig
+    # (the wait is skipped without one); the preflight only checks an API it can reach.
+    if ecs.mode != "none":
+        # The node-marks provider: one list of the nodes a call, and a fresh read
+        # and merge patch per node it marks (node_marks_plugin/cluster.py).
+        why = (
+            "labels and taints on the named nodes"
+            if ecs.mode == "existingNodes"
+            else "finding the pool's nodes for the tolerate-before-taint wait"
+        )
+        access.append(Access("list", "nodes", why=why))
+        if ecs.mode == "existingNodes":
+            access += [Access("get", "nodes", why=why), Access("patch", "nodes", why=why)]
+        # The wait reads the gateway's pods, and before a NoExecute taint, the pods
+        # on each node (every namespace: another team's pods are what it looks for).
+        access.append(Access("list", "pods", why="pods in the way of a taint, in every namespace"))
+    virtual = args.virtual_nodes
+    if virtual.mode == "existing":
+        access.append(Access("list", "nodes", why="the preflight finds the virtual nodes"))
+    if virtual.eci_vswitch_ids or virtual.eci_security_group_id:
+        access += _object_access(
+            PATCHED_OBJECT_VERBS,
+            "configmaps",
+            ECI_PROFILE_NAMESPACE,
+            "the ECI network in the eci-profile",
+            name=ECI_PROFILE_NAME,
+        )
+        access += _object_access(EVENT_VERBS, "events", ECI_PROFILE_NAMESPACE, PROGRESS)
+        objects.append(
+            ObjectRef(
+                ECI_PROFILE_NAMESPACE,
+                "configmaps",
+                ECI_PROFILE_NAME,
+                unless="the ack-virtual-node add-on this stack installs makes it"
+                if virtual.mode == "addon"
+                else "",
+            )
+        )
+    if args.ack_resource_policy:
+        access += _managed_per_namespace(
+            args, "resourcepolicies", _group(RESOURCE_POLICY_API_VERSION), "the gateways' ResourcePolicy"
+        )
+        kinds.append(ServedKind(RESOURCE_POLICY_API_VERSION, RESOURCE_POLICY_KIND, "resourcepolicies"))
+    if not access:
+        return None
+    return ApiNeeds(
+        api="cluster",
+        config_key="clusterKubeconfig",
+        access=_unique(access),
+        nodes=ecs.nodes if ecs.mode == "existingNodes" else (),
+        virtual_nodes=virtual.mode == "existing",
+        kinds=tuple(kinds),
+        objects=tuple(objects),
+    )
+
+
+def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
+    """What the stack does to the mesh's API. None for a mesh it creates: ASM's kubeconfig
+    for a new mesh is its creator's, and there is nothing to check before it exists."""
+    if args.mesh.mode == "create" or not args.gateways:
+        return None
+    access = _managed_per_namespace(
+        args, "istiogateways", _group(ISTIO_GATEWAY_API_VERSION), "the IstioGateways"
+    )
+    return ApiNeeds(
+        api="mesh",
+        config_key="meshKubeconfig",
+        access=_unique(access),
+        kinds=(ServedKind(ISTIO_GATEWAY_API_VERSION, ISTIO_GATEWAY_KIND, "istiogateways"),),
+    )
+
+
+def stack_needs(args: ServerlessGatewayArgs) -> tuple[ApiNeeds, ...]:
+    """Per API the stack talks to: what it will do there."""
+    return tuple(n for n in (cluster_needs(args), mesh_needs(args)) if n is not None)
+
+
+def _unique(access: Iterable[Access]) -> tuple[Access, ...]:
+    """One entry per verb and object, the first reason kept."""
+    seen: dict[tuple[str, str, str, str | None, str | None], Access] = {}
+    for entry in access:
+        seen.setdefault((entry.verb, entry.resource, entry.group, entry.namespace, entry.name), entry)
+    return tuple(seen.values())
