@@ -7,7 +7,7 @@ import stack_config
 from components.stack import ServerlessGateway
 
 config = stack_config.load()
-observed = preflight.require(config)  # refuses before anything is declared; what it read of the nodes
+observed = preflight.require(config)  # refuses before anything is declared; what it read of each cluster
 options = stack_config.provider_options(config, "asm-gateway")
 stack = ServerlessGateway("asm-gateway", config.gateway, options, observed)
 
@@ -17,3 +17,5 @@ pulumi.export("virtualNodeMode", stack.virtual_node_mode)
 pulumi.export("meshId", stack.mesh_id)
 pulumi.export("gateways", stack.gateways)
 pulumi.export("placementForecast", stack.placement_forecast)
+if stack.clusters is not None:  # a stack of several clusters: each one's pool and nodes
+    pulumi.export("clusters", stack.clusters)

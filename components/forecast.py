@@ -186,10 +186,11 @@ class Forecast:
             "warnings": list(self.warnings),
         }
 
-    def table(self) -> str:
-        """A short table for the preview's output."""
+    def table(self, cluster: str | None = None) -> str:
+        """A short table for the preview's output; `cluster` names the cluster, where there are several."""
+        where = f" in cluster {cluster}" if cluster else ""
         lines = [
-            f"placement forecast ({self.policy.value}; ECS nodes: {self.inventory.source};"
+            f"placement forecast{where} ({self.policy.value}; ECS nodes: {self.inventory.source};"
             f" {self.how_exact}):",
             f"  {'gateway':32} {'at':>13} {'replicas':>8} {'ECS':>5} {'ECI':>5} {'Pending':>8}",
         ]

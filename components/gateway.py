@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
@@ -104,6 +104,44 @@ class Gateway:
     resources: Mapping[str, Any]  # requests and limits, as core/v1 ResourceRequirements
     pod_size: PodSize  # its requests as numbers, for the placement forecast
     extra_spec: Mapping[str, Any]  # any other real IstioGateway field, passed as is
+    # Per cluster id, what runs differently there: the spec's `overrides`.
+    cluster_overrides: Mapping[str, ClusterOverride] = field(default_factory=dict)
+
+    def in_cluster(self, cluster_id: str) -> Gateway:
+        """The gateway as it runs in one cluster: its own values, with that cluster's overrides."""
+        override = self.cluster_overrides.get(cluster_id)
+        if override is None:
+            return self
+        return replace(
+            self,
+            replicas=self.replicas if override.replicas is None else override.replicas,
+            min_replicas=override.min_replicas or self.min_replicas,
+            max_replicas=override.max_replicas or self.max_replicas,
+            resources=override.resources or self.resources,
+            pod_size=override.pod_size or self.pod_size,
+            cluster_overrides={},
+        )
+
+
+@dataclass(frozen=True)
+class ClusterOverride:
+    """What one gateway runs differently in one cluster; None: as everywhere else."""
+
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    resources: Mapping[str, Any] | None = None
+    pod_size: PodSize | None = None  # the override's requests as numbers, with `resources`
+
+    def as_spec(self) -> dict[str, Any]:
+        """The basic fields this cluster sets, as the spec's `overrides.<clusterId>` holds them."""
+        fields = {
+            "replicaCount": self.replicas,
+            "minReplicas": self.min_replicas,
+            "maxReplicas": self.max_replicas,
+            "resources": copy.deepcopy(dict(self.resources)) if self.resources is not None else None,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 def gateway_pod_labels(gateway_name: str) -> dict[str, str]:
@@ -145,6 +183,12 @@ def istio_gateway_spec(
             **rules.as_spec(),
         }
     )
+    if gateway.cluster_overrides:
+        # ASM takes a basic field under `overrides.<clusterId>` in place of the
+        # spec's own for that cluster; only the clusters that differ are listed.
+        spec["overrides"] = {
+            cluster: override.as_spec() for cluster, override in sorted(gateway.cluster_overrides.items())
+        }
     return spec
 
 
@@ -152,7 +196,7 @@ def istio_gateway_spec(
 class IstioGatewayArgs:
     gateway: Gateway
     rules: SchedulingRules
-    cluster_id: str
+    cluster_ids: Sequence[str]  # every cluster ASM deploys it to, the first cluster first
 
 
 class IstioGateway(pulumi.ComponentResource):
@@ -170,7 +214,7 @@ class IstioGateway(pulumi.ComponentResource):
             api_version=API_VERSION,
             kind=KIND,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
-            spec=istio_gateway_spec(gateway, args.rules, [args.cluster_id]),
+            spec=istio_gateway_spec(gateway, args.rules, args.cluster_ids),
             opts=child_options(self, opts),
         )
         self.summary = {

@@ -28,10 +28,10 @@ RESTRICT = "restrict"
 
 
 def node_marks_provider(
-    name: str, kubeconfig: pulumi.Input[str], opts: pulumi.ResourceOptions
+    name: str, kubeconfig: pulumi.Input[str], opts: pulumi.ResourceOptions, source: str = "clusterKubeconfig"
 ) -> pulumi.ProviderResource:
-    """The plugin, configured with the cluster's kubeconfig (kept a secret in state)."""
-    source = "clusterKubeconfig"
+    """The plugin, configured with a cluster's kubeconfig (kept a secret in state); `source` is
+    the config key it comes from, for the plugin's errors."""
     checked = pulumi.Output.from_input(kubeconfig).apply(require_kubeconfig(name, source))
     return pulumi.ProviderResource(
         PROVIDER_PACKAGE,

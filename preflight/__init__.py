@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pulumi
 
+from components.data_plane import DataPlaneCluster
 from components.forecast import Inventory
 from go_tools.toolchain import backend_problem, published_passphrase_problem
 from preflight.needs import stack_needs
@@ -26,14 +27,14 @@ class PreflightError(pulumi.RunError):
     """Shown by the engine as a message, without a traceback, like a config error."""
 
 
-def require(config: StackConfig) -> Inventory | None:
+def require(config: StackConfig) -> dict[str, Inventory]:
     """Run the preflight for every API the stack has a kubeconfig for; refuse on a failed row.
 
     Called by the program before it declares anything, so a failure stops
     `preview` and `up` alike with nothing changed. First of all, a stack whose
     secrets the published passphrase decrypts is refused, however it is run.
-    Returns the gateway's ECS nodes as the cluster has them, for the placement
-    forecast, when the stack can read them (None otherwise).
+    Returns, per cluster id, the gateway's ECS nodes as that cluster has them,
+    for the placement forecast, where the stack can read them.
     """
     # The rules scripts/pulumi.sh applies, for plain `pulumi` too (what the program can see).
     refused = published_passphrase_problem(config.stack, os.environ) or backend_problem(
@@ -43,7 +44,7 @@ def require(config: StackConfig) -> Inventory | None:
         raise PreflightError(refused)
     needs = [n for n in stack_needs(config.gateway) if n.config_key in config.kubeconfigs]
     if not needs:
-        return None
+        return {}
     # Imported here: the Kubernetes client costs ~0.27 s, and stacks without a
     # kubeconfig (local) never need it.
     from preflight.checks import failed, stack_rows, table  # noqa: PLC0415
@@ -56,21 +57,27 @@ def require(config: StackConfig) -> Inventory | None:
             f"`scripts/preflight.sh --stack {config.stack}` shows every check;"
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
-    return _observed_inventory(config, seen.get("cluster", {}))
+    observed = {
+        c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {})) for c in config.gateway.clusters
+    }
+    return {cluster_id: inventory for cluster_id, inventory in observed.items() if inventory is not None}
 
 
-def _observed_inventory(config: StackConfig, seen: dict[str, Any]) -> Inventory | None:
-    """The nodes as read through the preflight's client for the cluster (none without one)."""
-    args = config.gateway
-    if "client" not in seen or args.ecs.mode == "none":
+def _observed_inventory(
+    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]
+) -> Inventory | None:
+    """One cluster's nodes as read through the preflight's client for it (none without one)."""
+    if "client" not in seen or cluster.ecs.mode == "none":
         return None
     from preflight.inventory import read_inventory  # noqa: PLC0415
 
+    gateways = [g.in_cluster(cluster.cluster_id) for g in config.gateway.gateways]
     try:
-        return read_inventory(seen["client"], args.ecs, args.gateways, seen.get("nodes"))
+        return read_inventory(seen["client"], cluster.ecs, gateways, seen.get("nodes"))
     except Exception as error:  # noqa: BLE001 - the forecast advises; it never stops a preview
+        where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
         pulumi.log.warn(
-            f"placement forecast: could not read the gateway's nodes ({type(error).__name__});"
+            f"placement forecast: could not read the gateway's nodes{where} ({type(error).__name__});"
             " it counts them from the stack's config instead"
         )
         return None

@@ -269,7 +269,10 @@ def stack_rows(
 def table(rows: Sequence[Row]) -> str:
     """The rows as an aligned text table."""
     width = max((len(r.check) for r in rows), default=0)
-    return "\n".join(f"{r.api:8} {r.result.value:8} {r.check:{width}}  {r.detail}".rstrip() for r in rows)
+    api_width = max((len(r.api) for r in rows), default=0)
+    return "\n".join(
+        f"{r.api:{api_width}} {r.result.value:8} {r.check:{width}}  {r.detail}".rstrip() for r in rows
+    )
 
 
 def failed(rows: Iterable[Row]) -> list[Row]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
@@ -70,7 +71,7 @@ class ObjectRef:
 class ApiNeeds:
     """Everything the stack needs of one Kubernetes API."""
 
-    api: str  # "cluster" (the ACK cluster) or "mesh" (the ASM control plane)
+    api: str  # "cluster" (the first ACK cluster), "cluster-<id>" (a listed one) or "mesh" (ASM's)
     config_key: str  # the config key that holds this API's kubeconfig
     access: tuple[Access, ...]
     nodes: tuple[str, ...] = ()  # nodes that must exist
@@ -98,12 +99,12 @@ def _group(api_version: str) -> str:
     return api_version.rpartition("/")[0]
 
 
-def cluster_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
-    """What the stack does to the ACK cluster's API, or None when it does nothing there."""
+def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> ApiNeeds | None:
+    """What the stack does to one ACK cluster's API, or None when it does nothing there."""
     access: list[Access] = []
     kinds: list[ServedKind] = []
     objects: list[ObjectRef] = []
-    ecs = args.ecs
+    ecs = cluster.ecs
     # With a pool, these are only done when the stack has the cluster's kubeconfig
     # (the wait is skipped without one); the preflight only checks an API it can reach.
     if ecs.mode != "none":
@@ -120,7 +121,7 @@ def cluster_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
         # The wait reads the gateway's pods, and before a NoExecute taint, the pods
         # on each node (every namespace: another team's pods are what it looks for).
         access.append(Access("list", "pods", why="pods in the way of a taint, in every namespace"))
-    virtual = args.virtual_nodes
+    virtual = cluster.virtual_nodes
     if virtual.mode == "existing":
         access.append(Access("list", "nodes", why="the preflight finds the virtual nodes"))
     if virtual.eci_vswitch_ids or virtual.eci_security_group_id:
@@ -150,8 +151,8 @@ def cluster_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
     if not access:
         return None
     return ApiNeeds(
-        api="cluster",
-        config_key="clusterKubeconfig",
+        api=cluster.api,
+        config_key=cluster.kubeconfig_key,
         access=_unique(access),
         nodes=ecs.nodes if ecs.mode == "existingNodes" else (),
         virtual_nodes=virtual.mode == "existing",
@@ -177,8 +178,9 @@ def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
 
 
 def stack_needs(args: ServerlessGatewayArgs) -> tuple[ApiNeeds, ...]:
-    """Per API the stack talks to: what it will do there."""
-    return tuple(n for n in (cluster_needs(args), mesh_needs(args)) if n is not None)
+    """Per API the stack talks to (each cluster's, then the mesh's): what it will do there."""
+    needs = [cluster_needs(args, cluster) for cluster in args.clusters] + [mesh_needs(args)]
+    return tuple(n for n in needs if n is not None)
 
 
 def _unique(access: Iterable[Access]) -> tuple[Access, ...]:

@@ -184,9 +184,9 @@ MESH_ACTIONS = (
 def ram_policy(args: ServerlessGatewayArgs) -> dict[str, Any] | None:
     """The RAM policy for the cloud resources the stack declares; None when it declares none."""
     actions: set[str] = set()
-    if args.ecs.mode == "nodePool":
+    if any(c.ecs.mode == "nodePool" for c in args.clusters):
         actions.update(NODE_POOL_ACTIONS)
-    if args.virtual_nodes.mode == "addon":
+    if any(c.virtual_nodes.mode == "addon" for c in args.clusters):
         actions.update(ADDON_ACTIONS)
     if args.mesh.mode == "create":
         actions.update(MESH_ACTIONS)

@@ -11,8 +11,9 @@ path and what it allows (`ConfigError`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +21,9 @@ import pulumi
 from pydantic import BaseModel, ValidationError
 
 from components import PACKAGE, type_token
+from components.data_plane import DataPlaneCluster
 from components.forecast import PodSize
-from components.gateway import Gateway, GatewayPort
+from components.gateway import ClusterOverride, Gateway, GatewayPort
 from components.mesh import Mesh
 from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
 from components.providers import alicloud_provider
@@ -31,6 +33,9 @@ from components.virtual_nodes import VirtualNodes
 from stack_config.model import (
     DEFAULT_RESOURCES,
     AlicloudConfig,
+    ClusterConfig,
+    ClusterOverrideConfig,
+    EcsCapacityConfig,
     EcsExistingNodes,
     EcsNodePool,
     GatewayConfig,
@@ -40,6 +45,7 @@ from stack_config.model import (
     ResourcesConfig,
     Secret,
     VirtualNodesAddon,
+    VirtualNodesConfig,
     VirtualNodesExisting,
 )
 from stack_config.problems import ConfigError, Problem, keys_of, metadata_of, problems_from
@@ -65,11 +71,21 @@ __all__ = [
 
 PROJECT = PACKAGE  # config keys live in the project namespace
 
-# The keys that hold credentials, which must be set with --secret.
+# The keys that hold credentials, which must be set with --secret: the key itself,
+# or (`clusters`) a key inside it, set with --path.
 SECRET_KEYS = tuple(
     key
     for key, info in keys_of(GatewayStackConfig).items()
     if any(isinstance(m, Secret) for m in metadata_of(info))
+) + tuple(
+    sorted(
+        {
+            m.within
+            for info in keys_of(ClusterConfig).values()
+            for m in metadata_of(info)
+            if isinstance(m, Secret) and m.within
+        }
+    )
 )
 
 
@@ -126,15 +142,20 @@ def _needs_problems(config: GatewayStackConfig, args: ServerlessGatewayArgs) -> 
     applying = not config.render_yaml_to
     if args.needs_cloud and not config.region:
         problems.append(Problem("region", "is required: the stack declares Alibaba Cloud resources", PROJECT))
-    if args.needs_cluster_api and config.cluster_kubeconfig is None and applying:
-        why = (
-            "label and taint existing nodes"
-            if args.ecs.mode == "existingNodes"
-            else "apply ackResourcePolicy"
-            if args.ack_resource_policy
-            else "set the ECI network in kube-system/eci-profile (virtualNodes.eciVswitchIds)"
-        )
-        problems.append(Problem("clusterKubeconfig", f"is required to {why} (or set renderYamlTo)", PROJECT))
+    for cluster in args.clusters:
+        if cluster.needs_api(args.ack_resource_policy) and cluster.kubeconfig is None and applying:
+            why = (
+                "label and taint existing nodes"
+                if cluster.ecs.mode == "existingNodes"
+                else "apply ackResourcePolicy"
+                if args.ack_resource_policy
+                else "set the ECI network in kube-system/eci-profile"
+                f" ({cluster.config_path}virtualNodes.eciVswitchIds)"
+            )
+            where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
+            problems.append(
+                Problem(cluster.kubeconfig_key, f"is required to {why}{where} (or set renderYamlTo)", PROJECT)
+            )
     if args.mesh.mode == "existing" and config.mesh_kubeconfig is None and applying:
         problems.append(
             Problem(
@@ -167,17 +188,35 @@ def parse(
         args = gateway_args(config)
         problems.extend(_needs_problems(config, args))
     if problems:
-        raise ConfigError(stack, problems)
+        raise ConfigError(stack, [_naming_the_cluster(p, decoded) for p in problems])
     assert config is not None and credentials is not None
     kubeconfigs = {
         key: text
         for key, text in (
             ("clusterKubeconfig", config.cluster_kubeconfig),
             ("meshKubeconfig", config.mesh_kubeconfig),
+            *(
+                (f"clusters[{index}].clusterKubeconfig", cluster.cluster_kubeconfig)
+                for index, cluster in enumerate(config.clusters)
+            ),
         )
         if text is not None
     }
     return StackConfig(stack, config.region, args, alicloud_credentials(credentials), kubeconfigs)
+
+
+def _naming_the_cluster(problem: Problem, values: Mapping[str, Any]) -> Problem:
+    """A problem under `clusters[<n>]` with that cluster's id beside its position, where it has one."""
+    found = re.match(r"clusters\[(\d+)\]", problem.path)
+    listed = values.get("clusters")
+    if problem.namespace != PROJECT or not found or not isinstance(listed, list):
+        return problem
+    index = int(found.group(1))
+    entry = listed[index] if index < len(listed) else None
+    cluster_id = entry.get("clusterId") if isinstance(entry, dict) else None
+    if not isinstance(cluster_id, str) or not cluster_id:
+        return problem
+    return replace(problem, path=f"{problem.path} (cluster {cluster_id})")
 
 
 # -- Config to the components' inputs ----------------------------------------------------
@@ -204,8 +243,8 @@ def alicloud_credentials(config: AlicloudConfig) -> AlicloudCredentials:
 def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
     return ServerlessGatewayArgs(
         cluster_id=config.cluster_id,
-        ecs=_ecs_capacity(config),
-        virtual_nodes=_virtual_nodes(config),
+        ecs=_ecs_capacity(config.ecs_capacity),
+        virtual_nodes=_virtual_nodes(config.virtual_nodes),
         mesh=_mesh(config),
         policy=config.placement_policy,
         weights=Weights(config.preferred_weight, config.overflow_weight),
@@ -216,11 +255,20 @@ def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
         rollout_timeout_seconds=config.rollout_timeout_seconds,
         cluster_kubeconfig=_secret(config.cluster_kubeconfig),
         mesh_kubeconfig=_secret(config.mesh_kubeconfig),
+        more_clusters=tuple(
+            DataPlaneCluster(
+                cluster.cluster_id,
+                _ecs_capacity(cluster.ecs_capacity),
+                _virtual_nodes(cluster.virtual_nodes),
+                f"clusters[{index}].",
+                _secret(cluster.cluster_kubeconfig),
+            )
+            for index, cluster in enumerate(config.clusters)
+        ),
     )
 
 
-def _ecs_capacity(config: GatewayStackConfig) -> EcsCapacity:
-    ecs = config.ecs_capacity
+def _ecs_capacity(ecs: EcsCapacityConfig) -> EcsCapacity:
     taints = tuple(sorted({Taint(t.key, t.value, t.effect) for t in ecs.taints}))
     node_pool = None
     if isinstance(ecs, EcsNodePool):
@@ -242,8 +290,7 @@ def _ecs_capacity(config: GatewayStackConfig) -> EcsCapacity:
     return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict, instance_type)
 
 
-def _virtual_nodes(config: GatewayStackConfig) -> VirtualNodes:
-    virtual = config.virtual_nodes
+def _virtual_nodes(virtual: VirtualNodesConfig) -> VirtualNodes:
     if isinstance(virtual, VirtualNodesAddon):
         return VirtualNodes(
             virtual.mode,
@@ -270,11 +317,28 @@ def _resources(resources: ResourcesConfig) -> dict[str, dict[str, str]]:
     return {part: _sorted(amounts) for part, amounts in parts if amounts}
 
 
+def _pod_size(resources: Mapping[str, Mapping[str, str]]) -> PodSize:
+    # Kubernetes takes a container's limits as its requests where it gives none.
+    requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return PodSize(
+        cpu=parse_quantity(requests.get("cpu", "0")), memory=parse_quantity(requests.get("memory", "0"))
+    )
+
+
+def _cluster_override(override: ClusterOverrideConfig) -> ClusterOverride:
+    resources = _resources(override.resources) if override.resources is not None else None
+    return ClusterOverride(
+        replicas=override.replica_count,
+        min_replicas=override.min_replicas,
+        max_replicas=override.max_replicas,
+        resources=resources or None,
+        pod_size=_pod_size(resources) if resources else None,
+    )
+
+
 def _gateway(gateway: GatewayConfig) -> Gateway:
     # `resources: {}` is the default, as it always was.
     resources = _resources(gateway.resources) or DEFAULT_RESOURCES
-    # Kubernetes takes a container's limits as its requests where it gives none.
-    requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
     return Gateway(
         name=gateway.name,
         namespace=gateway.namespace,
@@ -291,10 +355,12 @@ def _gateway(gateway: GatewayConfig) -> Gateway:
         service_annotations=_sorted(gateway.service_annotations),
         pod_annotations=_sorted(gateway.pod_annotations),
         resources=resources,
-        pod_size=PodSize(
-            cpu=parse_quantity(requests.get("cpu", "0")), memory=parse_quantity(requests.get("memory", "0"))
-        ),
+        pod_size=_pod_size(resources),
         extra_spec=gateway.extra_spec,
+        cluster_overrides={
+            cluster: _cluster_override(override)
+            for cluster, override in sorted(gateway.cluster_overrides.items())
+        },
     )
 
 
@@ -376,10 +442,29 @@ def from_stack_file(stack: str, path: Path) -> StackConfig:
 
     document = yaml.safe_load(path.read_text()) or {}
     config = document.get("config") or {}
-    secret = {key for key, value in config.items() if isinstance(value, dict) and "secure" in value}
     for key in (f"{PROJECT}:clusterKubeconfig", f"{PROJECT}:meshKubeconfig"):
-        if key not in config:
-            config[key] = {"secure": ""}
-            secret.add(key)
-    flat = {key: "(secret)" if key in secret else value for key, value in config.items()}
+        config.setdefault(key, {"secure": ""})
+    for cluster in config.get(f"{PROJECT}:clusters") or []:
+        if isinstance(cluster, dict):
+            cluster.setdefault("clusterKubeconfig", {"secure": ""})
+    # As the engine has it: a key is a secret when it holds one anywhere (set with --path).
+    secret = {key for key, value in config.items() if _holds_secret(value)}
+    flat = {key: _without_ciphertext(value) for key, value in config.items()}
     return _from_flat(stack, flat, lambda key: key in secret)
+
+
+def _holds_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "secure" in value or any(_holds_secret(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_secret(v) for v in value)
+
+
+def _without_ciphertext(value: Any) -> Any:
+    """A config value with each secret in it as the text `(secret)`."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return "(secret)"
+        return {k: _without_ciphertext(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_ciphertext(v) for v in value]
+    return value

@@ -86,8 +86,12 @@ class Secret:
     """Field metadata: a credential, which must come from `pulumi config set --secret`.
 
     Which keys the engine holds as secrets is passed in the validation context
-    (`secret_keys`, with the `namespace` prefix for the message).
+    (`secret_keys`, with the `namespace` prefix for the message). A credential
+    inside a list (`within`, the top-level key) is set with `--path`; the
+    engine then holds that whole key as a secret, so that is what is checked.
     """
+
+    within: str | None = None
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -105,15 +109,20 @@ class Secret:
             "additionalProperties": False,
         }
 
-    @staticmethod
-    def _validate(value: str, info: ValidationInfo) -> str:
+    def _validate(self, value: str, info: ValidationInfo) -> str:
         context = info.context or {}
         key = to_camel(info.field_name or "")
-        if key not in context.get("secret_keys", ()):
+        if (self.within or key) not in context.get("secret_keys", ()):
+            prefix = context.get("namespace_prefix", "")
+            command = (
+                f"pulumi config set --secret --path '{prefix}{self.within}[<n>].{key}'"
+                if self.within
+                else f"pulumi config set --secret {prefix}{key}"
+            )
             raise PydanticCustomError(
                 "not_secret",
-                "holds a credential and must be set as a secret: pulumi config set --secret {key}",
-                {"key": context.get("namespace_prefix", "") + key},
+                "holds a credential and must be set as a secret: {command}",
+                {"command": command},
             )
         return value
 
@@ -180,6 +189,7 @@ Quantity = Annotated[
     Field(json_schema_extra={"type": ["string", "number"]}),
 ]
 Kubeconfig = Annotated[str, Secret(), AfterValidator(_empty_kubeconfig)]
+ListedKubeconfig = Annotated[str, Secret(within="clusters"), AfterValidator(_empty_kubeconfig)]
 Credential = Annotated[str, Secret()]
 
 
@@ -227,6 +237,8 @@ class ConfigModel(BaseModel):
     unknown_key_note: ClassVar[str] = ""
     # For one mode of a section: the keys of all its modes (see `null_is_unset`).
     section_keys: ClassVar[frozenset[str]] = frozenset()
+    # Keys whose own keys the reference documents once, where they first appear.
+    documented_elsewhere: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -462,6 +474,7 @@ EXTRA_SPEC_OWN_KEYS = {
     "serviceAnnotations": "serviceAnnotations",
     "podAnnotations": "podAnnotations",
     "resources": "resources",
+    "overrides": "clusterOverrides",
 }
 # Spec fields the stack derives from the node groups and the cluster.
 ISTIO_GATEWAY_DERIVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
@@ -499,6 +512,23 @@ DEFAULT_PORTS = (
 DEFAULT_RESOURCES = {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
 
 
+class ClusterOverrideConfig(ConfigModel):
+    """What one cluster runs differently (the IstioGateway's `overrides.<clusterId>`)."""
+
+    replica_count: WholeNumber | None = Field(
+        None, ge=0, le=1000, description="Replicas in this cluster; the gateway's `replicaCount` when unset."
+    )
+    min_replicas: WholeNumber | None = Field(
+        None, ge=1, le=1000, description="The HPA's lower bound in this cluster."
+    )
+    max_replicas: WholeNumber | None = Field(
+        None, ge=1, le=1000, description="The HPA's upper bound in this cluster."
+    )
+    resources: ResourcesConfig | None = Field(
+        None, description="The pods' requests and limits in this cluster, in place of the gateway's."
+    )
+
+
 class GatewayConfig(ConfigModel):
     name: DnsLabel = Field(
         "ingressgateway",
@@ -534,6 +564,11 @@ class GatewayConfig(ConfigModel):
     resources: ResourcesConfig = Field(
         default=DEFAULT_RESOURCES, validate_default=True, description="The pods' requests and limits."
     )
+    cluster_overrides: dict[Text, ClusterOverrideConfig] = Field(
+        default_factory=dict,
+        description="Per cluster id, what runs differently there (replica bounds, resources); written"
+        " into the spec's `overrides`, so set only where a cluster really differs.",
+    )
     extra_spec: dict[Annotated[str, BeforeValidator(_extra_spec_key)], Any] = Field(
         default_factory=dict,
         description="Any other field of ASM's `IstioGateway` spec, in camelCase, passed as is;"
@@ -545,20 +580,16 @@ class GatewayConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _replicas_and_ports_agree(self) -> GatewayConfig:
-        problems = []
-        if self.min_replicas > self.max_replicas:
-            problems.append(("minReplicas", f"is {self.min_replicas}, above maxReplicas {self.max_replicas}"))
-        elif (
-            self.autoscale_enabled
-            and "replica_count" in self.model_fields_set
-            and not self.min_replicas <= self.replica_count <= self.max_replicas
-        ):
-            problems.append(
-                (
-                    "replicaCount",
-                    f"is {self.replica_count}, outside minReplicas..maxReplicas"
-                    f" ({self.min_replicas}..{self.max_replicas})",
-                )
+        problems = self._replica_problems(
+            "", self.replica_count, self.min_replicas, self.max_replicas, self.model_fields_set
+        )
+        for cluster, override in self.cluster_overrides.items():
+            problems += self._replica_problems(
+                f"clusterOverrides.{cluster}.",
+                self.replica_count if override.replica_count is None else override.replica_count,
+                override.min_replicas or self.min_replicas,
+                override.max_replicas or self.max_replicas,
+                override.model_fields_set,
             )
         for what, values in (
             ("name", [p.name for p in self.ports]),
@@ -569,14 +600,48 @@ class GatewayConfig(ConfigModel):
         related_problems(problems)
         return self
 
+    def _replica_problems(
+        self, at: str, replicas: int, least: int, most: int, fields_set: set[str]
+    ) -> list[tuple[str, str]]:
+        """Replica bounds out of order where set (`at`: "" for the gateway's own, else a cluster's)."""
+        if least > most:
+            if at == "" or "min_replicas" in fields_set:
+                return [(f"{at}minReplicas", f"is {least}, above maxReplicas {most}")]
+            return [(f"{at}maxReplicas", f"is {most}, below minReplicas {least}")]
+        if self.autoscale_enabled and "replica_count" in fields_set and not least <= replicas <= most:
+            return [
+                (f"{at}replicaCount", f"is {replicas}, outside minReplicas..maxReplicas ({least}..{most})")
+            ]
+        return []
+
+
+class ClusterConfig(ConfigModel):
+    """One more data-plane cluster of the mesh: what the flat keys are for the first."""
+
+    documented_elsewhere: ClassVar[frozenset[str]] = frozenset({"ecsCapacity", "virtualNodes"})
+
+    cluster_id: Text = Field(description="The ACK cluster's id.")
+    cluster_kubeconfig: ListedKubeconfig | None = Field(
+        None,
+        description="Its kubeconfig, as `clusterKubeconfig` is the first cluster's:"
+        " `pulumi config set --secret --path 'clusters[<n>].clusterKubeconfig'`.",
+    )
+    ecs_capacity: EcsCapacityConfig = Field(
+        description="Its gateway nodes, as `ecsCapacity`; `labels` and `taints` left out are the first"
+        " cluster's, and given, must be the same."
+    )
+    virtual_nodes: VirtualNodesConfig = Field(
+        default_factory=VirtualNodesExisting, description="Its virtual nodes, as `virtualNodes`."
+    )
+
 
 class GatewayStackConfig(ConfigModel):
     """The project's own keys (`asm-serverless-gateway:<key>`).
 
     `clusterId`, `clusterKubeconfig`, `ecsCapacity` and `virtualNodes` are
-    what one ACK cluster brings. A mesh over several clusters grows a
-    `clusters` list of exactly those keys (the flat ones staying the first
-    cluster's), and each gateway's `overrides` per cluster id.
+    what one ACK cluster brings: the first. A mesh over several clusters lists
+    the others in `clusters`, with exactly those keys; each gateway is
+    deployed to all of them, with `clusterOverrides` where one differs.
     """
 
     cluster_id: Text = Field(
@@ -632,6 +697,12 @@ class GatewayStackConfig(ConfigModel):
     virtual_nodes: VirtualNodesConfig = Field(
         default_factory=VirtualNodesExisting, description="The virtual nodes the gateway bursts onto."
     )
+    clusters: list[ClusterConfig] = Field(
+        default_factory=list,
+        description="The mesh's other data-plane clusters, each with its own capacity; every gateway's"
+        " `clusterIds` lists them after `clusterId`, and the same labels and taints mark the gateway"
+        " nodes of every cluster.",
+    )
     mesh: MeshConfig = Field(default_factory=MeshExisting, description="The ASM instance the gateways go to.")
     gateways: list[GatewayConfig] = Field(
         default_factory=lambda: [GatewayConfig()],
@@ -644,6 +715,8 @@ class GatewayStackConfig(ConfigModel):
     def _keys_agree(
         cls, data: Any, handler: ModelWrapValidatorHandler[GatewayStackConfig]
     ) -> GatewayStackConfig:
+        if isinstance(data, dict):
+            data = _with_inherited_marks(data)
         try:
             config = handler(data)
         except ValidationError as error:
@@ -685,9 +758,87 @@ def _valid_parts(data: dict[str, Any]) -> dict[str, Any]:
     return parts
 
 
+def _with_inherited_marks(data: dict[str, Any]) -> dict[str, Any]:
+    """Each listed cluster's `ecsCapacity`, with the first's labels and taints where it leaves them out."""
+    first, listed = data.get("ecsCapacity"), data.get("clusters")
+    if not isinstance(first, dict) or not isinstance(listed, list):
+        return data
+    marks = {key: first[key] for key in ("labels", "taints") if first.get(key) is not None}
+    clusters = [
+        {**entry, "ecsCapacity": {**marks, **entry["ecsCapacity"]}}
+        if isinstance(entry, dict) and isinstance(entry.get("ecsCapacity"), dict)
+        else entry
+        for entry in listed
+    ]
+    return {**data, "clusters": clusters}
+
+
+def _cluster_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules across the stack's clusters: each listed once, each able to run the policy, one set of marks."""
+    listed: list[ClusterConfig] = parts.get("clusters") or []
+    problems: list[tuple[str, str]] = []
+    policy = parts.get("placement_policy")
+    first_id, first_ecs = parts.get("cluster_id"), parts.get("ecs_capacity")
+    where = {first_id: "clusterId"} if first_id else {}
+    for index, cluster in enumerate(listed):
+        at = f"clusters[{index}]."
+        if cluster.cluster_id in where:
+            problems.append(
+                (f"{at}clusterId", f"'{cluster.cluster_id}' is already listed at {where[cluster.cluster_id]}")
+            )
+        where.setdefault(cluster.cluster_id, f"{at}clusterId")
+        if policy is not None and NodeKind.ECS in policy.allowed and cluster.ecs_capacity.mode == "none":
+            problems.append(
+                (f"{at}ecsCapacity.mode", f"is none, but {policy.value} needs ECS nodes in every cluster")
+            )
+        if policy is not None and NodeKind.ECI in policy.allowed and cluster.virtual_nodes.mode == "none":
+            problems.append(
+                (
+                    f"{at}virtualNodes.mode",
+                    f"is none, but {policy.value} needs virtual nodes in every cluster",
+                )
+            )
+    # A section that did not validate is only its mode here (_valid_parts): no marks to compare.
+    marked = [
+        (at, ecs)
+        for at, ecs in [("", first_ecs)] + [(f"clusters[{i}].", c.ecs_capacity) for i, c in enumerate(listed)]
+        if ecs is not None and not isinstance(ecs, SimpleNamespace) and ecs.mode != "none"
+    ]
+    # One IstioGateway's affinity and tolerations serve every cluster: the same marks everywhere.
+    for at, ecs in marked[1:]:
+        first_at, first = marked[0]
+        for key in ("labels", "taints"):
+            if _marks(getattr(ecs, key)) != _marks(getattr(first, key)):
+                problems.append(
+                    (
+                        f"{at}ecsCapacity.{key}",
+                        f"differ from {first_at}ecsCapacity.{key}: one IstioGateway's affinity and"
+                        " tolerations serve every cluster, so every cluster's gateway nodes carry the"
+                        f" same {key} (leave them out to take the first cluster's)",
+                    )
+                )
+    known = {cluster_id for cluster_id in where if cluster_id}
+    for index, gateway in enumerate(parts.get("gateways") or []):
+        for cluster_id in gateway.cluster_overrides:
+            if cluster_id not in known:
+                problems.append(
+                    (
+                        f"gateways[{index}].clusterOverrides.{cluster_id}",
+                        "is not a cluster of this stack (clusterId, clusters[].clusterId)"
+                        + did_you_mean(cluster_id, known, cutoff=0.6),
+                    )
+                )
+    return problems
+
+
+def _marks(marks: dict[str, str] | list[TaintConfig]) -> Any:
+    """Labels or taints as a value that compares equal whatever their order."""
+    return marks if isinstance(marks, dict) else sorted((t.key, t.value, t.effect) for t in marks)
+
+
 def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
     """Rules across sections, on those parts of the config that are known to be valid."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = _cluster_problems(parts)
     preferred, overflow = parts.get("preferred_weight"), parts.get("overflow_weight")
     if preferred is not None and overflow is not None and preferred <= overflow:
         problems.append(

@@ -49,8 +49,17 @@ def rows() -> Iterator[Row]:
 
 
 def _model_rows(model: type[BaseModel], prefix: str) -> Iterator[Row]:
+    elsewhere = getattr(model, "documented_elsewhere", frozenset())
     for key, info in keys_of(model).items():
-        yield from _field_rows(f"{prefix}{key}", info, {})
+        rows_of_key = _field_rows(f"{prefix}{key}", info, {})
+        # A section written as another is, its keys documented there: one row.
+        if key in elsewhere:
+            row = next(rows_of_key)
+            yield Row(
+                row.key, row.kind, row.default.replace("the defaults below", "its defaults"), row.meaning
+            )
+        else:
+            yield from rows_of_key
 
 
 def _field_rows(path: str, info: FieldInfo, defaults_by_mode: dict[str, str]) -> Iterator[Row]:
@@ -69,6 +78,10 @@ def _field_rows(path: str, info: FieldInfo, defaults_by_mode: dict[str, str]) ->
         item = unwrap(item)
         if isinstance(item, type) and issubclass(item, BaseModel):
             yield from _model_rows(item, f"{path}[].")
+    elif get_origin(inner) is dict:
+        item = unwrap(get_args(inner)[1])
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            yield from _model_rows(item, f"{path}.<key>.")
 
 
 def _mode_rows(path: str, variants: dict[str, type[BaseModel]]) -> Iterator[Row]:

@@ -87,7 +87,23 @@ EVERY_KEY: list[dict[str, Any]] = [
                 "serviceAnnotations": {},
                 "podAnnotations": {},
                 "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}},
+                "clusterOverrides": {
+                    "c-2": {
+                        "replicaCount": 3,
+                        "minReplicas": 3,
+                        "maxReplicas": 9,
+                        "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "3"}},
+                    }
+                },
                 "extraSpec": {},
+            }
+        ],
+        "clusters": [
+            {
+                "clusterId": "c-2",
+                "clusterKubeconfig": TEST_KUBECONFIG,
+                "ecsCapacity": {"mode": "existingNodes", "nodes": ["n-2"]},
+                "virtualNodes": {"mode": "existing"},
             }
         ],
     },
@@ -195,6 +211,21 @@ def config_values_of(stack_file: Path) -> tuple[dict[str, Any], list[str]]:
         else:
             values[name] = value
     return values, secrets
+
+
+def as_stack_file(values: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
+    """Config values as a stack file holds them: each secret as `{secure: ...}`, a listed
+    cluster's kubeconfig (set with --path) in its place."""
+
+    def secured(key: str, value: Any) -> Any:
+        if key == "clusters" and isinstance(value, list):
+            return [
+                {**c, "clusterKubeconfig": {"secure": "v1:x"}} if "clusterKubeconfig" in c else c
+                for c in value
+            ]
+        return {"secure": "v1:x"}
+
+    return {key: secured(key, value) if key in secrets else value for key, value in values.items()}
 
 
 def set_path(config: dict[str, Any], path: str, value: Any) -> None:

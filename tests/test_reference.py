@@ -14,7 +14,7 @@ from typing import Any, get_args
 import jsonschema
 import pytest
 import yaml
-from mock_stack import EVERY_KEY, STACK_FILES, set_path
+from mock_stack import EVERY_KEY, STACK_FILES, as_stack_file, set_path
 
 import stack_config
 from components.scheduling import TAINT_EFFECTS
@@ -50,7 +50,16 @@ def _key_paths(value: Any, prefix: str = "") -> list[str]:
         for key, item in value.items():
             path = f"{prefix}.{key}" if prefix else key
             paths.append(path)
-            if not re.search(r"(labels|Annotations|extraSpec|addonConfig|requests|limits)$", path):
+            if path.endswith("clusterOverrides"):
+                for override in item.values():
+                    paths += _key_paths(override, f"{path}.<key>")
+                continue
+            # Free-form maps, and sections documented where they first appear.
+            if not re.search(
+                r"(labels|Annotations|extraSpec|addonConfig|requests|limits"
+                r"|clusters\[\]\.(ecsCapacity|virtualNodes))$",
+                path,
+            ):
                 paths += _key_paths(item, path)
     elif isinstance(value, list):
         for item in value:
@@ -73,7 +82,7 @@ def test_every_stack_file_passes_the_schema(path: Any) -> None:
 
 def test_the_every_key_configs_pass_the_schema() -> None:
     for values in EVERY_KEY:
-        as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+        as_file = as_stack_file(values, stack_config.SECRET_KEYS)
         assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
 
 
@@ -84,7 +93,7 @@ def test_the_schema_takes_numbers_and_flags_as_pulumi_config_set_writes_them(pat
     values = copy.deepcopy(EVERY_KEY[0])
     set_path(values, path, value)
     stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
-    as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+    as_file = as_stack_file(values, stack_config.SECRET_KEYS)
     assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
 
 
@@ -93,7 +102,7 @@ def test_the_schema_takes_a_key_left_empty_where_the_config_reads_it_as_unset(pa
     values = copy.deepcopy(EVERY_KEY[0])
     set_path(values, path, None)
     stack_config.parse("every-key", values, list(stack_config.SECRET_KEYS))
-    as_file = {k: {"secure": "v1:x"} if k in stack_config.SECRET_KEYS else v for k, v in values.items()}
+    as_file = as_stack_file(values, stack_config.SECRET_KEYS)
     assert [e.message for e in SCHEMA.iter_errors(_stack_file_of(as_file))] == []
 
 
@@ -124,7 +133,7 @@ def test_the_schema_flags_what_the_config_refuses(path: str, value: Any) -> None
     secrets = [k for k in stack_config.SECRET_KEYS if k != path]
     with pytest.raises(stack_config.ConfigError):
         stack_config.parse("every-key", values, secrets)
-    as_file = {k: {"secure": "v1:x"} if k in secrets else v for k, v in values.items()}
+    as_file = as_stack_file(values, secrets)
     assert list(SCHEMA.iter_errors(_stack_file_of(as_file))), f"the schema let {path}={value!r} through"
 
 

@@ -1,0 +1,232 @@
+"""One ACK cluster of the mesh's data plane: its gateway nodes, node marks and virtual nodes.
+
+A stack has one or more such clusters and one IstioGateway per gateway that
+ASM deploys into all of them. Each cluster gets its own providers (its own
+kubeconfig), its own node marks and tolerate-before-taint wait, and its own
+eci-profile, so that day two holds in every cluster on its own.
+
+Resources of the first cluster (the stack's flat keys) keep the names they
+always had; those of a listed cluster carry its id (`asm-gateway-<id>-ecs`),
+so that adding or removing a cluster never renames another's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from components.gateway import Gateway
+from components.node_marks import TolerationRollout, node_marks_provider
+from components.node_pool import (
+    EcsCapacity,
+    GatewayNodePool,
+    GatewayNodePoolArgs,
+    LabelledNodes,
+    LabelledNodesArgs,
+    TaintedNodes,
+)
+from components.providers import kubernetes_provider
+from components.resource_policy import GatewayResourcePolicy, GatewayResourcePolicyArgs
+from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs, VirtualNodes
+
+
+@dataclass(frozen=True)
+class DataPlaneCluster:
+    """One ACK cluster the gateways run in, and where its keys are in the stack's config."""
+
+    cluster_id: str
+    ecs: EcsCapacity  # its dedicated ECS nodes: a new pool, named nodes, or none
+    virtual_nodes: VirtualNodes  # its virtual nodes, and its ECI network
+    config_path: str = ""  # "" for the stack's flat keys, else "clusters[<n>]."
+    kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)  # secret
+
+    @property
+    def is_first(self) -> bool:
+        return self.config_path == ""
+
+    @property
+    def kubeconfig_key(self) -> str:
+        """The config key of its kubeconfig, as an error or a preflight row names it."""
+        return f"{self.config_path}clusterKubeconfig"
+
+    @property
+    def api(self) -> str:
+        """How the preflight and the permission documents name its Kubernetes API."""
+        return "cluster" if self.is_first else f"cluster-{self.cluster_id}"
+
+    def resource_name(self, stack_name: str) -> str:
+        """The prefix of its resources' names (the first cluster's are the names they always had)."""
+        return stack_name if self.is_first else f"{stack_name}-{self.cluster_id}"
+
+    def needs_api(self, ack_resource_policy: bool) -> bool:
+        """Whether the stack writes to this cluster's own Kubernetes API."""
+        return (
+            self.ecs.mode == "existingNodes"
+            or ack_resource_policy
+            or bool(self.virtual_nodes.eci_vswitch_ids or self.virtual_nodes.eci_security_group_id)
+        )
+
+
+@dataclass(frozen=True)
+class DataPlaneArgs:
+    """What the stack gives each cluster besides the cluster itself."""
+
+    cluster: DataPlaneCluster
+    gateways: Sequence[Gateway]
+    resource_policy_units: list[dict[str, Any]] | None  # ACK ResourcePolicy units, when applied
+    rollout: Mapping[str, Any]  # the tolerate-before-taint wait's inputs (node_marks.rollout_inputs)
+    render_yaml_to: str | None
+    protect: bool
+
+
+class DataPlane:
+    """The resources of one cluster, children of the stack's component, declared in two steps.
+
+    `before_gateways` declares what the gateways' pods need first (labels on
+    the nodes, virtual nodes, ResourcePolicies); `after_gateways` what must
+    wait for them (taints, and a pool whose taints ACK puts on its nodes).
+    """
+
+    def __init__(self, stack_name: str, args: DataPlaneArgs, parent: pulumi.Resource) -> None:
+        self.args = args
+        self.parent = parent
+        self.name = args.cluster.resource_name(stack_name)
+        self.stack_name = stack_name
+        self.labelled_nodes: LabelledNodes | None = None
+        self._labelled_args: LabelledNodesArgs | None = None
+        self.node_pool_id: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        self.node_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+
+    def _child(self, **options: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self.parent, **options)
+
+    def before_gateways(self) -> VirtualNodeController:
+        args, cluster = self.args, self.args.cluster
+        kubeconfig = cluster.kubeconfig
+        self.cluster_provider = (
+            kubernetes_provider(
+                f"{self.name}-cluster",
+                kubeconfig,
+                self._render_directory(),
+                self._child(),
+                source=cluster.kubeconfig_key,
+            )
+            if cluster.needs_api(args.resource_policy_units is not None)
+            else None
+        )
+        # Node marks and the rollout gate are the project's own provider's
+        # (node_marks_plugin/), configured once with the cluster's kubeconfig.
+        self.marks_provider = (
+            node_marks_provider(f"{self.name}-node-marks", kubeconfig, self._child(), cluster.kubeconfig_key)
+            if kubeconfig is not None and cluster.ecs.mode != "none"
+            else None
+        )
+        ecs = cluster.ecs
+        if ecs.mode == "existingNodes":
+            # Labels (and dropped taints) before the gateways change, taints after:
+            # see node_marks_plugin/marks.py.
+            self._labelled_args = LabelledNodesArgs(
+                node_names=ecs.nodes,
+                labels=ecs.labels,
+                taints=ecs.taints,
+                on_cluster=self.marks_provider is not None,
+                rollout=args.rollout,
+            )
+            providers = [p for p in (self.cluster_provider, self.marks_provider) if p is not None]
+            self.labelled_nodes = LabelledNodes(
+                f"{self.name}-ecs", self._labelled_args, self._child(providers=providers)
+            )
+            self.node_names = self.labelled_nodes.node_names
+
+        virtual = cluster.virtual_nodes
+        controller = VirtualNodeController(
+            f"{self.name}-virtual-nodes",
+            VirtualNodeControllerArgs(
+                mode=virtual.mode,
+                cluster_id=cluster.cluster_id,
+                eci_vswitch_ids=virtual.eci_vswitch_ids,
+                eci_security_group_id=virtual.eci_security_group_id or "",
+                addon_version=virtual.addon_version,
+                addon_overrides=virtual.addon_config,
+                protect=args.protect,
+            ),
+            # The add-on on the cloud's provider (inherited), the eci-profile on the cluster's.
+            self._child(providers=[self.cluster_provider] if self.cluster_provider is not None else None),
+        )
+        if args.resource_policy_units is not None:
+            for gateway in args.gateways:
+                GatewayResourcePolicy(
+                    f"{self.name}-{gateway.namespace}-{gateway.name}-policy",
+                    GatewayResourcePolicyArgs(gateway.name, gateway.namespace, args.resource_policy_units),
+                    self._child(provider=self.cluster_provider),
+                )
+        return controller
+
+    def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:
+        """What waits for the gateways to tolerate the cluster's taints: the pool, and the taints."""
+        args, cluster = self.args, self.args.cluster
+        ecs = cluster.ecs
+        # Tolerate before taint, for a pool too: ACK puts the pool's taints on
+        # its nodes, so the pool changes after the gateways (and, where the
+        # stack can see the cluster, after their pods tolerate the taints).
+        pool_waits_for: list[pulumi.Resource] = list(gateways)
+        if ecs.mode == "nodePool" and self.marks_provider is not None:
+            pool_waits_for = [
+                TolerationRollout(
+                    f"{self.name}-ecs-rollout",
+                    waits_for="the gateway's node pool",
+                    node_labels=ecs.labels,
+                    taints=ecs.taints,
+                    rollout=args.rollout,
+                    opts=self._child(provider=self.marks_provider, depends_on=list(gateways)),
+                )
+            ]
+        if ecs.mode == "nodePool" and ecs.node_pool is not None:
+            self.node_pool_id = _node_pool(
+                f"{self.name}-ecs", cluster, args.protect, self._child(depends_on=pool_waits_for)
+            ).node_pool_id
+        if self._labelled_args is not None and self.marks_provider is not None:
+            TaintedNodes(
+                f"{self.name}-ecs-taints",
+                self._labelled_args,
+                self._child(providers=[self.marks_provider], depends_on=list(gateways)),
+            )
+
+    def _render_directory(self) -> str | None:
+        """Where a provider without a kubeconfig writes this cluster's manifests."""
+        if not self.args.render_yaml_to:
+            return None
+        folder = "cluster" if self.args.cluster.is_first else f"cluster-{self.args.cluster.cluster_id}"
+        return os.path.join(self.args.render_yaml_to, folder)
+
+
+def _node_pool(
+    name: str, cluster: DataPlaneCluster, protect: bool, opts: pulumi.ResourceOptions
+) -> GatewayNodePool:
+    ecs = cluster.ecs
+    assert ecs.node_pool is not None
+    spec = ecs.node_pool
+    return GatewayNodePool(
+        name,
+        GatewayNodePoolArgs(
+            cluster_id=cluster.cluster_id,
+            node_pool_name=spec.name,
+            labels=ecs.labels,
+            taints=ecs.taints,
+            instance_types=spec.instance_types,
+            vswitch_ids=spec.vswitch_ids,
+            system_disk_category=spec.system_disk_category,
+            system_disk_size=spec.system_disk_size,
+            desired_size=spec.desired_size,
+            autoscaling_bounds=(
+                (spec.autoscaling.min_size, spec.autoscaling.max_size) if spec.autoscaling else None
+            ),
+            security_group_ids=spec.security_group_ids,
+            protect=protect,
+        ),
+        opts,
+    )
