@@ -49,7 +49,7 @@ def rows() -> Iterator[Row]:
 
 
 def _model_rows(model: type[BaseModel], prefix: str) -> Iterator[Row]:
-    elsewhere = getattr(model, "documented_elsewhere", frozenset())
+    elsewhere: frozenset[str] = getattr(model, "documented_elsewhere", frozenset())
     for key, info in keys_of(model).items():
         rows_of_key = _field_rows(f"{prefix}{key}", info, {})
         # A section written as another is, its keys documented there: one row.
