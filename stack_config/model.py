@@ -817,8 +817,10 @@ def _cluster_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
                         f" same {key} (leave them out to take the first cluster's)",
                     )
                 )
+    # Which clusters there are is only known when the list and the first id are valid.
     known = {cluster_id for cluster_id in where if cluster_id}
-    for index, gateway in enumerate(parts.get("gateways") or []):
+    checkable = "clusters" in parts and first_id is not None
+    for index, gateway in enumerate(parts.get("gateways") or [] if checkable else []):
         for cluster_id in gateway.cluster_overrides:
             if cluster_id not in known:
                 problems.append(

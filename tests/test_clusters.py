@@ -1,0 +1,196 @@
+"""Several clusters in one stack, under Pulumi mocks at the provider boundary (no cloud, no cluster).
+
+What the stack declares for a mesh of two ACK clusters: one IstioGateway per
+gateway listing both, per-cluster resources named by cluster id on their own
+providers, the config refused (naming the cluster) where the clusters cannot
+run one gateway, and the preflight and forecast per cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from mock_stack import TEST_KUBECONFIG, run_stack
+
+import stack_config
+from components.node_marks import NODE_MARKS
+from preflight.needs import stack_needs
+
+MARKS = {"labels": {"mykey4pod": "asmgateway"}, "taints": [{"key": "mykey", "effect": "NoSchedule"}]}
+SECRETS = ["clusterKubeconfig", "meshKubeconfig", "clusters"]
+
+
+def two_clusters() -> dict[str, Any]:
+    return {
+        "clusterId": "c-east",
+        "clusterKubeconfig": TEST_KUBECONFIG,
+        "meshKubeconfig": TEST_KUBECONFIG,
+        "ecsCapacity": {"mode": "existingNodes", "nodes": ["east-0", "east-1"], **copy.deepcopy(MARKS)},
+        "virtualNodes": {"mode": "existing", "eciVswitchIds": ["vsw-east"]},
+        "clusters": [
+            {
+                "clusterId": "c-west",
+                "clusterKubeconfig": TEST_KUBECONFIG,
+                # Marks left out: the first cluster's.
+                "ecsCapacity": {"mode": "existingNodes", "nodes": ["west-0"]},
+                "virtualNodes": {"mode": "existing", "eciVswitchIds": ["vsw-west"]},
+            }
+        ],
+        "gateways": [
+            {
+                "name": "ingressgateway",
+                "maxReplicas": 10,
+                "clusterOverrides": {"c-west": {"minReplicas": 1, "replicaCount": 1, "maxReplicas": 4}},
+            }
+        ],
+    }
+
+
+def errors_of(values: dict[str, Any], secrets: list[str] = SECRETS) -> list[str]:
+    with pytest.raises(stack_config.ConfigError) as raised:
+        stack_config.parse("prod", values, secrets)
+    return [f"{p.path}: {p.message}" for p in raised.value.problems]
+
+
+def test_one_istio_gateway_lists_every_cluster_with_the_overrides_of_the_one_that_differs() -> None:
+    deployment = run_stack("prod", two_clusters(), SECRETS)
+    (gateway,) = deployment.of_type("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    spec = gateway.inputs["spec"]
+    assert spec["clusterIds"] == ["c-east", "c-west"]
+    assert spec["overrides"] == {"c-west": {"replicaCount": 1, "minReplicas": 1, "maxReplicas": 4}}
+    assert spec["maxReplicas"] == 10
+
+
+def test_each_cluster_gets_its_own_marks_on_its_own_provider_and_the_first_keeps_its_names() -> None:
+    deployment = run_stack("prod", two_clusters(), SECRETS)
+    marks = {r.name: r for r in deployment.of_type(NODE_MARKS)}
+    assert set(marks) == {
+        "asm-gateway-ecs-marks",
+        "asm-gateway-ecs-taints-marks",
+        "asm-gateway-c-west-ecs-marks",
+        "asm-gateway-c-west-ecs-taints-marks",
+    }
+    assert marks["asm-gateway-c-west-ecs-marks"].inputs["nodes"] == ["west-0"]
+    assert marks["asm-gateway-ecs-marks"].inputs["nodes"] == ["east-0", "east-1"]
+    # The same marks everywhere: one set of rules is right in both clusters.
+    assert {r.inputs["labels"]["mykey4pod"] for r in marks.values()} == {"asmgateway"}
+    east, west = marks["asm-gateway-ecs-marks"].provider, marks["asm-gateway-c-west-ecs-marks"].provider
+    assert "asm-gateway-node-marks" in east and "asm-gateway-c-west-node-marks" in west
+    profiles = {
+        r.name: r.inputs["data"]["vSwitchIds"]
+        for r in deployment.of_type("kubernetes:core/v1:ConfigMapPatch")
+    }
+    assert profiles == {
+        "asm-gateway-virtual-nodes-eci-profile": "vsw-east",
+        "asm-gateway-c-west-virtual-nodes-eci-profile": "vsw-west",
+    }
+
+
+def test_the_gateway_waits_for_the_labels_in_every_cluster_and_the_taints_wait_for_the_gateway() -> None:
+    deployment = run_stack("prod", two_clusters(), SECRETS)
+    gateway = deployment.one("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    marks = {r.name: r for r in deployment.of_type(NODE_MARKS)}
+    admit = {marks[n].urn for n in ("asm-gateway-ecs-marks", "asm-gateway-c-west-ecs-marks")}
+    assert admit <= set(gateway.dependencies)
+    for name in ("asm-gateway-ecs-taints-marks", "asm-gateway-c-west-ecs-taints-marks"):
+        assert gateway.urn in marks[name].dependencies
+
+
+def test_a_new_mesh_takes_every_cluster() -> None:
+    values = two_clusters()
+    values.pop("meshKubeconfig")
+    values.update(region="cn-hangzhou", mesh={"mode": "create", "vpcId": "vpc-1", "vswitchId": "vsw-1"})
+    mesh = run_stack("prod", values, SECRETS).one("alicloud:servicemesh/serviceMesh:ServiceMesh")
+    assert mesh.inputs["clusterIds"] == ["c-east", "c-west"]
+
+
+def test_errors_name_the_cluster_by_position_and_id() -> None:
+    values = two_clusters()
+    values["clusters"][0]["ecsCapacity"]["nodes"] = ["Bad_Node"]
+    (error,) = errors_of(values)
+    assert error.startswith("clusters[0].ecsCapacity.nodes[0] (cluster c-west): ")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda v: v["clusters"].append(copy.deepcopy(v["clusters"][0])),
+            "clusters[1].clusterId (cluster c-west): 'c-west' is already listed at clusters[0].clusterId",
+        ),
+        (
+            lambda v: v["clusters"][0].update(clusterId="c-east"),
+            "clusters[0].clusterId (cluster c-east): 'c-east' is already listed at clusterId",
+        ),
+        (
+            lambda v: v["clusters"][0]["ecsCapacity"].update(labels={"other": "label"}),
+            "clusters[0].ecsCapacity.labels (cluster c-west): differ from ecsCapacity.labels",
+        ),
+        (
+            lambda v: v["clusters"][0]["ecsCapacity"].update(taints=[]),
+            "clusters[0].ecsCapacity.taints (cluster c-west): differ from ecsCapacity.taints",
+        ),
+        (
+            lambda v: v["clusters"][0].update(ecsCapacity={"mode": "none"}),
+            "clusters[0].ecsCapacity.mode (cluster c-west): is none, but prefer-ecs needs ECS nodes",
+        ),
+        (
+            lambda v: v["clusters"][0].update(virtualNodes={"mode": "none"}),
+            "clusters[0].virtualNodes.mode (cluster c-west): is none, but prefer-ecs needs virtual nodes",
+        ),
+        (
+            lambda v: v["clusters"][0].pop("clusterKubeconfig"),
+            "clusters[0].clusterKubeconfig (cluster c-west): is required to label and taint existing nodes"
+            " in cluster c-west",
+        ),
+        (
+            lambda v: v["gateways"][0]["clusterOverrides"].update({"c-wset": {"replicaCount": 2}}),
+            "gateways[0].clusterOverrides.c-wset: is not a cluster of this stack (clusterId,"
+            " clusters[].clusterId); did you mean 'c-west'",
+        ),
+        (
+            lambda v: v["gateways"][0]["clusterOverrides"]["c-west"].update(maxReplicas=1, minReplicas=2),
+            "gateways[0].clusterOverrides.c-west.minReplicas: is 2, above maxReplicas 1",
+        ),
+    ],
+)
+def test_clusters_that_cannot_run_one_gateway_are_refused_before_anything_changes(
+    change: Any, expected: str
+) -> None:
+    values = two_clusters()
+    change(values)
+    errors = errors_of(values)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_a_listed_kubeconfig_in_plain_text_is_refused_with_the_path_to_set_it_by() -> None:
+    errors = errors_of(two_clusters(), ["clusterKubeconfig", "meshKubeconfig"])
+    assert errors == [
+        "clusters[0].clusterKubeconfig (cluster c-west): holds a credential and must be set as a secret:"
+        " pulumi config set --secret --path 'clusters[<n>].clusterKubeconfig'"
+    ]
+
+
+def test_the_preflight_asks_each_cluster_for_its_own_nodes_under_its_own_key() -> None:
+    config = stack_config.parse("prod", two_clusters(), SECRETS)
+    needs = {n.api: n for n in stack_needs(config.gateway)}
+    assert set(needs) == {"cluster", "cluster-c-west", "mesh"}
+    assert needs["cluster-c-west"].config_key == "clusters[0].clusterKubeconfig"
+    assert needs["cluster-c-west"].nodes == ("west-0",)
+    assert needs["cluster"].nodes == ("east-0", "east-1")
+    assert set(config.kubeconfigs) == {"clusterKubeconfig", "meshKubeconfig", "clusters[0].clusterKubeconfig"}
+
+
+def test_the_forecast_is_per_cluster_with_that_clusters_overrides() -> None:
+    values = two_clusters()
+    values["ecsCapacity"]["instanceType"] = "ecs.g7.xlarge"
+    values["clusters"][0]["ecsCapacity"]["instanceType"] = "ecs.g7.2xlarge"
+    forecasts = stack_config.parse("prod", values, SECRETS).gateway.forecasts()
+    assert list(forecasts) == ["c-east", "c-west"]
+    east, west = (forecasts[c].gateways[0] for c in ("c-east", "c-west"))
+    assert (east.at_max.replicas, west.at_max.replicas) == (10, 4)
+    # 2 x 4 vCPU / 16 GiB against 1 x 8 vCPU / 32 GiB, 2-CPU pods (the default requests).
+    assert (east.at_max.ecs, west.at_max.ecs) == (4, 4)
+    assert (east.at_max.eci, west.at_max.eci) == (6, 0)
