@@ -8,6 +8,9 @@ rules it applied), so the check cannot drift from the stack either.
 
     .venv/bin/python placement_check.py --stack prod --kubeconfig ~/.kube/ack-prod.yaml
 
+A stack of several clusters is checked one cluster at a time: `--kubeconfig`
+reaches it and `--cluster` names its id, for that cluster's forecast.
+
 `--stack` reads the stack's outputs with the project's `pulumi` (the same
 backend and passphrase rules as scripts/pulumi.sh); `--outputs FILE` (or `-`,
 stdin) takes them from `pulumi stack output --json` instead.
@@ -178,15 +181,32 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     return outputs
 
 
-def compare_with_forecast(api: Any, outputs: Mapping[str, Any], found: Sequence[PodPlacement]) -> list[str]:
-    """What runs against what the stack's last `preview`/`up` forecast, and why they differ."""
+def cluster_forecast(outputs: Mapping[str, Any], cluster: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The forecast for the cluster checked: the stack's one, or (several clusters) the one named."""
+    forecast = outputs.get("placementForecast")
+    if not forecast or "clusters" not in forecast:
+        return forecast, ""
+    clusters = forecast["clusters"]
+    if cluster not in clusters:
+        named = f"{cluster} is not one of" if cluster else "name the cluster checked (--cluster); it has"
+        return None, f"the stack spans several clusters: {named} {', '.join(sorted(clusters))}"
+    return clusters[cluster], ""
+
+
+def compare_with_forecast(
+    api: Any, outputs: Mapping[str, Any], found: Sequence[PodPlacement], cluster: str | None = None
+) -> list[str]:
+    """What runs against what the stack's last `preview`/`up` forecast (for `cluster`, where the
+    stack spans several), and why they differ."""
     # Imported here: only this comparison needs the forecast's arithmetic.
     from components.forecast import PodSize, gateway_key  # noqa: PLC0415
     from preflight.checks import carries  # noqa: PLC0415
     from preflight.inventory import admits, node_rooms  # noqa: PLC0415
     from stack_config import parse_quantity  # noqa: PLC0415
 
-    forecast = outputs.get("placementForecast")
+    forecast, problem = cluster_forecast(outputs, cluster)
+    if problem:
+        return [problem]
     if not forecast:
         return ["no placementForecast output: `up` with this version of the stack to compare with one"]
     rules = {gateway_key(g["namespace"], g["name"]): g for g in outputs.get("gateways", [])}
@@ -201,7 +221,8 @@ def compare_with_forecast(api: Any, outputs: Mapping[str, Any], found: Sequence[
         )
         return listed
 
-    lines = [f"against the forecast ({forecast.get('ecsFigures', '?')}):"]
+    where = f" for cluster {cluster}" if cluster else ""
+    lines = [f"against the forecast{where} ({forecast.get('ecsFigures', '?')}):"]
     if not forecast.get("live"):
         lines.append("  (it counted the nodes' capacity from the stack's config, not what the cluster held)")
     for predicted in forecast.get("gateways", []):
@@ -262,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--stack", help="the stack whose outputs say what is allowed")
     source.add_argument("--outputs", help="the stack's outputs as JSON, from a file or - for stdin")
     parser.add_argument(
+        "--cluster",
+        help="for a stack of several clusters: the id of the cluster --kubeconfig reaches"
+        " (one run per cluster)",
+    )
+    parser.add_argument(
         "--selector",
         help="label selector of a gateway's pods ({name} is the gateway);"
         " default: the pod labels the stack gave the gateway",
@@ -279,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = check(api, gateways, args.selector)
     print(report(found))
     try:
-        print("\n".join(compare_with_forecast(api, outputs, found)))
+        print("\n".join(compare_with_forecast(api, outputs, found, args.cluster)))
     except (kubernetes.client.ApiException, OSError, ValueError, KeyError) as error:
         # The comparison explains; it never turns a passing check into a failure.
         print(f"could not compare with the forecast: {type(error).__name__}: {error}"[:300])

@@ -268,15 +268,27 @@ class MeshController:
     reconciles on its own time). With autoscaling on, the replica count of an existing
     Deployment is left to the HPA (here: to whoever scaled it).
 
+    With `clusters` (cluster id -> that cluster's API), it deploys each IstioGateway into
+    every cluster its `clusterIds` lists, with that cluster's `overrides` in place of the
+    spec's own fields, and takes it out of a cluster the list no longer names, as ASM
+    does for a mesh of several clusters. Without, every gateway runs in the mesh's own API.
+
     It also plays the kubelets, which do not run here: a bound gateway pod is reported
     Running and Ready, and a pod being deleted is removed once it is terminating, so that
     Deployments roll out and evictions complete as they would on real nodes.
     """
 
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, delay: float = 2.0) -> None:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        namespace: str,
+        delay: float = 2.0,
+        clusters: dict[str, kubernetes.client.ApiClient] | None = None,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.delay = delay
+        self.clusters = clusters
         self._seen: dict[str, tuple[int, float]] = {}  # gateway -> (generation, first seen)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="asm-standin", daemon=True)
@@ -294,7 +306,8 @@ class MeshController:
         while not self._stop.is_set():
             try:
                 self._reconcile_gateways()
-                self._play_kubelets()
+                for api in self.clusters.values() if self.clusters else [self.api]:
+                    self._play_kubelets(api)
             except Exception as error:  # noqa: BLE001  # keep running, as a controller does
                 self.errors.append(repr(error))
             self._stop.wait(0.3)
@@ -303,40 +316,66 @@ class MeshController:
         gateways = kubernetes.client.CustomObjectsApi(self.api).list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL
         )["items"]
-        apps = kubernetes.client.AppsV1Api(self.api)
-        deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(self.namespace).items}
         now = time.monotonic()
+        wanted: dict[str, set[str]] = {}  # cluster id -> the gateways it runs
         for gateway in gateways:
             name = gateway["metadata"]["name"]
             generation = gateway["metadata"]["generation"]
             seen = self._seen.get(name)
             if seen is None or seen[0] != generation:
                 self._seen[name] = seen = (generation, now)
+            listed = gateway["spec"].get("clusterIds", [])
+            for cluster_id in listed if self.clusters else [""]:
+                wanted.setdefault(cluster_id, set()).add(name)
             if now - seen[1] < self.delay:
                 continue
-            wanted = gateway_deployment(gateway)
-            wanted["spec"]["strategy"] = _rollout_strategy(gateway["spec"])
-            wanted["metadata"]["annotations"] = {"asm-standin/generation": str(generation)}
-            current = deployments.get(name)
-            if current is None:
-                apps.create_namespaced_deployment(self.namespace, wanted)
-            elif (current.metadata.annotations or {}).get("asm-standin/generation") != str(generation):
-                if gateway["spec"].get("autoscaleEnabled", True):
-                    wanted["spec"]["replicas"] = current.spec.replicas
-                apps.replace_namespaced_deployment(
-                    name,
-                    self.namespace,
-                    {
-                        **wanted,
-                        "metadata": {
-                            **wanted["metadata"],
-                            "resourceVersion": current.metadata.resource_version,
-                        },
-                    },
-                )
+            if not self.clusters:
+                self._deploy(self.api, gateway, gateway["spec"])
+                continue
+            for cluster_id in listed:
+                if cluster_id in self.clusters:
+                    overrides = gateway["spec"].get("overrides", {}).get(cluster_id, {})
+                    self._deploy(self.clusters[cluster_id], gateway, {**gateway["spec"], **overrides})
+        # A gateway a cluster no longer runs (taken off its clusterIds, or deleted) is removed there.
+        for cluster_id, api in (self.clusters or {}).items():
+            apps = kubernetes.client.AppsV1Api(api)
+            for deployment in apps.list_namespaced_deployment(self.namespace).items:
+                made_here = "asm-standin/generation" in (deployment.metadata.annotations or {})
+                if made_here and deployment.metadata.name not in wanted.get(cluster_id, set()):
+                    apps.delete_namespaced_deployment(
+                        deployment.metadata.name, self.namespace, propagation_policy="Background"
+                    )
 
-    def _play_kubelets(self) -> None:
-        core = kubernetes.client.CoreV1Api(self.api)
+    def _deploy(
+        self, api: kubernetes.client.ApiClient, gateway: dict[str, Any], spec: dict[str, Any]
+    ) -> None:
+        """Create or update one gateway's Deployment in one cluster, from `spec` as it applies there."""
+        name = gateway["metadata"]["name"]
+        generation = gateway["metadata"]["generation"]
+        apps = kubernetes.client.AppsV1Api(api)
+        current = next(
+            (d for d in apps.list_namespaced_deployment(self.namespace).items if d.metadata.name == name),
+            None,
+        )
+        wanted = gateway_deployment({**gateway, "spec": spec})
+        wanted["spec"]["strategy"] = _rollout_strategy(spec)
+        wanted["metadata"]["annotations"] = {"asm-standin/generation": str(generation)}
+        if current is None:
+            apps.create_namespaced_deployment(self.namespace, wanted)
+        elif (current.metadata.annotations or {}).get("asm-standin/generation") != str(generation):
+            if spec.get("autoscaleEnabled", True):
+                wanted["spec"]["replicas"] = current.spec.replicas
+            apps.replace_namespaced_deployment(
+                name,
+                self.namespace,
+                {
+                    **wanted,
+                    "metadata": {**wanted["metadata"], "resourceVersion": current.metadata.resource_version},
+                },
+            )
+
+    def _play_kubelets(self, api: kubernetes.client.ApiClient) -> None:
+        core = kubernetes.client.CoreV1Api(api)
         for pod in core.list_namespaced_pod(self.namespace).items:
             if pod.metadata.deletion_timestamp is not None:
                 core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)

@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -240,3 +241,35 @@ ECS_FIRST_PROFILE: dict[str, Any] = {
         }
     ],
 }
+
+
+class PodWatch:
+    """Watches some pods (`selector` in `namespace`) and records every eviction (a DisruptionTarget
+    condition, which the taint eviction controller and the eviction API set)."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, selector: str) -> None:
+        self.api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+        self.namespace = namespace
+        self.selector = selector
+        self.evicted: dict[str, str] = {}  # pod -> the condition's reason
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        core = kubernetes.client.CoreV1Api(self.api)
+        while not self._stop.is_set():
+            watch = kubernetes.watch.Watch()
+            for event in watch.stream(
+                core.list_namespaced_pod, self.namespace, label_selector=self.selector, timeout_seconds=5
+            ):
+                pod = event["object"]
+                for condition in pod.status.conditions or []:
+                    if condition.type == "DisruptionTarget" and condition.status == "True":
+                        self.evicted[pod.metadata.name] = condition.reason
+                if self._stop.is_set():
+                    watch.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

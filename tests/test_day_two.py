@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, grant, running_control_plane
+from control_plane import ControlPlane, PodWatch, grant, running_control_plane
 from engine_project import EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
@@ -92,35 +91,6 @@ def foreign_marks(api: kubernetes.client.ApiClient) -> dict[str, Any]:
             "unschedulable": node.spec.unschedulable,
         }
     return marks
-
-
-class PodWatch:
-    """Watches the gateway's pods and records every eviction (a DisruptionTarget condition)."""
-
-    def __init__(self, plane: ControlPlane) -> None:
-        self.api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
-        self.evicted: dict[str, str] = {}  # pod -> the condition's reason
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        core = kubernetes.client.CoreV1Api(self.api)
-        while not self._stop.is_set():
-            watch = kubernetes.watch.Watch()
-            for event in watch.stream(
-                core.list_namespaced_pod, NAMESPACE, label_selector=SELECTOR, timeout_seconds=5
-            ):
-                pod = event["object"]
-                for condition in pod.status.conditions or []:
-                    if condition.type == "DisruptionTarget" and condition.status == "True":
-                        self.evicted[pod.metadata.name] = condition.reason
-                if self._stop.is_set():
-                    watch.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 class Credentials:
@@ -353,7 +323,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             ]
 
         mesh = asm_standin.MeshController(api, NAMESPACE, delay=2.0).start()
-        watch = PodWatch(plane)
+        watch = PodWatch(plane, NAMESPACE, SELECTOR)
         try:
             project = EngineProject(tmp)
             credentials = Credentials(plane, api, tmp)
