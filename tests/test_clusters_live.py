@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asm_standin
@@ -23,7 +24,7 @@ import kubernetes
 import pytest
 import yaml
 from control_plane import ECS_FIRST_PROFILE, ControlPlane, PodWatch, running_control_plane
-from engine_project import EngineProject
+from engine_project import EngineProject, changed_steps, checkout
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
@@ -327,3 +328,31 @@ def test_destroy_takes_the_gateway_and_the_marks_out_of_both_clusters_and_leaves
     for cluster_id, cluster in CLUSTERS.items():
         assert all(m == ({}, []) for m in stack_marks(live.apis[cluster_id], cluster.gateway_nodes).values())
     assert {c: foreign_marks(live.apis[c], CLUSTERS[c].gateway_nodes) for c in CLUSTERS} == before
+
+
+# The last version of the stack with one cluster only.
+ONE_CLUSTER_VERSION = "e525d69"
+
+
+def test_a_one_cluster_stack_of_the_version_before_clusters_previews_no_change(tmp_path: Path) -> None:
+    old_source = checkout(ONE_CLUSTER_VERSION, tmp_path / "source")
+    with running_control_plane(tmp_path) as (plane, api):
+        cluster = CLUSTERS[EAST]
+        create_nodes(api, cluster.inventory)
+        asm_standin.install(api, NAMESPACE)
+        kubernetes.client.CoreV1Api(api).create_namespaced_config_map(
+            "kube-system", {"metadata": {"name": "eci-profile"}, "data": {"vSwitchIds": "vsw-old"}}
+        )
+
+        def one_cluster(config: dict[str, Any]) -> None:
+            two_clusters(config)
+            config.pop("clusters")
+            config["gateways"][0].pop("clusterOverrides")
+            config["virtualNodes"] = {"mode": "existing", "eciVswitchIds": ["vsw-east"]}
+            config["ackResourcePolicy"] = True
+
+        old = EngineProject(tmp_path, source=old_source, folder="old")
+        old.stack_on_cluster("local", plane.kubeconfig, one_cluster).up()
+        new = EngineProject(tmp_path, folder="new")
+        steps = changed_steps(new.stack_on_cluster("local", plane.kubeconfig, one_cluster))
+        assert steps == []
