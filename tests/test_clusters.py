@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonschema
 import pytest
-from mock_stack import TEST_KUBECONFIG, run_stack
+import yaml
+from mock_stack import ROOT, TEST_KUBECONFIG, config_values_of, run_stack
 
 import stack_config
 from components.node_marks import NODE_MARKS
 from preflight.needs import stack_needs
+from stack_config import reference
 
 MARKS = {"labels": {"mykey4pod": "asmgateway"}, "taints": [{"key": "mykey", "effect": "NoSchedule"}]}
 SECRETS = ["clusterKubeconfig", "meshKubeconfig", "clusters"]
@@ -194,3 +197,24 @@ def test_the_forecast_is_per_cluster_with_that_clusters_overrides() -> None:
     # 2 x 4 vCPU / 16 GiB against 1 x 8 vCPU / 32 GiB, 2-CPU pods (the default requests).
     assert (east.at_max.ecs, west.at_max.ecs) == (4, 4)
     assert (east.at_max.eci, west.at_max.eci) == (6, 0)
+
+
+EXAMPLE = ROOT / "stacks" / "examples" / "Pulumi.two-clusters.yaml"
+
+
+def test_the_two_cluster_example_declares_both_clusters_and_renders_each_to_its_own_folder() -> None:
+    values, secrets = config_values_of(EXAMPLE)
+    deployment = run_stack("local", values, secrets)
+    (gateway,) = deployment.of_type("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    assert gateway.inputs["spec"]["clusterIds"] == ["c-local", "c-local-west"]
+    patched = {r.inputs["metadata"]["name"] for r in deployment.of_type("kubernetes:core/v1:NodePatch")}
+    assert patched == {"gateway-ecs-0", "gateway-ecs-1", "gateway-west-0"}
+    folders = {
+        r.inputs.get("renderYamlToDirectory") for r in deployment.of_type("pulumi:providers:kubernetes")
+    }
+    assert folders == {"rendered/cluster", "rendered/cluster-c-local-west", "rendered/mesh"}
+
+
+def test_the_two_cluster_example_passes_the_stack_files_schema() -> None:
+    schema = jsonschema.Draft202012Validator(reference.stack_file_schema())
+    assert [e.message for e in schema.iter_errors(yaml.safe_load(EXAMPLE.read_text()))] == []
