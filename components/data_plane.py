@@ -81,14 +81,19 @@ class DataPlaneArgs:
     rollout: Mapping[str, Any]  # the tolerate-before-taint wait's inputs (node_marks.rollout_inputs)
     render_yaml_to: str | None
     protect: bool
+    # No gateway of the stack runs in the cluster yet (it joins the mesh's gateways in this
+    # `up`): its pool is made before the gateways list it, so their pods land on it.
+    joining: bool = False
 
 
 class DataPlane:
     """The resources of one cluster, children of the stack's component, declared in two steps.
 
     `before_gateways` declares what the gateways' pods need first (labels on
-    the nodes, virtual nodes, ResourcePolicies); `after_gateways` what must
-    wait for them (taints, and a pool whose taints ACK puts on its nodes).
+    the nodes, virtual nodes, ResourcePolicies, and the pool of a cluster that
+    joins); `after_gateways` what must wait for them (taints, and the pool of
+    a cluster they run in: ACK puts its taints on its nodes). `ready_first` is
+    what the gateways wait for.
     """
 
     def __init__(self, stack_name: str, args: DataPlaneArgs, parent: pulumi.Resource) -> None:
@@ -97,6 +102,7 @@ class DataPlane:
         self.name = args.cluster.resource_name(stack_name)
         self.stack_name = stack_name
         self.labelled_nodes: LabelledNodes | None = None
+        self.ready_first: list[pulumi.Resource] = []
         self._labelled_args: LabelledNodesArgs | None = None
         self.node_pool_id: pulumi.Output[str | None] = pulumi.Output.from_input(None)
         self.node_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
@@ -141,6 +147,9 @@ class DataPlane:
                 f"{self.name}-ecs", self._labelled_args, self._child(providers=providers)
             )
             self.node_names = self.labelled_nodes.node_names
+            self.ready_first.append(self.labelled_nodes)
+        if ecs.mode == "nodePool" and args.joining:
+            self.ready_first.append(self._pool(waits_for=[]))
 
         virtual = cluster.virtual_nodes
         controller = VirtualNodeController(
@@ -168,13 +177,27 @@ class DataPlane:
 
     def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:
         """What waits for the gateways to tolerate the cluster's taints: the pool, and the taints."""
-        args, cluster = self.args, self.args.cluster
-        ecs = cluster.ecs
-        # Tolerate before taint, for a pool too: ACK puts the pool's taints on
-        # its nodes, so the pool changes after the gateways (and, where the
-        # stack can see the cluster, after their pods tolerate the taints).
-        pool_waits_for: list[pulumi.Resource] = list(gateways)
-        if ecs.mode == "nodePool" and self.marks_provider is not None:
+        if self.args.cluster.ecs.mode == "nodePool" and not self.args.joining:
+            self._pool(waits_for=gateways)
+        if self._labelled_args is not None and self.marks_provider is not None:
+            TaintedNodes(
+                f"{self.name}-ecs-taints",
+                self._labelled_args,
+                self._child(providers=[self.marks_provider], depends_on=list(gateways)),
+            )
+
+    def _pool(self, waits_for: Sequence[pulumi.Resource]) -> GatewayNodePool:
+        """The cluster's pool, after the gateways it waits for tolerate its taints.
+
+        Tolerate before taint, for a pool too: ACK puts the pool's taints on
+        its nodes, so the pool changes after the gateways (and, where the stack
+        can see the cluster, after their pods tolerate the taints). The wait
+        runs for a joining cluster too: a gateway pod left there by an earlier
+        run is still not evicted.
+        """
+        args, ecs = self.args, self.args.cluster.ecs
+        pool_waits_for = list(waits_for)
+        if self.marks_provider is not None:
             pool_waits_for = [
                 TolerationRollout(
                     f"{self.name}-ecs-rollout",
@@ -182,19 +205,14 @@ class DataPlane:
                     node_labels=ecs.labels,
                     taints=ecs.taints,
                     rollout=args.rollout,
-                    opts=self._child(provider=self.marks_provider, depends_on=list(gateways)),
+                    opts=self._child(provider=self.marks_provider, depends_on=list(waits_for) or None),
                 )
             ]
-        if ecs.mode == "nodePool" and ecs.node_pool is not None:
-            self.node_pool_id = _node_pool(
-                f"{self.name}-ecs", cluster, args.protect, self._child(depends_on=pool_waits_for)
-            ).node_pool_id
-        if self._labelled_args is not None and self.marks_provider is not None:
-            TaintedNodes(
-                f"{self.name}-ecs-taints",
-                self._labelled_args,
-                self._child(providers=[self.marks_provider], depends_on=list(gateways)),
-            )
+        pool = _node_pool(
+            f"{self.name}-ecs", args.cluster, args.protect, self._child(depends_on=pool_waits_for or None)
+        )
+        self.node_pool_id = pool.node_pool_id
+        return pool
 
     def _render_directory(self) -> str | None:
         """Where a provider without a kubeconfig writes this cluster's manifests."""

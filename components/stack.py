@@ -125,6 +125,20 @@ class ServerlessGatewayArgs:
         )
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What the preflight read of the live clusters and mesh, before anything is declared."""
+
+    # Per cluster id: the gateway's ECS nodes as that cluster has them, for the forecast.
+    inventories: Mapping[str, Inventory] = field(default_factory=dict)
+    # The clusters some gateway of the stack lists now; None when the mesh was not read.
+    serving_clusters: frozenset[str] | None = None
+
+    def joining(self, cluster_id: str) -> bool:
+        """Whether no gateway of the stack runs in the cluster yet (known only from the mesh)."""
+        return self.serving_clusters is not None and cluster_id not in self.serving_clusters
+
+
 # IstioGateway fields that change where or how many pods run, which the forecast does not model.
 FORECAST_BLIND_SPOTS = frozenset({"nodeSelector", "hostNetwork", "sds"})
 ECI_SPECS_ANNOTATION = "k8s.aliyun.com/eci-use-specs"
@@ -161,16 +175,18 @@ class ServerlessGateway(pulumi.ComponentResource):
         name: str,
         args: ServerlessGatewayArgs,
         opts: pulumi.ResourceOptions | None = None,
-        observed: Mapping[str, Inventory] | None = None,
+        observed: Observed | None = None,
     ) -> None:
         """`opts.providers` carries the Alibaba Cloud provider when `args` declares cloud resources;
-        `observed` is each cluster's gateway ECS nodes as the cluster has them, for the forecast."""
+        `observed` is what the preflight read of the clusters (their nodes, for the forecast)
+        and of the mesh (which clusters the gateways run in, for the order of changes)."""
         super().__init__(type_token("ServerlessGateway"), name, None, opts)
         # Pure and raising on a bad combination: done before any child exists.
         groups = args.node_groups()
         rules = derive_rules(args.policy, groups, args.weights)
         units = resource_policy_units(args.policy, groups)
-        placements = args.forecasts(observed)
+        observed = observed or Observed()
+        placements = args.forecasts(observed.inventories)
         several = len(placements) > 1
         tolerations = rules.tolerations
         for cluster_id, placement in placements.items():
@@ -203,6 +219,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     ),
                     render_yaml_to=args.render_yaml_to,
                     protect=args.protect,
+                    joining=observed.joining(cluster.cluster_id),
                 ),
                 self,
             )
@@ -235,14 +252,15 @@ class ServerlessGateway(pulumi.ComponentResource):
         )
         self.mesh_id = mesh.mesh_id
 
-        # Every cluster's nodes carry the gateway's labels before any gateway lists it.
-        labelled = [p.labelled_nodes for p in planes if p.labelled_nodes is not None]
+        # Every cluster's nodes carry the gateway's labels (and a joining cluster has its
+        # pool) before a gateway lists it.
+        ready_first = [r for p in planes for r in p.ready_first]
         gateway_components = [
             IstioGateway(
                 f"{name}-{gateway.namespace}-{gateway.name}",
                 IstioGatewayArgs(gateway=gateway, rules=rules, cluster_ids=args.cluster_ids),
                 pulumi.ResourceOptions(
-                    parent=self, provider=mesh.provider, protect=args.protect, depends_on=labelled or None
+                    parent=self, provider=mesh.provider, protect=args.protect, depends_on=ready_first or None
                 ),
             )
             for gateway in args.gateways

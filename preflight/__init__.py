@@ -16,6 +16,7 @@ import pulumi
 
 from components.data_plane import DataPlaneCluster
 from components.forecast import Inventory
+from components.stack import Observed
 from go_tools.toolchain import backend_problem, published_passphrase_problem
 from preflight.needs import stack_needs
 
@@ -27,14 +28,16 @@ class PreflightError(pulumi.RunError):
     """Shown by the engine as a message, without a traceback, like a config error."""
 
 
-def require(config: StackConfig) -> dict[str, Inventory]:
+def require(config: StackConfig) -> Observed:
     """Run the preflight for every API the stack has a kubeconfig for; refuse on a failed row.
 
     Called by the program before it declares anything, so a failure stops
     `preview` and `up` alike with nothing changed. First of all, a stack whose
     secrets the published passphrase decrypts is refused, however it is run.
-    Returns, per cluster id, the gateway's ECS nodes as that cluster has them,
-    for the placement forecast, where the stack can read them.
+    Returns what it read: per cluster id, the gateway's ECS nodes as that
+    cluster has them (for the placement forecast), and which clusters the
+    gateways run in now (for the order in which a joining cluster's pool is
+    made), where the stack can read them.
     """
     # The rules scripts/pulumi.sh applies, for plain `pulumi` too (what the program can see).
     refused = published_passphrase_problem(config.stack, os.environ) or backend_problem(
@@ -44,7 +47,7 @@ def require(config: StackConfig) -> dict[str, Inventory]:
         raise PreflightError(refused)
     needs = [n for n in stack_needs(config.gateway) if n.config_key in config.kubeconfigs]
     if not needs:
-        return {}
+        return Observed()
     # Imported here: the Kubernetes client costs ~0.27 s, and stacks without a
     # kubeconfig (local) never need it.
     from preflight.checks import failed, stack_rows, table  # noqa: PLC0415
@@ -57,10 +60,40 @@ def require(config: StackConfig) -> dict[str, Inventory]:
             f"`scripts/preflight.sh --stack {config.stack}` shows every check;"
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
-    observed = {
+    read = {
         c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {})) for c in config.gateway.clusters
     }
-    return {cluster_id: inventory for cluster_id, inventory in observed.items() if inventory is not None}
+    return Observed(
+        {cluster_id: inventory for cluster_id, inventory in read.items() if inventory is not None},
+        _serving_clusters(config, seen.get("mesh", {})),
+    )
+
+
+def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[str] | None:
+    """The clusters the stack's IstioGateways list now, as the mesh serves them; None when unread.
+
+    Read only where it decides something: a pool, which is made before the
+    gateways in a cluster they do not run in yet, and after them where they do.
+    """
+    args = config.gateway
+    if "client" not in seen or not any(c.ecs.mode == "nodePool" for c in args.clusters):
+        return None
+    from kubernetes.client import ApiException  # noqa: PLC0415
+
+    from components.gateway import API_VERSION  # noqa: PLC0415
+    from preflight.checks import get  # noqa: PLC0415
+
+    listed: set[str] = set()
+    for gateway in args.gateways:
+        path = f"/apis/{API_VERSION}/namespaces/{gateway.namespace}/istiogateways/{gateway.name}"
+        try:
+            listed.update(get(seen["client"], path).get("spec", {}).get("clusterIds") or [])
+        except ApiException as error:
+            if error.status != 404:  # a gateway not made yet runs nowhere
+                return None
+        except Exception:  # noqa: BLE001 - unread: every pool keeps the safe order, after the gateways
+            return None
+    return frozenset(listed)
 
 
 def _observed_inventory(

@@ -17,7 +17,8 @@ import yaml
 from mock_stack import ROOT, TEST_KUBECONFIG, config_values_of, run_stack
 
 import stack_config
-from components.node_marks import NODE_MARKS
+from components.node_marks import NODE_MARKS, TOLERATION_ROLLOUT
+from components.stack import Observed, ServerlessGateway
 from preflight.needs import stack_needs
 from stack_config import reference
 
@@ -218,3 +219,44 @@ def test_the_two_cluster_example_declares_both_clusters_and_renders_each_to_its_
 def test_the_two_cluster_example_passes_the_stack_files_schema() -> None:
     schema = jsonschema.Draft202012Validator(reference.stack_file_schema())
     assert [e.message for e in schema.iter_errors(yaml.safe_load(EXAMPLE.read_text()))] == []
+
+
+def pools_of_two_clusters() -> dict[str, Any]:
+    pool = {"mode": "nodePool", "nodePool": {"instanceTypes": ["ecs.g7.xlarge"], "vswitchIds": ["vsw-1"]}}
+    values = two_clusters()
+    values["region"] = "cn-hangzhou"
+    values["ecsCapacity"] = {**copy.deepcopy(MARKS), **pool}
+    values["clusters"][0]["ecsCapacity"] = copy.deepcopy(pool)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("serving", "pool_first"),
+    [
+        # The mesh says the gateway runs in c-east only: c-west joins, its pool comes first.
+        (frozenset({"c-east"}), {"c-east": False, "c-west": True}),
+        # Both serve: each pool waits for the gateway (tolerate before taint).
+        (frozenset({"c-east", "c-west"}), {"c-east": False, "c-west": False}),
+        # The mesh was not read: the safe order everywhere.
+        (None, {"c-east": False, "c-west": False}),
+    ],
+)
+def test_a_joining_clusters_pool_is_made_before_the_gateway_lists_it(
+    serving: frozenset[str] | None, pool_first: dict[str, bool]
+) -> None:
+    def program() -> ServerlessGateway:
+        config = stack_config.load()
+        options = stack_config.provider_options(config, "asm-gateway")
+        return ServerlessGateway("asm-gateway", config.gateway, options, Observed(serving_clusters=serving))
+
+    deployment = run_stack("prod", pools_of_two_clusters(), SECRETS, program=program)
+    gateway = deployment.one("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    pools = {r.inputs["clusterId"]: r for r in deployment.of_type("alicloud:cs/nodePool:NodePool")}
+    gates = {r.name: r for r in deployment.of_type(TOLERATION_ROLLOUT)}
+    for cluster_id, first in pool_first.items():
+        prefix = "asm-gateway" if cluster_id == "c-east" else f"asm-gateway-{cluster_id}"
+        gate = gates[f"{prefix}-ecs-rollout"]
+        assert (pools[cluster_id].urn in gateway.dependencies) is first, cluster_id
+        # A joining cluster's pool still waits for no gateway pod to be in its taints' way.
+        assert gate.urn in pools[cluster_id].dependencies
+        assert (gateway.urn in gate.dependencies) is not first, cluster_id
