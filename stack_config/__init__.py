@@ -423,7 +423,9 @@ def _from_flat(stack: str, flat: Mapping[str, Any], secret: Callable[[str], bool
 def load() -> StackConfig:
     """Read this stack's config from the running Pulumi program."""
     all_config = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
-    return _from_flat(pulumi.get_stack(), all_config, pulumi.runtime.is_config_secret)
+    stack = pulumi.get_stack()
+    _refuse_listed_kubeconfigs_in_plain_text(stack, all_config)
+    return _from_flat(stack, all_config, pulumi.runtime.is_config_secret)
 
 
 def from_config_json(stack: str, listing: Mapping[str, Mapping[str, Any]]) -> StackConfig:
@@ -432,7 +434,43 @@ def from_config_json(stack: str, listing: Mapping[str, Mapping[str, Any]]) -> St
         key: entry["value"] if "value" in entry else json.dumps(entry.get("objectValue"))
         for key, entry in listing.items()
     }
+    _refuse_listed_kubeconfigs_in_plain_text(stack, flat)
     return _from_flat(stack, flat, lambda key: bool(listing[key].get("secret")))
+
+
+LISTED_CLUSTERS = f"{PROJECT}:clusters"
+# Pulumi.yaml's stackConfigDir.
+STACK_CONFIG_DIR = Path(__file__).resolve().parent.parent / "stacks"
+
+
+def _refuse_listed_kubeconfigs_in_plain_text(stack: str, flat: Mapping[str, Any]) -> None:
+    """Refuse a listed cluster's kubeconfig that the stack file holds in plain text.
+
+    Set with `--secret --path`, it makes the engine hold the whole `clusters`
+    key as a secret, and another entry's kubeconfig pasted in plain text beside
+    it would pass as one: only the stack file tells them apart. Read only when
+    a listed cluster has a kubeconfig.
+    """
+    if "clusterKubeconfig" not in str(flat.get(LISTED_CLUSTERS, "")):
+        return
+    path = STACK_CONFIG_DIR / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+    if not path.is_file():
+        return
+    import yaml  # noqa: PLC0415 - only this reader needs it
+
+    listed = ((yaml.safe_load(path.read_text()) or {}).get("config") or {}).get(LISTED_CLUSTERS)
+    problems = [
+        Problem(
+            f"clusters[{index}].clusterKubeconfig",
+            "holds a credential in plain text in the stack file; set it as a secret:"
+            f" pulumi config set --secret --path 'clusters[{index}].clusterKubeconfig'",
+            PROJECT,
+        )
+        for index, cluster in enumerate(listed if isinstance(listed, list) else [])
+        if isinstance(cluster, dict) and isinstance(cluster.get("clusterKubeconfig"), str)
+    ]
+    if problems:
+        raise ConfigError(stack, problems)
 
 
 def from_stack_file(stack: str, path: Path) -> StackConfig:

@@ -9,6 +9,7 @@ run one gateway, and the preflight and forecast per cluster.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonschema
@@ -260,3 +261,23 @@ def test_a_joining_clusters_pool_is_made_before_the_gateway_lists_it(
         # A joining cluster's pool still waits for no gateway pod to be in its taints' way.
         assert gate.urn in pools[cluster_id].dependencies
         assert (gateway.urn in gate.dependencies) is not first, cluster_id
+
+
+def test_a_listed_kubeconfig_in_plain_text_beside_a_secret_one_is_found_in_the_stack_file(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine holds `clusters` as one secret once any entry is: only the file tells them apart.
+    listed = [
+        {"clusterId": "c-a", "clusterKubeconfig": {"secure": "v1:abc"}},
+        {"clusterId": "c-b", "clusterKubeconfig": "apiVersion: v1"},
+    ]
+    (tmp_path / "Pulumi.prod.yaml").write_text(
+        yaml.safe_dump({"config": {stack_config.LISTED_CLUSTERS: listed}})
+    )
+    monkeypatch.setattr(stack_config, "STACK_CONFIG_DIR", tmp_path)
+    flat = {stack_config.LISTED_CLUSTERS: json.dumps([{**c, "clusterKubeconfig": "k"} for c in listed])}
+    with pytest.raises(stack_config.ConfigError) as raised:
+        stack_config.from_config_json("prod", {k: {"value": v, "secret": True} for k, v in flat.items()})
+    assert [(p.path, p.message.split(";")[0]) for p in raised.value.problems] == [
+        ("clusters[1].clusterKubeconfig", "holds a credential in plain text in the stack file")
+    ]
