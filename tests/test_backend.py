@@ -141,3 +141,26 @@ def test_a_stack_made_with_plain_pulumi_under_the_published_passphrase_never_run
     assert "encrypts its secrets with the `local` stack's published passphrase" in output, output
     exported = pulumi("stack", "export", "--stack", "team-prod")
     assert '"resources"' not in exported.stdout or "IstioGateway" not in exported.stdout
+
+
+def test_the_two_cluster_example_previews_and_renders_each_cluster_as_the_readme_says(
+    project: EngineProject, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    example = ("--stack", "local", "--config-file", "stacks/examples/Pulumi.two-clusters.yaml")
+    preview = run(project, home, "preview", *example)
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert "placement forecast in cluster c-local-west" in preview.stdout
+    rendered = run(project, home, "up", "--yes", *example)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    west = project.dir / "rendered" / "cluster-c-local-west" / "1-manifest"
+    node = yaml.safe_load((west / "v1-node-default-gateway-west-0.yaml").read_text())
+    assert node["metadata"]["labels"] == {"mykey4pod": "asmgateway"}
+    gateway = yaml.safe_load(
+        next((project.dir / "rendered" / "mesh" / "1-manifest").glob("*istiogateway*")).read_text()
+    )
+    assert gateway["spec"]["clusterIds"] == ["c-local", "c-local-west"]
+    assert gateway["spec"]["overrides"] == {
+        "c-local-west": {"replicaCount": 1, "minReplicas": 1, "maxReplicas": 10}
+    }
