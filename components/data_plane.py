@@ -54,6 +54,12 @@ class DataPlaneCluster:
         return f"{self.config_path}clusterKubeconfig"
 
     @property
+    def kubeconfig_source(self) -> str:
+        """Where its kubeconfig comes from, in errors: by id, as a provider input that stays the
+        same when the list around it changes."""
+        return "clusterKubeconfig" if self.is_first else f"the clusterKubeconfig of cluster {self.cluster_id}"
+
+    @property
     def api(self) -> str:
         """How the preflight and the permission documents name its Kubernetes API."""
         return "cluster" if self.is_first else f"cluster-{self.cluster_id}"
@@ -119,7 +125,7 @@ class DataPlane:
                 kubeconfig,
                 self._render_directory(),
                 self._child(),
-                source=cluster.kubeconfig_key,
+                source=cluster.kubeconfig_source,
             )
             if cluster.needs_api(args.resource_policy_units is not None)
             else None
@@ -127,7 +133,9 @@ class DataPlane:
         # Node marks and the rollout gate are the project's own provider's
         # (node_marks_plugin/), configured once with the cluster's kubeconfig.
         self.marks_provider = (
-            node_marks_provider(f"{self.name}-node-marks", kubeconfig, self._child(), cluster.kubeconfig_key)
+            node_marks_provider(
+                f"{self.name}-node-marks", kubeconfig, self._child(), cluster.kubeconfig_source
+            )
             if kubeconfig is not None and cluster.ecs.mode != "none"
             else None
         )

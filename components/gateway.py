@@ -185,10 +185,16 @@ def istio_gateway_spec(
     )
     if gateway.cluster_overrides:
         # ASM takes a basic field under `overrides.<clusterId>` in place of the
-        # spec's own for that cluster; only the clusters that differ are listed.
-        spec["overrides"] = {
-            cluster: override.as_spec() for cluster, override in sorted(gateway.cluster_overrides.items())
-        }
+        # spec's own for that cluster; only the clusters that differ are listed,
+        # beside what extraSpec.overrides writes (the config refuses a field in both).
+        extra = spec.get("overrides")
+        written: dict[str, Any] = extra if isinstance(extra, dict) else {}
+        overrides = dict(written)
+        for cluster, override in gateway.cluster_overrides.items():
+            fields = {**(written.get(cluster) or {}), **override.as_spec()}  # an empty override writes none
+            if fields:
+                overrides[cluster] = fields
+        spec["overrides"] = dict(sorted(overrides.items()))
     return spec
 
 

@@ -140,7 +140,7 @@ class Observed:
 
 
 # IstioGateway fields that change where or how many pods run, which the forecast does not model.
-FORECAST_BLIND_SPOTS = frozenset({"nodeSelector", "hostNetwork", "sds"})
+FORECAST_BLIND_SPOTS = frozenset({"overrides", "nodeSelector", "hostNetwork", "sds"})
 ECI_SPECS_ANNOTATION = "k8s.aliyun.com/eci-use-specs"
 
 

@@ -188,7 +188,7 @@ def parse(
         args = gateway_args(config)
         problems.extend(_needs_problems(config, args))
     if problems:
-        raise ConfigError(stack, [_naming_the_cluster(p, decoded) for p in problems])
+        raise ConfigError(stack, _naming_the_clusters(problems, decoded))
     assert config is not None and credentials is not None
     kubeconfigs = {
         key: text
@@ -205,18 +205,28 @@ def parse(
     return StackConfig(stack, config.region, args, alicloud_credentials(credentials), kubeconfigs)
 
 
-def _naming_the_cluster(problem: Problem, values: Mapping[str, Any]) -> Problem:
-    """A problem under `clusters[<n>]` with that cluster's id beside its position, where it has one."""
-    found = re.match(r"clusters\[(\d+)\]", problem.path)
+def _naming_the_clusters(problems: Iterable[Problem], values: Mapping[str, Any]) -> list[Problem]:
+    """Problems under `clusters[<n>]` with that cluster's id beside its position, where it has
+    one; those of the marks a listed cluster takes from the first left out (reported there)."""
     listed = values.get("clusters")
-    if problem.namespace != PROJECT or not found or not isinstance(listed, list):
-        return problem
-    index = int(found.group(1))
-    entry = listed[index] if index < len(listed) else None
-    cluster_id = entry.get("clusterId") if isinstance(entry, dict) else None
-    if not isinstance(cluster_id, str) or not cluster_id:
-        return problem
-    return replace(problem, path=f"{problem.path} (cluster {cluster_id})")
+    named = []
+    for problem in problems:
+        found = re.match(r"clusters\[(\d+)\](\.ecsCapacity\.(labels|taints))?", problem.path)
+        if problem.namespace != PROJECT or not found or not isinstance(listed, list):
+            named.append(problem)
+            continue
+        index = int(found.group(1))
+        found_entry = listed[index] if index < len(listed) else None
+        entry: dict[str, Any] = found_entry if isinstance(found_entry, dict) else {}
+        capacity = entry.get("ecsCapacity")
+        own: dict[str, Any] = capacity if isinstance(capacity, dict) else {}
+        if found.group(3) and found.group(3) not in own:
+            continue  # inherited: the same problem is reported at ecsCapacity.<key>
+        message = problem.message.replace("clusters[<n>]", f"clusters[{index}]")
+        cluster_id = entry.get("clusterId")
+        where = f" (cluster {cluster_id})" if isinstance(cluster_id, str) and cluster_id else ""
+        named.append(replace(problem, path=problem.path + where, message=message))
+    return named
 
 
 # -- Config to the components' inputs ----------------------------------------------------
@@ -470,7 +480,7 @@ def _refuse_listed_kubeconfigs_in_plain_text(stack: str, flat: Mapping[str, Any]
         if isinstance(cluster, dict) and isinstance(cluster.get("clusterKubeconfig"), str)
     ]
     if problems:
-        raise ConfigError(stack, problems)
+        raise ConfigError(stack, _naming_the_clusters(problems, {"clusters": listed}))
 
 
 def from_stack_file(stack: str, path: Path) -> StackConfig:

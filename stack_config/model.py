@@ -92,6 +92,7 @@ class Secret:
     """
 
     within: str | None = None
+    holds_credential: ClassVar[bool] = True  # error messages never repeat the value
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -474,7 +475,6 @@ EXTRA_SPEC_OWN_KEYS = {
     "serviceAnnotations": "serviceAnnotations",
     "podAnnotations": "podAnnotations",
     "resources": "resources",
-    "overrides": "clusterOverrides",
 }
 # Spec fields the stack derives from the node groups and the cluster.
 ISTIO_GATEWAY_DERIVED = frozenset({"affinity", "tolerations", "clusterIds", "gatewayType"})
@@ -583,13 +583,24 @@ class GatewayConfig(ConfigModel):
         problems = self._replica_problems(
             "", self.replica_count, self.min_replicas, self.max_replicas, self.model_fields_set
         )
+        extra_overrides = self.extra_spec.get("overrides")
         for cluster, override in self.cluster_overrides.items():
+            written = extra_overrides.get(cluster) if isinstance(extra_overrides, dict) else None
+            for key in sorted(override.model_dump(by_alias=True, exclude_none=True)):
+                if isinstance(written, dict) and key in written:
+                    problems.append(
+                        (
+                            f"clusterOverrides.{cluster}.{key}",
+                            f"is also set in extraSpec.overrides.{cluster}; set it in one place",
+                        )
+                    )
             problems += self._replica_problems(
                 f"clusterOverrides.{cluster}.",
                 self.replica_count if override.replica_count is None else override.replica_count,
                 override.min_replicas or self.min_replicas,
                 override.max_replicas or self.max_replicas,
-                override.model_fields_set,
+                # The cluster's replicaCount is the gateway's where the override leaves it out.
+                override.model_fields_set | (self.model_fields_set & {"replica_count"}),
             )
         for what, values in (
             ("name", [p.name for p in self.ports]),
@@ -620,7 +631,9 @@ class ClusterConfig(ConfigModel):
 
     documented_elsewhere: ClassVar[frozenset[str]] = frozenset({"ecsCapacity", "virtualNodes"})
 
-    cluster_id: Text = Field(description="The ACK cluster's id.")
+    cluster_id: DnsLabel = Field(
+        description="The ACK cluster's id (it also names this cluster's resources, render folder and RBAC)."
+    )
     cluster_kubeconfig: ListedKubeconfig | None = Field(
         None,
         description="Its kubeconfig, as `clusterKubeconfig` is the first cluster's:"

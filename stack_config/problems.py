@@ -204,8 +204,12 @@ def _message(kind: str, detail: Any, place: Place) -> str:
         return f"key {detail['msg']}"
     if kind not in _MESSAGES:
         return str(detail["msg"])  # our own errors are worded already
+    # A credential's value is never repeated, whatever its shape (a kubeconfig set with --path as a map).
+    secret = place.info is not None and any(
+        getattr(m, "holds_credential", False) for m in metadata_of(place.info)
+    )
     return _MESSAGES[kind].format(
-        value=describe(detail.get("input")),
+        value="a value not shown here (it holds a credential)" if secret else describe(detail.get("input")),
         number=detail.get("input"),
         range=_range(place.info),
         allowed=_allowed(place.info),

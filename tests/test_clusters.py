@@ -174,7 +174,7 @@ def test_a_listed_kubeconfig_in_plain_text_is_refused_with_the_path_to_set_it_by
     errors = errors_of(two_clusters(), ["clusterKubeconfig", "meshKubeconfig"])
     assert errors == [
         "clusters[0].clusterKubeconfig (cluster c-west): holds a credential and must be set as a secret:"
-        " pulumi config set --secret --path 'clusters[<n>].clusterKubeconfig'"
+        " pulumi config set --secret --path 'clusters[0].clusterKubeconfig'"
     ]
 
 
@@ -267,7 +267,7 @@ def test_a_listed_kubeconfig_in_plain_text_beside_a_secret_one_is_found_in_the_s
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The engine holds `clusters` as one secret once any entry is: only the file tells them apart.
-    listed = [
+    listed: list[dict[str, Any]] = [
         {"clusterId": "c-a", "clusterKubeconfig": {"secure": "v1:abc"}},
         {"clusterId": "c-b", "clusterKubeconfig": "apiVersion: v1"},
     ]
@@ -279,5 +279,69 @@ def test_a_listed_kubeconfig_in_plain_text_beside_a_secret_one_is_found_in_the_s
     with pytest.raises(stack_config.ConfigError) as raised:
         stack_config.from_config_json("prod", {k: {"value": v, "secret": True} for k, v in flat.items()})
     assert [(p.path, p.message.split(";")[0]) for p in raised.value.problems] == [
-        ("clusters[1].clusterKubeconfig", "holds a credential in plain text in the stack file")
+        ("clusters[1].clusterKubeconfig (cluster c-b)", "holds a credential in plain text in the stack file")
     ]
+
+
+def test_extra_spec_overrides_still_pass_through_and_cluster_overrides_join_them() -> None:
+    values = two_clusters()
+    annotations = {"service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec": "slb.s2.small"}
+    values["gateways"][0]["extraSpec"] = {"overrides": {"c-west": {"serviceAnnotations": annotations}}}
+    (gateway,) = run_stack("prod", values, SECRETS).of_type(
+        "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
+    )
+    assert gateway.inputs["spec"]["overrides"] == {
+        "c-west": {"serviceAnnotations": annotations, "replicaCount": 1, "minReplicas": 1, "maxReplicas": 4}
+    }
+    # A one-cluster stack file of the version before, with its overrides in extraSpec, is unchanged.
+    one = two_clusters()
+    one.pop("clusters")
+    one["gateways"][0] = {
+        "name": "ingressgateway",
+        "extraSpec": {"overrides": {"c-east": {"replicaCount": 3}}},
+    }
+    (gateway,) = run_stack("prod", one, SECRETS).of_type(
+        "kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway"
+    )
+    assert gateway.inputs["spec"]["overrides"] == {"c-east": {"replicaCount": 3}}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda v: v["gateways"][0].update(extraSpec={"overrides": {"c-west": {"maxReplicas": 6}}}),
+            "gateways[0].clusterOverrides.c-west.maxReplicas: is also set in extraSpec.overrides.c-west",
+        ),
+        # The gateway's own replicaCount (2) is the cluster's where the override leaves it out.
+        (
+            lambda v: v["gateways"][0].update(
+                replicaCount=2, clusterOverrides={"c-west": {"minReplicas": 5}}
+            ),
+            "gateways[0].clusterOverrides.c-west.replicaCount: is 2, outside minReplicas..maxReplicas"
+            " (5..10)",
+        ),
+        (
+            lambda v: v["clusters"][0].update(clusterId="C West"),
+            "clusters[0].clusterId (cluster C West): 'C West' must be a DNS label",
+        ),
+    ],
+)
+def test_overrides_and_listed_ids_that_cannot_work_are_refused(change: Any, expected: str) -> None:
+    values = two_clusters()
+    change(values)
+    errors = errors_of(values)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_a_problem_in_the_first_clusters_marks_is_reported_once_not_again_where_they_are_taken() -> None:
+    values = two_clusters()
+    values["ecsCapacity"]["taints"][0]["key"] = "bad key"
+    assert [e.split(":")[0] for e in errors_of(values)] == ["ecsCapacity.taints[0].key"]
+
+
+def test_a_kubeconfig_of_the_wrong_shape_is_refused_without_repeating_it() -> None:
+    values = two_clusters()
+    values["clusters"][0]["clusterKubeconfig"] = {"token": "SECRET-TOKEN-123"}
+    errors = errors_of(values)
+    assert errors and not any("SECRET-TOKEN-123" in e for e in errors), errors
