@@ -43,6 +43,8 @@ class DataPlaneCluster:
     virtual_nodes: VirtualNodes  # its virtual nodes, and its ECI network
     config_path: str = ""  # "" for the stack's flat keys, else "clusters[<n>]."
     kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)  # secret
+    # The gateways are taken out of it; its resources stay until it is removed from the stack.
+    retiring: bool = False
 
     @property
     def is_first(self) -> bool:

@@ -191,10 +191,13 @@ def istio_gateway_spec(
         written: dict[str, Any] = extra if isinstance(extra, dict) else {}
         overrides = dict(written)
         for cluster, override in gateway.cluster_overrides.items():
+            if cluster not in cluster_ids:
+                continue  # a retiring cluster: the gateway is not deployed there
             fields = {**(written.get(cluster) or {}), **override.as_spec()}  # an empty override writes none
             if fields:
                 overrides[cluster] = fields
-        spec["overrides"] = dict(sorted(overrides.items()))
+        if overrides or "overrides" in spec:
+            spec["overrides"] = dict(sorted(overrides.items()))
     return spec
 
 

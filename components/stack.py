@@ -66,6 +66,12 @@ class ServerlessGatewayArgs:
 
     @property
     def cluster_ids(self) -> list[str]:
+        """The clusters the gateways run in (every gateway's `clusterIds`): all but those retiring."""
+        return [c.cluster_id for c in self.clusters if not c.retiring]
+
+    @property
+    def mesh_cluster_ids(self) -> list[str]:
+        """The clusters a mesh the stack creates holds: a retiring one too, until it is removed."""
         return [c.cluster_id for c in self.clusters]
 
     def node_groups(self) -> dict[NodeKind, NodeGroup]:
@@ -81,7 +87,11 @@ class ServerlessGatewayArgs:
 
     def forecasts(self, observed: Mapping[str, Inventory] | None = None) -> dict[str, Forecast]:
         """Per cluster id: where the gateways' pods will land there (`observed`: the nodes as read)."""
-        return {c.cluster_id: self._forecast(c, (observed or {}).get(c.cluster_id)) for c in self.clusters}
+        return {
+            c.cluster_id: self._forecast(c, (observed or {}).get(c.cluster_id))
+            for c in self.clusters
+            if not c.retiring
+        }
 
     def forecast(self, observed: Inventory | None = None) -> Forecast:
         """The first cluster's forecast."""
@@ -186,8 +196,17 @@ class ServerlessGateway(pulumi.ComponentResource):
         rules = derive_rules(args.policy, groups, args.weights)
         units = resource_policy_units(args.policy, groups)
         observed = observed or Observed()
+        for cluster in args.clusters:
+            no_execute = any(t.effect == "NoExecute" for t in cluster.ecs.taints)
+            if cluster.ecs.mode == "nodePool" and cluster.kubeconfig is None and no_execute:
+                # ACK puts a pool's taints on its nodes itself: only the wait holds them back.
+                pulumi.log.warn(
+                    f"cluster {cluster.cluster_id}: without {cluster.kubeconfig_key} the stack cannot"
+                    " wait for the gateway's pods to tolerate the pool's NoExecute taint before ACK"
+                    " puts it on the nodes, where it evicts the pods that do not yet"
+                )
         placements = args.forecasts(observed.inventories)
-        several = len(placements) > 1
+        several = len(args.clusters) > 1  # one output shape for a stack of several, a cluster retiring or not
         tolerations = rules.tolerations
         for cluster_id, placement in placements.items():
             # On the stack itself, not this component: `preview --diff` shows the stack's
@@ -238,7 +257,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                         version=args.mesh.version,
                         vpc_id=args.mesh.vpc_id,
                         vswitch_id=args.mesh.vswitch_id,
-                        cluster_ids=args.cluster_ids,
+                        cluster_ids=args.mesh_cluster_ids,
                     )
                     if args.mesh.mode == "create"
                     else None

@@ -272,6 +272,7 @@ def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
                 _virtual_nodes(cluster.virtual_nodes),
                 f"clusters[{index}].",
                 _secret(cluster.cluster_kubeconfig),
+                cluster.retiring,
             )
             for index, cluster in enumerate(config.clusters)
         ),

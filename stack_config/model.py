@@ -646,6 +646,11 @@ class ClusterConfig(ConfigModel):
     virtual_nodes: VirtualNodesConfig = Field(
         default_factory=VirtualNodesExisting, description="Its virtual nodes, as `virtualNodes`."
     )
+    retiring: Flag = Field(
+        False,
+        description="Take the gateways out of this cluster, keeping its capacity, marks and mesh"
+        " membership: the first `up` of removing a cluster (delete the entry in the second).",
+    )
 
 
 class GatewayStackConfig(ConfigModel):

@@ -104,6 +104,7 @@ EVERY_KEY: list[dict[str, Any]] = [
                 "clusterKubeconfig": TEST_KUBECONFIG,
                 "ecsCapacity": {"mode": "existingNodes", "nodes": ["n-2"]},
                 "virtualNodes": {"mode": "existing"},
+                "retiring": False,
             }
         ],
     },

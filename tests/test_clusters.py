@@ -345,3 +345,19 @@ def test_a_kubeconfig_of_the_wrong_shape_is_refused_without_repeating_it() -> No
     values["clusters"][0]["clusterKubeconfig"] = {"token": "SECRET-TOKEN-123"}
     errors = errors_of(values)
     assert errors and not any("SECRET-TOKEN-123" in e for e in errors), errors
+
+
+def test_a_retiring_cluster_leaves_the_gateway_and_keeps_its_marks_and_its_place_in_a_new_mesh() -> None:
+    values = two_clusters()
+    values["clusters"][0]["retiring"] = True
+    values.pop("meshKubeconfig")
+    values.update(region="cn-hangzhou", mesh={"mode": "create", "vpcId": "vpc-1", "vswitchId": "vsw-1"})
+    deployment = run_stack("prod", values, SECRETS)
+    (gateway,) = deployment.of_type("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    assert gateway.inputs["spec"]["clusterIds"] == ["c-east"]
+    assert "overrides" not in gateway.inputs["spec"]
+    mesh = deployment.one("alicloud:servicemesh/serviceMesh:ServiceMesh")
+    assert mesh.inputs["clusterIds"] == ["c-east", "c-west"]
+    assert "asm-gateway-c-west-ecs-marks" in {r.name for r in deployment.of_type(NODE_MARKS)}
+    forecasts = stack_config.parse("prod", values, SECRETS).gateway.forecasts()
+    assert list(forecasts) == ["c-east"]

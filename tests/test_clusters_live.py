@@ -12,6 +12,7 @@ none is evicted, and the marks of other owners stay.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
 import placement_check
+import preflight
+import stack_config
 from components.gateway import GATEWAY_POD_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
@@ -167,13 +170,23 @@ class Live:
             found[cluster_id] = {n: nodes.count(n) for n in sorted(set(nodes))}
         return found
 
-    def up(self, title: str, edit: Callable[[dict[str, Any]], None], expected: dict[str, int]) -> None:
-        """One `up` while the gateway serves: no eviction and no foreign mark touched in any cluster."""
+    def up(self, title: str, edit: Callable[[dict[str, Any]], None], expected: dict[str, int]) -> list[str]:
+        """One `up` while the gateway serves: no eviction and no foreign mark touched in any cluster.
+
+        Returns the steps the engine finished, in order (`op name`).
+        """
         before = {c: foreign_marks(self.apis[c], CLUSTERS[c].gateway_nodes) for c in CLUSTERS}
         for watch in self.watches.values():
             watch.evicted.clear()
         self.project.edit_config("local", edit)
-        self.stack.up()
+        finished: list[str] = []
+
+        def on_event(event: auto.events.EngineEvent) -> None:
+            done = event.res_outputs_event
+            if done is not None and done.metadata.op != auto.events.OpType.SAME:
+                finished.append(f"{done.metadata.op.value} {done.metadata.urn.rsplit('::', 1)[1]}")
+
+        self.stack.up(on_event=on_event)
         self.wait_serving(expected)
         time.sleep(1)  # let the taint eviction controller act on what the up did
         evicted = {c: dict(w.evicted) for c, w in self.watches.items()}
@@ -181,6 +194,7 @@ class Live:
         assert evicted == {c: {} for c in CLUSTERS}, title
         assert {c: foreign_marks(self.apis[c], CLUSTERS[c].gateway_nodes) for c in CLUSTERS} == before
         assert not self.mesh.errors, self.mesh.errors
+        return finished
 
     def set_west_kubeconfig(self) -> None:
         text = yaml.safe_dump(self.planes[WEST].kubeconfig)
@@ -299,15 +313,91 @@ def test_a_no_execute_taint_in_both_clusters_evicts_no_gateway_pod(live: Live) -
             assert DRAIN["key"] in taints, cluster_id
 
 
-def test_a_cluster_removed_is_taken_off_the_gateway_then_its_marks_go_and_added_back_gets_them_first(
+GATEWAY_STEP = f"update asm-gateway-{NAMESPACE}-{GATEWAY}-istiogateway"
+WEST_ADMIT, WEST_RESTRICT = f"asm-gateway-{WEST}-ecs-marks", f"asm-gateway-{WEST}-ecs-taints-marks"
+
+
+def serving_clusters(live: Live) -> frozenset[str] | None:
+    """What the preflight reads of the mesh: the clusters the stack's gateway lists now."""
+    values = {
+        "clusterId": EAST,
+        "ecsCapacity": {
+            "mode": "nodePool",
+            "labels": {ROLE: "gateway"},
+            "nodePool": {"instanceTypes": ["t"], "vswitchIds": ["v"]},
+        },
+        "meshKubeconfig": yaml.safe_dump(live.planes[EAST].kubeconfig),
+        "gateways": [{"name": GATEWAY}],
+        "region": "r",
+        "virtualNodes": {"mode": "existing"},
+    }
+    return preflight.require(stack_config.parse("local", values, ["meshKubeconfig"])).serving_clusters
+
+
+def test_a_cluster_is_retired_then_removed_and_its_marks_go_only_after_the_gateway_left_it(
     live: Live,
 ) -> None:
+    assert serving_clusters(live) == frozenset({EAST, WEST})
+
+    def retire_west(config: dict[str, Any]) -> None:
+        config["clusters"][0]["retiring"] = True
+
+    steps = live.up("west retiring", retire_west, {EAST: REPLICAS[EAST]})
+    assert asm_standin.read_gateway(live.apis[EAST], NAMESPACE, GATEWAY)["spec"]["clusterIds"] == [EAST]
+    # Its capacity and marks stay until the entry is deleted; only the gateway changed.
+    assert steps == [GATEWAY_STEP], steps
+    assert stack_marks(live.apis[WEST], CLUSTERS[WEST].gateway_nodes) == {
+        "west-a": ({ROLE: "gateway"}, sorted([DEDICATED["key"], DRAIN["key"]]))
+    }
+    assert serving_clusters(live) == frozenset({EAST})
+
     def remove_west(config: dict[str, Any]) -> None:
         config.pop("clusters")
         config["gateways"][0].pop("clusterOverrides")
 
-    live.up("west removed from the stack", remove_west, {EAST: REPLICAS[EAST]})
-    assert asm_standin.read_gateway(live.apis[EAST], NAMESPACE, GATEWAY)["spec"]["clusterIds"] == [EAST]
+    steps = live.up("west removed from the stack", remove_west, {EAST: REPLICAS[EAST]})
+    # The gateway had left it already: this `up` only deletes what the stack had there.
+    assert {f"delete {WEST_ADMIT}", f"delete {WEST_RESTRICT}"} <= set(steps), steps
+    assert all(step.startswith("delete ") for step in steps), steps
+    assert stack_marks(live.apis[WEST], CLUSTERS[WEST].gateway_nodes) == {"west-a": ({}, [])}
+
+
+def test_a_cluster_added_gets_its_marks_before_the_gateway_lists_it_and_its_pods_land_as_forecast(
+    live: Live,
+) -> None:
+    def add_west(config: dict[str, Any]) -> None:
+        config["clusters"] = [west_cluster()]
+        config["gateways"][0]["clusterOverrides"] = {WEST: {"replicaCount": REPLICAS[WEST], "minReplicas": 1}}
+
+    live.project.edit_config("local", add_west)
+    live.set_west_kubeconfig()
+    steps = live.up("west added back", lambda config: None, REPLICAS)
+    assert (
+        steps.index(f"create {WEST_ADMIT}")
+        < steps.index(GATEWAY_STEP)
+        < steps.index(f"create {WEST_RESTRICT}")
+    )
+    marks = stack_marks(live.apis[WEST], CLUSTERS[WEST].gateway_nodes)
+    assert marks == {"west-a": ({ROLE: "gateway"}, sorted([DEDICATED["key"], DRAIN["key"]]))}
+    # The new cluster's pods found its labelled nodes: west-a holds 1, the rest on ECI, as forecast.
+    forecast = live.stack.outputs()["placementForecast"].value["clusters"][WEST]["gateways"][0][
+        "replicaCount"
+    ]
+    on_ecs = live.placement()[WEST].get("west-a", 0)
+    assert (on_ecs, REPLICAS[WEST] - on_ecs) == (forecast["ecs"], forecast["eci"]) == (1, 2)
+
+
+def test_a_cluster_removed_in_one_up_is_taken_off_the_gateway_before_its_marks_go(live: Live) -> None:
+    def remove_west(config: dict[str, Any]) -> None:
+        config.pop("clusters")
+        config["gateways"][0].pop("clusterOverrides")
+
+    steps = live.up("west removed in one up", remove_west, {EAST: REPLICAS[EAST]})
+    assert (
+        steps.index(GATEWAY_STEP)
+        < steps.index(f"delete {WEST_RESTRICT}")
+        < steps.index(f"delete {WEST_ADMIT}")
+    )
     assert stack_marks(live.apis[WEST], CLUSTERS[WEST].gateway_nodes) == {"west-a": ({}, [])}
 
     def add_west(config: dict[str, Any]) -> None:
@@ -316,9 +406,14 @@ def test_a_cluster_removed_is_taken_off_the_gateway_then_its_marks_go_and_added_
 
     live.project.edit_config("local", add_west)
     live.set_west_kubeconfig()
-    live.up("west added back", lambda config: None, REPLICAS)
-    marks = stack_marks(live.apis[WEST], CLUSTERS[WEST].gateway_nodes)
-    assert marks == {"west-a": ({ROLE: "gateway"}, sorted([DEDICATED["key"], DRAIN["key"]]))}
+    live.up("west added again", lambda config: None, REPLICAS)
+
+
+def test_every_kubeconfig_is_encrypted_in_the_state(live: Live) -> None:
+    state = json.dumps(live.stack.export_stack().deployment)
+    # The west cluster's provider is in the state, with its kubeconfig as ciphertext only.
+    assert f"asm-gateway-{WEST}-node-marks" in state
+    assert live.planes[WEST].token not in state
 
 
 def test_destroy_takes_the_gateway_and_the_marks_out_of_both_clusters_and_leaves_the_rest(live: Live) -> None:
