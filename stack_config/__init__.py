@@ -469,7 +469,13 @@ def _refuse_listed_kubeconfigs_in_plain_text(stack: str, flat: Mapping[str, Any]
         return
     import yaml  # noqa: PLC0415 - only this reader needs it
 
-    listed = ((yaml.safe_load(path.read_text()) or {}).get("config") or {}).get(LISTED_CLUSTERS)
+    _refuse_plain_text_in(
+        stack, ((yaml.safe_load(path.read_text()) or {}).get("config") or {}).get(LISTED_CLUSTERS)
+    )
+
+
+def _refuse_plain_text_in(stack: str, listed: Any) -> None:
+    """Refuse each listed cluster whose kubeconfig a stack file holds as text, not `{secure: ...}`."""
     problems = [
         Problem(
             f"clusters[{index}].clusterKubeconfig",
@@ -491,6 +497,7 @@ def from_stack_file(stack: str, path: Path) -> StackConfig:
 
     document = yaml.safe_load(path.read_text()) or {}
     config = document.get("config") or {}
+    _refuse_plain_text_in(stack, config.get(LISTED_CLUSTERS))
     for key in (f"{PROJECT}:clusterKubeconfig", f"{PROJECT}:meshKubeconfig"):
         config.setdefault(key, {"secure": ""})
     for cluster in config.get(f"{PROJECT}:clusters") or []:
