@@ -187,9 +187,17 @@ def cluster_forecast(outputs: Mapping[str, Any], cluster: str | None) -> tuple[d
     if not forecast or "clusters" not in forecast:
         return forecast, ""
     clusters = forecast["clusters"]
+    if not cluster:
+        return (
+            None,
+            "the stack spans several clusters: name the one checked (--cluster): "
+            + ", ".join(sorted(clusters)),
+        )
     if cluster not in clusters:
-        named = f"{cluster} is not one of" if cluster else "name the cluster checked (--cluster); it has"
-        return None, f"the stack spans several clusters: {named} {', '.join(sorted(clusters))}"
+        return None, (
+            f"no forecast for cluster {cluster}: the gateways are not deployed there (a retiring cluster, or"
+            f" not one of the stack's: {', '.join(sorted(clusters))})"
+        )
     return clusters[cluster], ""
 
 

@@ -111,6 +111,7 @@ class DataPlane:
         self.stack_name = stack_name
         self.labelled_nodes: LabelledNodes | None = None
         self.ready_first: list[pulumi.Resource] = []
+        self._pool_made = False
         self._labelled_args: LabelledNodesArgs | None = None
         self.node_pool_id: pulumi.Output[str | None] = pulumi.Output.from_input(None)
         self.node_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
@@ -160,6 +161,9 @@ class DataPlane:
             self.ready_first.append(self.labelled_nodes)
         if ecs.mode == "nodePool" and args.joining:
             self.ready_first.append(self._pool(waits_for=[]))
+        if cluster.retiring:
+            # The gateways leave it: nothing there holds up their changes in the other clusters.
+            self.ready_first = []
 
         virtual = cluster.virtual_nodes
         controller = VirtualNodeController(
@@ -187,7 +191,7 @@ class DataPlane:
 
     def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:
         """What waits for the gateways to tolerate the cluster's taints: the pool, and the taints."""
-        if self.args.cluster.ecs.mode == "nodePool" and not self.args.joining:
+        if self.args.cluster.ecs.mode == "nodePool" and not self._pool_made:
             self._pool(waits_for=gateways)
         if self._labelled_args is not None and self.marks_provider is not None:
             TaintedNodes(
@@ -222,6 +226,7 @@ class DataPlane:
             f"{self.name}-ecs", args.cluster, args.protect, self._child(depends_on=pool_waits_for or None)
         )
         self.node_pool_id = pool.node_pool_id
+        self._pool_made = True
         return pool
 
     def _render_directory(self) -> str | None:

@@ -187,13 +187,14 @@ def istio_gateway_spec(
         # ASM takes a basic field under `overrides.<clusterId>` in place of the
         # spec's own for that cluster; only the clusters that differ are listed,
         # beside what extraSpec.overrides writes (the config refuses a field in both).
-        extra = spec.get("overrides")
+        extra = spec.get("overrides")  # extraSpec's, passed as is (the config refuses one not a map of maps)
         written: dict[str, Any] = extra if isinstance(extra, dict) else {}
         overrides = dict(written)
         for cluster, override in gateway.cluster_overrides.items():
             if cluster not in cluster_ids:
-                continue  # a retiring cluster: the gateway is not deployed there
-            fields = {**(written.get(cluster) or {}), **override.as_spec()}  # an empty override writes none
+                continue  # a retiring cluster: the gateway is not there (extraSpec's stay as written)
+            own = written.get(cluster)
+            fields = {**(own if isinstance(own, dict) else {}), **override.as_spec()}  # empty: none
             if fields:
                 overrides[cluster] = fields
         if overrides or "overrides" in spec:

@@ -238,7 +238,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     ),
                     render_yaml_to=args.render_yaml_to,
                     protect=args.protect,
-                    joining=observed.joining(cluster.cluster_id),
+                    joining=observed.joining(cluster.cluster_id) and not cluster.retiring,
                 ),
                 self,
             )

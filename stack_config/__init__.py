@@ -49,7 +49,13 @@ from stack_config.model import (
     VirtualNodesExisting,
 )
 from stack_config.problems import ConfigError, Problem, keys_of, metadata_of, problems_from
-from stack_config.syntax import label_value_problem, parse_quantity, qualified_name_problem, quantity_problem
+from stack_config.syntax import (
+    dns_label_problem,
+    label_value_problem,
+    parse_quantity,
+    qualified_name_problem,
+    quantity_problem,
+)
 
 __all__ = [
     "PROJECT",
@@ -152,9 +158,8 @@ def _needs_problems(config: GatewayStackConfig, args: ServerlessGatewayArgs) -> 
                 else "set the ECI network in kube-system/eci-profile"
                 f" ({cluster.config_path}virtualNodes.eciVswitchIds)"
             )
-            where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
             problems.append(
-                Problem(cluster.kubeconfig_key, f"is required to {why}{where} (or set renderYamlTo)", PROJECT)
+                Problem(cluster.kubeconfig_key, f"is required to {why} (or set renderYamlTo)", PROJECT)
             )
     if args.mesh.mode == "existing" and config.mesh_kubeconfig is None and applying:
         problems.append(
@@ -206,12 +211,15 @@ def parse(
 
 
 def _naming_the_clusters(problems: Iterable[Problem], values: Mapping[str, Any]) -> list[Problem]:
-    """Problems under `clusters[<n>]` with that cluster's id beside its position, where it has
-    one; those of the marks a listed cluster takes from the first left out (reported there)."""
+    """Problems under `clusters[<n>]` with that cluster's id beside its position, where it has a
+    valid one. A problem of the marks a listed cluster takes from the first is left out where the
+    first cluster's own is reported: it is the same problem, at the key the user wrote."""
+    problems = list(problems)
+    reported = {(p.path, p.message) for p in problems}
     listed = values.get("clusters")
     named = []
     for problem in problems:
-        found = re.match(r"clusters\[(\d+)\](\.ecsCapacity\.(labels|taints))?", problem.path)
+        found = re.match(r"clusters\[(\d+)\](\.ecsCapacity(\.(labels|taints)(?=[.\[]|$).*))?", problem.path)
         if problem.namespace != PROJECT or not found or not isinstance(listed, list):
             named.append(problem)
             continue
@@ -220,11 +228,16 @@ def _naming_the_clusters(problems: Iterable[Problem], values: Mapping[str, Any])
         entry: dict[str, Any] = found_entry if isinstance(found_entry, dict) else {}
         capacity = entry.get("ecsCapacity")
         own: dict[str, Any] = capacity if isinstance(capacity, dict) else {}
-        if found.group(3) and found.group(3) not in own:
-            continue  # inherited: the same problem is reported at ecsCapacity.<key>
+        inherited = found.group(4) and own.get(found.group(4)) is None
+        if inherited and (f"ecsCapacity{found.group(3)}", problem.message) in reported:
+            continue
         message = problem.message.replace("clusters[<n>]", f"clusters[{index}]")
         cluster_id = entry.get("clusterId")
-        where = f" (cluster {cluster_id})" if isinstance(cluster_id, str) and cluster_id else ""
+        where = (
+            f" (cluster {cluster_id})"
+            if isinstance(cluster_id, str) and not dns_label_problem(cluster_id)
+            else ""
+        )
         named.append(replace(problem, path=problem.path + where, message=message))
     return named
 

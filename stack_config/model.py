@@ -584,6 +584,16 @@ class GatewayConfig(ConfigModel):
             "", self.replica_count, self.min_replicas, self.max_replicas, self.model_fields_set
         )
         extra_overrides = self.extra_spec.get("overrides")
+        joinable = extra_overrides is None or (
+            isinstance(extra_overrides, dict) and all(isinstance(v, dict) for v in extra_overrides.values())
+        )
+        if self.cluster_overrides and not joinable:
+            problems.append(
+                (
+                    "extraSpec.overrides",
+                    "must map cluster ids to objects of fields to be joined with clusterOverrides",
+                )
+            )
         for cluster, override in self.cluster_overrides.items():
             written = extra_overrides.get(cluster) if isinstance(extra_overrides, dict) else None
             for key in sorted(override.model_dump(by_alias=True, exclude_none=True)):
@@ -782,8 +792,12 @@ def _with_inherited_marks(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(first, dict) or not isinstance(listed, list):
         return data
     marks = {key: first[key] for key in ("labels", "taints") if first.get(key) is not None}
+    # A key left empty (null) is unset here too: it takes the first cluster's.
     clusters = [
-        {**entry, "ecsCapacity": {**marks, **entry["ecsCapacity"]}}
+        {
+            **entry,
+            "ecsCapacity": {**marks, **{k: v for k, v in entry["ecsCapacity"].items() if v is not None}},
+        }
         if isinstance(entry, dict) and isinstance(entry.get("ecsCapacity"), dict)
         else entry
         for entry in listed

@@ -36,6 +36,8 @@ class ConfigError(pulumi.RunError):
     def __init__(self, stack: str, problems: Iterable[Problem]) -> None:
         self.stack = stack
         self.problems = tuple(problems)
+        if not self.problems:
+            raise ValueError(f"stack '{stack}': a config error must name at least one problem")
         lines = [f"  {p.namespace}:{p.path}: {p.message}" for p in self.problems]
         count = len(self.problems)
         super().__init__(
@@ -68,6 +70,7 @@ class Place:
     mode: str | None = None  # that object's mode, when it is one mode of a section
     other_modes: dict[str, type[BaseModel]] = field(default_factory=dict)  # the section's other modes
     at_key: bool = False  # the error is about a map's key, not its value
+    holds_credential: bool = False  # what is there is, or holds, a credential: never shown
 
 
 def keys_of(model: type[BaseModel]) -> dict[str, FieldInfo]:
@@ -154,7 +157,27 @@ def locate(root: type[BaseModel], loc: Iterable[int | str]) -> Place:
             place.path = f"{place.path}.{item}" if place.path else str(item)
             place.info = None
             current = get_args(current)[-1] if get_args(current) else None
+    place.holds_credential = (place.info is not None and _is_credential(place.info)) or _holds_credential(
+        current
+    )
     return place
+
+
+def _is_credential(info: FieldInfo) -> bool:
+    return any(getattr(m, "holds_credential", False) for m in metadata_of(info))
+
+
+def _holds_credential(annotation: Any, depth: int = 0) -> bool:
+    """Whether a value of this type may carry a credential: a list or map of, or a model with, one."""
+    annotation = unwrap(annotation)
+    if annotation is None or depth > 5:
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(
+            _is_credential(info) or _holds_credential(info.annotation, depth + 1)
+            for info in annotation.model_fields.values()
+        )
+    return any(_holds_credential(arg, depth + 1) for arg in get_args(annotation))
 
 
 # -- What is wrong ---------------------------------------------------------------------
@@ -204,12 +227,11 @@ def _message(kind: str, detail: Any, place: Place) -> str:
         return f"key {detail['msg']}"
     if kind not in _MESSAGES:
         return str(detail["msg"])  # our own errors are worded already
-    # A credential's value is never repeated, whatever its shape (a kubeconfig set with --path as a map).
-    secret = place.info is not None and any(
-        getattr(m, "holds_credential", False) for m in metadata_of(place.info)
-    )
+    # A credential's value is never repeated, whatever its shape, nor what holds one (a list entry).
     return _MESSAGES[kind].format(
-        value="a value not shown here (it holds a credential)" if secret else describe(detail.get("input")),
+        value="a value not shown here (it may hold a credential)"
+        if place.holds_credential
+        else describe(detail.get("input")),
         number=detail.get("input"),
         range=_range(place.info),
         allowed=_allowed(place.info),

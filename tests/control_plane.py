@@ -212,9 +212,11 @@ def grant(api: kubernetes.client.ApiClient, documents: list[dict[str, Any]]) -> 
 
 
 @contextlib.contextmanager
-def running_control_plane(tmp: Path) -> Iterator[tuple[ControlPlane, kubernetes.client.ApiClient]]:
-    """A started control plane under `tmp` and a client for it; stopped on the way out."""
-    plane = ControlPlane(tmp / "control-plane", cluster_bin())
+def running_control_plane(
+    tmp: Path, token: str = ControlPlane.token
+) -> Iterator[tuple[ControlPlane, kubernetes.client.ApiClient]]:
+    """A started control plane under `tmp` (its admin `token`) and a client for it; stopped on the way out."""
+    plane = ControlPlane(tmp / "control-plane", cluster_bin(), token=token)
     plane.start()
     try:
         yield plane, kubernetes.config.new_client_from_config_dict(plane.kubeconfig)

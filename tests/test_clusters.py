@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import jsonschema
+import pulumi
 import pytest
 import yaml
 from mock_stack import ROOT, TEST_KUBECONFIG, config_values_of, run_stack
@@ -148,7 +149,7 @@ def test_errors_name_the_cluster_by_position_and_id() -> None:
         (
             lambda v: v["clusters"][0].pop("clusterKubeconfig"),
             "clusters[0].clusterKubeconfig (cluster c-west): is required to label and taint existing nodes"
-            " in cluster c-west",
+            " (or set renderYamlTo)",
         ),
         (
             lambda v: v["gateways"][0]["clusterOverrides"].update({"c-wset": {"replicaCount": 2}}),
@@ -323,7 +324,7 @@ def test_extra_spec_overrides_still_pass_through_and_cluster_overrides_join_them
         ),
         (
             lambda v: v["clusters"][0].update(clusterId="C West"),
-            "clusters[0].clusterId (cluster C West): 'C West' must be a DNS label",
+            "clusters[0].clusterId: 'C West' must be a DNS label",
         ),
     ],
 )
@@ -361,3 +362,83 @@ def test_a_retiring_cluster_leaves_the_gateway_and_keeps_its_marks_and_its_place
     assert "asm-gateway-c-west-ecs-marks" in {r.name for r in deployment.of_type(NODE_MARKS)}
     forecasts = stack_config.parse("prod", values, SECRETS).gateway.forecasts()
     assert list(forecasts) == ["c-east"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # A key of the listed cluster's own, next to the marks it takes from the first.
+        (lambda v: v["clusters"][0]["ecsCapacity"].update(labelsX={}), "clusters[0].ecsCapacity.labelsX"),
+        # The first cluster has no ECS nodes (eci-only): a listed one with nodes must name its labels.
+        (
+            lambda v: v.update(placementPolicy="eci-only", ecsCapacity={"mode": "none"}),
+            "clusters[0].ecsCapacity.labels (cluster c-west): must name at least one label",
+        ),
+        (
+            lambda v: v["gateways"][0].update(extraSpec={"overrides": {"c-west": "x"}}),
+            "gateways[0].extraSpec.overrides: must map cluster ids to objects",
+        ),
+    ],
+)
+def test_a_problem_of_a_listed_cluster_is_never_lost(change: Any, expected: str) -> None:
+    values = two_clusters()
+    change(values)
+    errors = errors_of(values)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda v: v["clusters"].append([{"clusterKubeconfig": "tok-SECRET123"}]),
+        lambda v: v.update(clusters="apiVersion: v1 tok-SECRET123 kind: Config"),
+        lambda v: v["clusters"][0].update(clusterKubeconfig={"token": "tok-SECRET123"}),
+    ],
+)
+def test_what_holds_a_kubeconfig_is_never_repeated_in_an_error(change: Any) -> None:
+    values = two_clusters()
+    change(values)
+    errors = errors_of(values)
+    assert errors and not any("SECRET123" in e for e in errors), errors
+
+
+def test_a_retiring_cluster_holds_up_no_gateway_change_in_the_others() -> None:
+    values = pools_of_two_clusters()
+    values["clusters"][0]["retiring"] = True
+
+    def program() -> ServerlessGateway:
+        config = stack_config.load()
+        options = stack_config.provider_options(config, "asm-gateway")
+        # The mesh says no gateway runs in c-west (it retires): still no pool before the gateways.
+        observed = Observed(serving_clusters=frozenset({"c-east"}))
+        return ServerlessGateway("asm-gateway", config.gateway, options, observed)
+
+    deployment = run_stack("prod", values, SECRETS, program=program)
+    gateway = deployment.one("kubernetes:istio.alibabacloud.com/v1beta1:IstioGateway")
+    west = {r.urn for r in deployment.resources if "asm-gateway-c-west" in r.name}
+    assert west and not west & set(gateway.dependencies)
+
+
+def test_a_listed_clusters_node_marks_provider_names_its_kubeconfig_by_id_not_position() -> None:
+    values = two_clusters()
+    providers = {
+        r.name: r for r in run_stack("prod", values, SECRETS).of_type("pulumi:providers:asm-node-marks")
+    }
+    assert providers["asm-gateway-c-west-node-marks"].inputs["kubeconfigSource"] == (
+        "the clusterKubeconfig of cluster c-west"
+    )
+    assert providers["asm-gateway-node-marks"].inputs["kubeconfigSource"] == "clusterKubeconfig"
+
+
+def test_a_pools_no_execute_taint_without_the_clusters_kubeconfig_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warned.append(message))
+    values = pools_of_two_clusters()
+    values["ecsCapacity"]["taints"].append({"key": "drain", "effect": "NoExecute"})
+    values["clusters"][0].pop("clusterKubeconfig")
+    values["clusters"][0]["virtualNodes"] = {"mode": "existing"}  # nothing to write there
+    run_stack("prod", values, SECRETS)
+    about = [w for w in warned if "NoExecute" in w and "without" in w]
+    assert len(about) == 1 and about[0].startswith("cluster c-west: without clusters[0].clusterKubeconfig")

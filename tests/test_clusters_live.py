@@ -239,8 +239,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with contextlib.ExitStack() as stack_of:
         planes, apis = {}, {}
         for cluster_id, cluster in CLUSTERS.items():
+            # Each cluster's admin token its own, so the state can be searched for either.
             planes[cluster_id], apis[cluster_id] = stack_of.enter_context(
-                running_control_plane(tmp / cluster_id)
+                running_control_plane(tmp / cluster_id, token=f"{cluster_id}-admin-token")
             )
             create_nodes(apis[cluster_id], cluster.inventory)
             asm_standin.install(apis[cluster_id], NAMESPACE)
@@ -297,9 +298,7 @@ def test_the_placement_check_reports_each_cluster_against_its_own_forecast(live:
         assert lines[0].startswith(f"against the forecast for cluster {cluster_id}")
         assert f"{REPLICAS[cluster_id]} pods" in lines[-1 if cluster_id == EAST else 1]
     unnamed = placement_check.compare_with_forecast(live.apis[EAST], outputs, [], None)
-    assert unnamed == [
-        f"the stack spans several clusters: name the cluster checked (--cluster); it has {EAST}, {WEST}"
-    ]
+    assert unnamed == [f"the stack spans several clusters: name the one checked (--cluster): {EAST}, {WEST}"]
 
 
 def test_a_no_execute_taint_in_both_clusters_evicts_no_gateway_pod(live: Live) -> None:
@@ -414,7 +413,7 @@ def test_every_kubeconfig_is_encrypted_in_the_state(live: Live) -> None:
     state = (backend / ".pulumi" / "stacks" / "asm-serverless-gateway" / "local.json").read_text()
     # The west cluster's provider is in the state, with its kubeconfig as ciphertext only.
     assert f"asm-gateway-{WEST}-node-marks" in state
-    assert live.planes[WEST].token not in state
+    assert live.planes[WEST].token not in state and live.planes[EAST].token not in state
 
 
 def test_destroy_takes_the_gateway_and_the_marks_out_of_both_clusters_and_leaves_the_rest(live: Live) -> None:
