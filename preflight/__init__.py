@@ -61,7 +61,9 @@ def require(config: StackConfig) -> Observed:
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
     read = {
-        c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {})) for c in config.gateway.clusters
+        c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {}))
+        for c in config.gateway.clusters
+        if not c.retiring  # no forecast there
     }
     return Observed(
         {cluster_id: inventory for cluster_id, inventory in read.items() if inventory is not None},

@@ -442,3 +442,10 @@ def test_a_pools_no_execute_taint_without_the_clusters_kubeconfig_is_warned_abou
     run_stack("prod", values, SECRETS)
     about = [w for w in warned if "NoExecute" in w and "without" in w]
     assert len(about) == 1 and about[0].startswith("cluster c-west: without clusters[0].clusterKubeconfig")
+
+
+def test_a_listed_clusters_marks_left_empty_in_yaml_are_the_first_clusters() -> None:
+    values = two_clusters()
+    values["clusters"][0]["ecsCapacity"].update(labels=None, taints=None)
+    west = stack_config.parse("prod", values, SECRETS).gateway.clusters[1]
+    assert dict(west.ecs.labels) == {"mykey4pod": "asmgateway"} and len(west.ecs.taints) == 1
