@@ -63,7 +63,7 @@ class DataPlaneCluster:
 
     @property
     def api(self) -> str:
-        """How the preflight and the permission documents name its Kubernetes API."""
+        """How the preflight, the permission documents and the render folders name its API."""
         return "cluster" if self.is_first else f"cluster-{self.cluster_id}"
 
     def resource_name(self, stack_name: str) -> str:
@@ -108,7 +108,6 @@ class DataPlane:
         self.args = args
         self.parent = parent
         self.name = args.cluster.resource_name(stack_name)
-        self.stack_name = stack_name
         self.labelled_nodes: LabelledNodes | None = None
         self.ready_first: list[pulumi.Resource] = []
         self._pool_made = False
@@ -233,8 +232,8 @@ class DataPlane:
         """Where a provider without a kubeconfig writes this cluster's manifests."""
         if not self.args.render_yaml_to:
             return None
-        folder = "cluster" if self.args.cluster.is_first else f"cluster-{self.args.cluster.cluster_id}"
-        return os.path.join(self.args.render_yaml_to, folder)
+        # One folder per cluster, named as the preflight names its API.
+        return os.path.join(self.args.render_yaml_to, self.args.cluster.api)
 
 
 def _node_pool(

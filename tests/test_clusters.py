@@ -54,6 +54,14 @@ def two_clusters() -> dict[str, Any]:
     }
 
 
+def assert_refused(change: Any, expected: str) -> None:
+    """The two-cluster config, changed, is refused with a problem that starts with `expected`."""
+    values = two_clusters()
+    change(values)
+    errors = errors_of(values)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
 def errors_of(values: dict[str, Any], secrets: list[str] = SECRETS) -> list[str]:
     with pytest.raises(stack_config.ConfigError) as raised:
         stack_config.parse("prod", values, secrets)
@@ -165,10 +173,7 @@ def test_errors_name_the_cluster_by_position_and_id() -> None:
 def test_clusters_that_cannot_run_one_gateway_are_refused_before_anything_changes(
     change: Any, expected: str
 ) -> None:
-    values = two_clusters()
-    change(values)
-    errors = errors_of(values)
-    assert any(e.startswith(expected) for e in errors), errors
+    assert_refused(change, expected)
 
 
 def test_a_listed_kubeconfig_in_plain_text_is_refused_with_the_path_to_set_it_by() -> None:
@@ -329,10 +334,7 @@ def test_extra_spec_overrides_still_pass_through_and_cluster_overrides_join_them
     ],
 )
 def test_overrides_and_listed_ids_that_cannot_work_are_refused(change: Any, expected: str) -> None:
-    values = two_clusters()
-    change(values)
-    errors = errors_of(values)
-    assert any(e.startswith(expected) for e in errors), errors
+    assert_refused(change, expected)
 
 
 def test_a_problem_in_the_first_clusters_marks_is_reported_once_not_again_where_they_are_taken() -> None:
@@ -381,10 +383,7 @@ def test_a_retiring_cluster_leaves_the_gateway_and_keeps_its_marks_and_its_place
     ],
 )
 def test_a_problem_of_a_listed_cluster_is_never_lost(change: Any, expected: str) -> None:
-    values = two_clusters()
-    change(values)
-    errors = errors_of(values)
-    assert any(e.startswith(expected) for e in errors), errors
+    assert_refused(change, expected)
 
 
 @pytest.mark.parametrize(
