@@ -30,7 +30,9 @@ from components.node_pool import (
     TaintedNodes,
 )
 from components.providers import kubernetes_provider
+from components.rebalancer import GatewayRebalancer, GatewayRebalancerArgs, Rebalancer
 from components.resource_policy import GatewayResourcePolicy, GatewayResourcePolicyArgs
+from components.rollout import GatewayDisruptionBudget, GatewayDisruptionBudgetArgs
 from components.virtual_nodes import VirtualNodeController, VirtualNodeControllerArgs, VirtualNodes
 
 
@@ -92,6 +94,27 @@ class DataPlaneArgs:
     # No gateway of the stack runs in the cluster yet (it joins the mesh's gateways in this
     # `up`): its pool is made before the gateways list it, so their pods land on it.
     joining: bool = False
+    rebalancer: Rebalancer | None = None  # the descheduler's settings, where the stack runs it
+
+    @property
+    def budgets(self) -> list[Gateway]:
+        """The gateways that get a PodDisruptionBudget here."""
+        return [g for g in self.gateways if g.disruption_budget] if not self.cluster.retiring else []
+
+    @property
+    def runs_rebalancer(self) -> bool:
+        cluster = self.cluster
+        return (
+            self.rebalancer is not None
+            and not cluster.retiring
+            and cluster.ecs.mode != "none"
+            and cluster.virtual_nodes.mode != "none"
+        )
+
+    @property
+    def availability_objects(self) -> bool:
+        """Whether the stack has budgets or a rebalancer to put into this cluster's API."""
+        return bool(self.budgets) or self.runs_rebalancer
 
 
 class DataPlane:
@@ -121,6 +144,7 @@ class DataPlane:
     def before_gateways(self) -> VirtualNodeController:
         args, cluster = self.args, self.args.cluster
         kubeconfig = cluster.kubeconfig
+        reachable = kubeconfig is not None or bool(args.render_yaml_to)
         self.cluster_provider = (
             kubernetes_provider(
                 f"{self.name}-cluster",
@@ -130,8 +154,17 @@ class DataPlane:
                 source=cluster.kubeconfig_source,
             )
             if cluster.needs_api(args.resource_policy_units is not None)
+            or (args.availability_objects and reachable)
             else None
         )
+        if args.availability_objects and self.cluster_provider is None:
+            pulumi.log.warn(
+                f"cluster {cluster.cluster_id}: without {cluster.kubeconfig_key} the stack declares no"
+                " PodDisruptionBudget and no rebalancer there: gateway pods a rollout, a drain or a"
+                " burst leaves on ECI stay there while ECS has room"
+            )
+        elif self.cluster_provider is not None:
+            self._availability(self.cluster_provider)
         # Node marks and the rollout gate are the project's own provider's
         # (node_marks_plugin/), configured once with the cluster's kubeconfig.
         self.marks_provider = (
@@ -187,6 +220,23 @@ class DataPlane:
                     self._child(provider=self.cluster_provider),
                 )
         return controller
+
+    def _availability(self, provider: pulumi.ProviderResource) -> None:
+        """Each gateway's disruption budget, and the rebalancer, in this cluster's API."""
+        args = self.args
+        for gateway in args.budgets:
+            GatewayDisruptionBudget(
+                f"{self.name}-{gateway.namespace}-{gateway.name}-budget",
+                GatewayDisruptionBudgetArgs(gateway.in_cluster(args.cluster.cluster_id)),
+                self._child(provider=provider),
+            )
+        if args.runs_rebalancer:
+            assert args.rebalancer is not None
+            GatewayRebalancer(
+                f"{self.name}-rebalancer",
+                GatewayRebalancerArgs(args.gateways, args.cluster.ecs.labels, args.rebalancer),
+                self._child(provider=provider),
+            )
 
     def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:
         """What waits for the gateways to tolerate the cluster's taints: the pool, and the taints."""

@@ -32,28 +32,47 @@ def gateway_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+Amounts = tuple[tuple[str, Decimal], ...]  # resource name -> amount, sorted: hashable
+
+
+def amounts(mapping: Mapping[str, Decimal]) -> Amounts:
+    """Other resources as PodSize and NodeRoom keep them (zeros dropped)."""
+    return tuple(sorted((name, amount) for name, amount in mapping.items() if amount))
+
+
 @dataclass(frozen=True)
 class PodSize:
-    """What one gateway pod requests: CPU in cores, memory in bytes."""
+    """What one gateway pod requests: CPU in cores, memory in bytes, and every other resource
+    it asks for (`ephemeral-storage`, extended resources), which the scheduler checks too."""
 
     cpu: Decimal
     memory: Decimal
+    other: Amounts = ()
 
 
 @dataclass(frozen=True)
 class NodeRoom:
-    """What one ECS node has left for gateway pods."""
+    """What one ECS node has left for gateway pods: every resource kube-scheduler's fit check
+    (NodeResourcesFit) compares, and the pod count."""
 
     name: str
     cpu: Decimal
     memory: Decimal
     pods: int
+    other: Amounts = ()  # what is left of other allocatable resources (ephemeral-storage, ...)
+
+    def _left(self, resource: str) -> Decimal:
+        return dict(self.other).get(resource, Decimal(0))
 
     def holds(self, size: PodSize) -> int:
-        """How many pods of `size` fit here, as the scheduler's fit check counts."""
-        by_cpu = int(self.cpu // size.cpu) if size.cpu > 0 else self.pods
-        by_memory = int(self.memory // size.memory) if size.memory > 0 else self.pods
-        return max(0, min(by_cpu, by_memory, self.pods))
+        """How many pods of `size` fit here, as the scheduler's fit check counts: a resource
+        the pod requests must be left on the node (one it does not request is not checked)."""
+        limits = [self.pods]
+        for left, wanted in ((self.cpu, size.cpu), (self.memory, size.memory)):
+            if wanted > 0:
+                limits.append(int(left // wanted))
+        limits += [int(self._left(name) // wanted) for name, wanted in size.other if wanted > 0]
+        return max(0, min(limits))
 
     def short_of(self, size: PodSize) -> str:
         """What keeps one more pod off, in the scheduler's words."""
@@ -61,11 +80,18 @@ class NodeRoom:
             return "Too many pods"
         if self.cpu < size.cpu:
             return "Insufficient cpu"
-        return "Insufficient memory"
+        if self.memory < size.memory:
+            return "Insufficient memory"
+        lacking = [name for name, wanted in size.other if self._left(name) < wanted]
+        return f"Insufficient {lacking[0]}" if lacking else "Insufficient resources"
 
     def minus(self, size: PodSize, count: int) -> NodeRoom:
+        """The room left after `count` pods of `size` (a negative count gives room back)."""
+        other = dict(self.other)
+        for name, wanted in size.other:
+            other[name] = other.get(name, Decimal(0)) - wanted * count
         return replace(self, cpu=self.cpu - size.cpu * count, memory=self.memory - size.memory * count,
-                       pods=self.pods - count)  # fmt: skip
+                       pods=self.pods - count, other=tuple(sorted(other.items())))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,22 @@ class Inventory:
     live: bool = False  # allocatable less what runs there (True), or capacity, an upper bound
     # Live only: where the gateway's pods run now, by gateway: node kind -> pods.
     running: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # Live only, by gateway: its pods on each ECS node of `nodes` (node name -> pods), which
+    # `nodes` leaves out of what is used there (the forecast places them itself).
+    own_on_nodes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # Live only, by gateway: how long each of its pods on ECI has run, in seconds (None: unknown).
+    eci_ages: Mapping[str, tuple[float | None, ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the reading saw that the figures should be read with
+
+    def rooms_now(self, sizes: Mapping[str, PodSize]) -> list[NodeRoom]:
+        """The ECS nodes' room with the gateways' own pods counted where they run now."""
+        rooms = list(self.nodes or ())
+        for gateway, on_nodes in self.own_on_nodes.items():
+            size = sizes.get(gateway)
+            if size is None:
+                continue
+            rooms = [room.minus(size, on_nodes.get(room.name, 0)) for room in rooms]
+        return rooms
 
 
 @dataclass(frozen=True)
@@ -91,6 +133,8 @@ class Demand:
     # What one ECI pod of it is billed as: the first `k8s.aliyun.com/eci-use-specs` size,
     # else its requests (ECI rounds them up to a size it offers: at least that).
     eci_size: PodSize | None = None
+    # Its rolling update at replicaCount, as pods: surge above it, unavailable below it (None: unknown).
+    strategy: tuple[int, int] | None = None
 
     @property
     def eci_billed(self) -> PodSize:
@@ -122,6 +166,34 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Drift:
+    """Gateway pods on ECI now that the ECS nodes have room for now: billed per second for nothing."""
+
+    movable: int  # pods on ECI that the ECS nodes' room now holds
+    on_eci: int  # all its pods on ECI now
+    cpu: Decimal  # vCPU those movable pods are billed for
+    memory: Decimal  # bytes
+    longest: float | None  # seconds the longest-running of them has run on ECI, if known
+
+    def describe(self) -> str:
+        since = f" for up to {_duration(self.longest)}" if self.longest is not None else ""
+        return (
+            f"{self.movable} of its {self.on_eci} pod(s) on ECI could run on ECS now{since}:"
+            f" {self.cpu.normalize():f} vCPU, {(self.memory / GIB).quantize(Decimal('0.1')):f} GiB"
+            " of ECI billed per second while they stay"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 2:
+        return f"{int(seconds)} s"
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+@dataclass(frozen=True)
 class GatewayForecast:
     gateway: str
     size: PodSize
@@ -132,6 +204,11 @@ class GatewayForecast:
     eci_cpu_at_max: Decimal  # cores the ECI pods are billed for at maxReplicas
     eci_memory_at_max: Decimal  # bytes
     eci_from_specs: bool = False  # from eci-use-specs (else the requests: ECI may round up)
+    exact: bool = False  # its ECS figures are what the scheduler does (else an upper bound)
+    # Live only: where a rollout of replicaCount pods under its strategy ends, from the pods now.
+    after_rollout: Placement | None = None
+    drift: Drift | None = None  # live only: its pods on ECI that ECS has room for now
+    running: Mapping[str, int] = field(default_factory=dict)  # live only: node kind -> its pods now
 
     def as_output(self) -> dict[str, Any]:
         def point(p: Placement) -> dict[str, Any]:
@@ -140,10 +217,15 @@ class GatewayForecast:
                 data["pendingReason"] = p.reason
             return data
 
-        return {
+        output: dict[str, Any] = {
             "gateway": self.gateway,
-            "podRequests": {"cpu": f"{self.size.cpu.normalize():f}", "memory": f"{self.size.memory:f}"},
+            "podRequests": {
+                "cpu": f"{self.size.cpu.normalize():f}",
+                "memory": f"{self.size.memory:f}",
+                **{name: f"{amount.normalize():f}" for name, amount in self.size.other},
+            },
             "ecsRoom": self.ecs_room,
+            "ecsFigures": "exact" if self.exact else "at most",
             "minReplicas": point(self.at_min),
             "replicaCount": point(self.at_replicas),
             "maxReplicas": point(self.at_max),
@@ -153,6 +235,18 @@ class GatewayForecast:
                 "from": "eci-use-specs" if self.eci_from_specs else "requests (ECI rounds up: at least)",
             },
         }
+        if self.running:
+            output["now"] = dict(self.running)
+        if self.after_rollout is not None:
+            output["afterRollout"] = point(self.after_rollout)
+        if self.drift is not None:
+            output["eciWhileEcsHasRoom"] = {
+                "pods": self.drift.movable,
+                "vcpu": float(self.drift.cpu),
+                "memoryGiB": float(self.drift.memory / GIB),
+                "longestSeconds": self.drift.longest,
+            }
+        return output
 
 
 @dataclass(frozen=True)
@@ -207,6 +301,16 @@ class Forecast:
                 counts = f"{p.replicas:>8} {p.ecs:>5} {p.eci:>5} {p.pending:>8}"
                 reason = f"  ({p.reason})" if p.reason else ""
                 lines.append(f"  {g.gateway:32} {label:>13} {counts}{reason}")
+            if g.running:
+                now = g.running
+                counts = f"{sum(now.values()):>8} {now.get('ecs', 0):>5} {now.get('eci', 0):>5} {'':>8}"
+                lines.append(f"  {'':32} {'running now':>13} {counts}")
+            if g.after_rollout is not None:
+                p = g.after_rollout
+                counts = f"{p.replicas:>8} {p.ecs:>5} {p.eci:>5} {p.pending:>8}"
+                lines.append(f"  {'':32} {'after rollout':>13} {counts}  (a spec change, from the pods now)")
+            if not g.exact and self.exact:
+                lines.append(f"  {'':32} ECS figures at most: it shares the ECS nodes with another gateway")
             if g.at_max.eci:
                 basis = "eci-use-specs" if g.eci_from_specs else "requests; ECI rounds up to its sizes"
                 lines.append(
@@ -243,6 +347,84 @@ def _place(
     return Placement(count, on_ecs, 0, rest, reason), rooms
 
 
+def _points(
+    policy: Policy, nodes: Sequence[NodeRoom], demands: Sequence[Demand], eci: bool
+) -> dict[str, list[Placement]]:
+    """Every gateway at min, replicaCount and max, placed in declaration order on shared rooms."""
+    points: dict[str, list[Placement]] = {d.name: [] for d in demands}
+    for attribute in ("min_replicas", "replicas", "max_replicas"):
+        rooms = list(nodes)
+        for demand in demands:
+            placement, rooms = _place(policy, rooms, demand, getattr(demand, attribute), eci)
+            points[demand.name].append(placement)
+    return points
+
+
+def surge_rooms(
+    policy: Policy, inventory: Inventory, demands: Sequence[Demand], eci: bool
+) -> dict[str, int | None]:
+    """Per gateway, the pods of it that the ECS nodes hold beyond every gateway at replicaCount
+    (placed from scratch): what a rollout may surge without leaving ECS. Shared in declaration
+    order, so that gateways rolled out together never count the same room twice. None: the room
+    is not known from the cluster (no live reading)."""
+    if not inventory.live or inventory.nodes is None:
+        return {d.name: None for d in demands}
+    rooms = list(inventory.nodes)
+    for demand in demands:
+        _, rooms = _place(policy, rooms, demand, demand.replicas, eci)
+    surge: dict[str, int | None] = {}
+    for demand in demands:
+        placement, rooms = _place(Policy.ECS_ONLY, rooms, demand, demand.replicas, eci=False)
+        surge[demand.name] = placement.ecs
+    return surge
+
+
+def simulate_rollout(
+    policy: Policy,
+    rooms_now: Sequence[NodeRoom],
+    demand: Demand,
+    on_nodes: Mapping[str, int],
+    on_eci: int,
+    *,
+    eci: bool,
+) -> Placement:
+    """Where a rolling update of `demand.replicas` pods ends, from the pods now (`on_nodes`: its
+    pods per ECS node, `on_eci`: on ECI), as a Deployment rolls: new pods up to replicas + surge,
+    placed ECS-first on the room left beside the old ones, old pods down while replicas -
+    unavailable stay Ready (the ReplicaSet removes those on the node with the most first: the
+    virtual node's, after a burst or an earlier rollout). Pods are taken as Ready at once."""
+    assert demand.strategy is not None
+    surge, unavailable = demand.strategy
+    size, replicas = demand.size, demand.replicas
+    rooms = list(rooms_now)
+    old = {name: count for name, count in on_nodes.items() if count}
+    old_eci = on_eci
+    ecs = eci_count = pending = 0
+    reason = ""
+    while True:
+        old_total = sum(old.values()) + old_eci
+        made = ecs + eci_count + pending
+        if made >= replicas and not old_total:
+            break
+        add = min(replicas + surge - old_total - made, replicas - made)
+        if add > 0:
+            placed, rooms = _place(policy, rooms, demand, add, eci)
+            ecs, eci_count, pending = ecs + placed.ecs, eci_count + placed.eci, pending + placed.pending
+            reason = placed.reason or reason
+        remove = min(old_total, old_total + ecs + eci_count - (replicas - unavailable))
+        for _ in range(max(0, remove)):
+            if old_eci >= max(old.values(), default=0):
+                old_eci -= 1
+                continue
+            node = max(old, key=lambda name: old[name])
+            old[node] -= 1
+            rooms = [room.minus(size, -1) if room.name == node else room for room in rooms]
+        if add <= 0 and remove <= 0:
+            reason = f"the rollout waits: {reason or 'no room for a new pod'}"
+            break
+    return Placement(replicas, ecs, eci_count, replicas - ecs - eci_count, reason if pending else "")
+
+
 def forecast(
     policy: Policy,
     inventory: Inventory,
@@ -253,32 +435,61 @@ def forecast(
     notes: Sequence[str] = (),
 ) -> Forecast:
     """The forecast of every gateway at min, replicaCount and max. `eci`: virtual nodes exist or
-    are installed; `ecs_first`: an ECS-first scheduler (ACK's ResourcePolicy) places the pods."""
+    are installed; `ecs_first`: an ECS-first scheduler (ACK's ResourcePolicy) places the pods.
+
+    Gateways sharing the ECS nodes are placed in declaration order; where a gateway's figures
+    depend on that order (its pods may also come first), its ECS figures are the room it has
+    alone, an upper bound, and it is marked so. Live, each gateway also gets where a rollout
+    under its strategy ends from the pods now, and its pods on ECI that ECS has room for now.
+    """
     nodes = list(inventory.nodes or ())
-    points: dict[str, list[Placement]] = {d.name: [] for d in demands}
-    for attribute in ("min_replicas", "replicas", "max_replicas"):
-        rooms = list(nodes)
-        for demand in demands:
-            placement, rooms = _place(policy, rooms, demand, getattr(demand, attribute), eci)
-            points[demand.name].append(placement)
-    gateways = tuple(
-        GatewayForecast(
-            d.name,
-            d.size,
-            sum(n.holds(d.size) for n in nodes) if inventory.nodes is not None else None,
-            at_min=points[d.name][0],
-            at_replicas=points[d.name][1],
-            at_max=points[d.name][2],
-            eci_cpu_at_max=d.eci_billed.cpu * points[d.name][2].eci,
-            eci_memory_at_max=d.eci_billed.memory * points[d.name][2].eci,
-            eci_from_specs=d.eci_size is not None,
-        )
-        for d in demands
-    )
+    shared = _points(policy, nodes, demands, eci)
+    alone = {d.name: _points(policy, nodes, [d], eci)[d.name] for d in demands}
     chooses = policy in (Policy.PREFER_ECS, Policy.PREFER_ECI)
     exact = inventory.live and (ecs_first or not chooses)
-    warnings = _warnings(policy, inventory, gateways) + tuple(notes)
-    return Forecast(policy, inventory, exact, gateways, warnings)
+    sizes = {d.name: d.size for d in demands}
+    rooms_now = inventory.rooms_now(sizes)
+    gateways = []
+    for d in demands:
+        own_order = shared[d.name] == alone[d.name]
+        points = shared[d.name] if own_order else alone[d.name]
+        running = inventory.running.get(d.name, {})
+        after_rollout = None
+        if inventory.live and d.strategy is not None and running:
+            after_rollout = simulate_rollout(
+                policy, rooms_now, d, inventory.own_on_nodes.get(d.name, {}), running.get("eci", 0), eci=eci
+            )
+        drift = None
+        if inventory.live and policy is Policy.PREFER_ECS and running.get("eci", 0):
+            placed, rooms_now = _place(Policy.ECS_ONLY, rooms_now, d, running["eci"], eci=False)
+            if placed.ecs:
+                ages = [a for a in inventory.eci_ages.get(d.name, ()) if a is not None]
+                drift = Drift(
+                    placed.ecs,
+                    running["eci"],
+                    d.eci_billed.cpu * placed.ecs,
+                    d.eci_billed.memory * placed.ecs,
+                    max(ages) if ages else None,
+                )
+        gateways.append(
+            GatewayForecast(
+                d.name,
+                d.size,
+                sum(n.holds(d.size) for n in nodes) if inventory.nodes is not None else None,
+                at_min=points[0],
+                at_replicas=points[1],
+                at_max=points[2],
+                eci_cpu_at_max=d.eci_billed.cpu * points[2].eci,
+                eci_memory_at_max=d.eci_billed.memory * points[2].eci,
+                eci_from_specs=d.eci_size is not None,
+                exact=exact and own_order,
+                after_rollout=after_rollout,
+                drift=drift,
+                running=dict(running),
+            )
+        )
+    warnings = _warnings(policy, inventory, gateways) + tuple(inventory.notes) + tuple(notes)
+    return Forecast(policy, inventory, exact, tuple(gateways), warnings)
 
 
 def _warnings(policy: Policy, inventory: Inventory, gateways: Iterable[GatewayForecast]) -> tuple[str, ...]:
@@ -297,6 +508,15 @@ def _warnings(policy: Policy, inventory: Inventory, gateways: Iterable[GatewayFo
             warnings.append(
                 f"{g.gateway}: prefer-ecs sends {top.eci} of {top.replicas} pods to ECI at maxReplicas"
                 f" ({g.eci_cpu_at_max.normalize():f} vCPU, billed per second while they run)"
+            )
+        if g.drift is not None:
+            warnings.append(f"{g.gateway}: {g.drift.describe()}")
+        rollout = g.after_rollout
+        if rollout is not None and policy is Policy.PREFER_ECS and rollout.ecs < g.at_replicas.ecs:
+            warnings.append(
+                f"{g.gateway}: a rollout now (any change to its spec) leaves {rollout.ecs} on ECS and"
+                f" {rollout.eci} on ECI where {g.at_replicas.ecs} fit on ECS; the rebalancer moves them"
+                " back, or set its rollout strategy (see rollingMaxSurge in the README)"
             )
         running = inventory.running.get(g.gateway, {})
         moved = running.get("ecs", 0) if policy is Policy.ECI_ONLY else 0

@@ -106,6 +106,10 @@ class Gateway:
     extra_spec: Mapping[str, Any]  # any other real IstioGateway field, passed as is
     # Per cluster id, what runs differently there: the spec's `overrides`.
     cluster_overrides: Mapping[str, ClusterOverride] = field(default_factory=dict)
+    # Its disruption budget (components/rollout.py): at most one of the two; neither is "1 down".
+    min_available: int | str | None = None
+    max_unavailable: int | str | None = None
+    disruption_budget: bool = True  # declare a PodDisruptionBudget for it in each cluster
 
     def in_cluster(self, cluster_id: str) -> Gateway:
         """The gateway as it runs in one cluster: its own values, with that cluster's overrides."""
@@ -154,9 +158,14 @@ def gateway_pod_selector(namespace: str, gateway_name: str) -> dict[str, str]:
 
 
 def istio_gateway_spec(
-    gateway: Gateway, rules: SchedulingRules, cluster_ids: Sequence[str]
+    gateway: Gateway,
+    rules: SchedulingRules,
+    cluster_ids: Sequence[str],
+    rollout: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The spec; `rollout` is its derived `rollingMaxSurge` / `rollingMaxUnavailable`."""
     spec: dict[str, Any] = copy.deepcopy(dict(gateway.extra_spec))
+    spec.update(rollout or {})
     spec.update(
         {
             "clusterIds": list(cluster_ids),
@@ -207,6 +216,7 @@ class IstioGatewayArgs:
     gateway: Gateway
     rules: SchedulingRules
     cluster_ids: Sequence[str]  # every cluster ASM deploys it to, the first cluster first
+    rollout: Mapping[str, str] | None = None  # rollingMaxSurge / rollingMaxUnavailable, derived
 
 
 class IstioGateway(pulumi.ComponentResource):
@@ -224,7 +234,7 @@ class IstioGateway(pulumi.ComponentResource):
             api_version=API_VERSION,
             kind=KIND,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
-            spec=istio_gateway_spec(gateway, args.rules, args.cluster_ids),
+            spec=istio_gateway_spec(gateway, args.rules, args.cluster_ids, args.rollout),
             opts=child_options(self, opts),
         )
         self.summary = {
@@ -233,5 +243,6 @@ class IstioGateway(pulumi.ComponentResource):
             "podLabels": gateway_pod_labels(gateway.name),
             "affinity": args.rules.affinity,
             "tolerations": args.rules.tolerations,
+            **({"rollout": dict(args.rollout)} if args.rollout else {}),
         }
         self.register_outputs(self.summary)

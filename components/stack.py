@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
 
 from components import type_token
 from components.data_plane import DataPlane, DataPlaneArgs, DataPlaneCluster
-from components.forecast import Demand, Forecast, Inventory, eci_spec_size, forecast, gateway_key
+from components.forecast import Demand, Forecast, Inventory, eci_spec_size, forecast, gateway_key, surge_rooms
 from components.gateway import Gateway, IstioGateway, IstioGatewayArgs, gateway_pod_selector
 from components.mesh import Mesh, MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_marks import rollout_inputs
 from components.node_pool import EcsCapacity
+from components.rebalancer import Rebalancer
+from components.rollout import RollingStrategy, rolling_strategy
 from components.scheduling import (
     VIRTUAL_NODES,
     NodeGroup,
@@ -57,6 +59,13 @@ class ServerlessGatewayArgs:
     cluster_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
     mesh_kubeconfig: pulumi.Output[str] | None = field(default=None, compare=False)
     more_clusters: tuple[DataPlaneCluster, ...] = ()
+    # The descheduler that moves pods back onto ECS.
+    rebalancer: Rebalancer = field(default_factory=Rebalancer)
+
+    @property
+    def rebalances(self) -> bool:
+        """Whether the stack runs the rebalancer: it only ever moves pods towards ECS."""
+        return self.rebalancer.enabled and self.policy is Policy.PREFER_ECS
 
     @property
     def clusters(self) -> tuple[DataPlaneCluster, ...]:
@@ -85,20 +94,50 @@ class ServerlessGatewayArgs:
             groups[NodeKind.ECI] = VIRTUAL_NODES
         return groups
 
-    def forecasts(self, observed: Mapping[str, Inventory] | None = None) -> dict[str, Forecast]:
-        """Per cluster id: where the gateways' pods will land there (`observed`: the nodes as read)."""
+    def forecasts(
+        self,
+        observed: Mapping[str, Inventory] | None = None,
+        strategies: Mapping[str, RollingStrategy] | None = None,
+    ) -> dict[str, Forecast]:
+        """Per cluster id: where the gateways' pods will land there (`observed`: the nodes as read;
+        `strategies`: each gateway's rollout, by gateway key, for where a rollout ends)."""
+        strategies = strategies if strategies is not None else self.rollout_strategies(observed)
         return {
-            c.cluster_id: self._forecast(c, (observed or {}).get(c.cluster_id))
+            c.cluster_id: self._forecast(c, (observed or {}).get(c.cluster_id), strategies)
             for c in self.clusters
             if not c.retiring
         }
 
     def forecast(self, observed: Inventory | None = None) -> Forecast:
         """The first cluster's forecast."""
-        return self._forecast(self.clusters[0], observed)
+        first = self.clusters[0]
+        observed_by_id = {first.cluster_id: observed} if observed is not None else {}
+        return self._forecast(first, observed, self.rollout_strategies(observed_by_id))
 
-    def _forecast(self, cluster: DataPlaneCluster, observed: Inventory | None) -> Forecast:
-        """On the nodes as read (`observed`), else as declared.
+    def rollout_strategies(
+        self, observed: Mapping[str, Inventory] | None = None
+    ) -> dict[str, RollingStrategy]:
+        """Per gateway key: its rolling update, surging only into the ECS room every cluster it
+        runs in has beyond the gateways' replicaCount (read from the clusters; unknown: none)."""
+        rooms: dict[str, int | None] = {}
+        for cluster in self.clusters:
+            if cluster.retiring:
+                continue
+            gateways = [g.in_cluster(cluster.cluster_id) for g in self.gateways]
+            inventory = self._inventory(cluster, (observed or {}).get(cluster.cluster_id))
+            eci = cluster.virtual_nodes.mode != "none"
+            for key, room in surge_rooms(self.policy, inventory, [_demand(g) for g in gateways], eci).items():
+                known = rooms.get(key, room)
+                rooms[key] = None if room is None or known is None else min(room, known)
+        return {
+            gateway_key(g.namespace, g.name): rolling_strategy(
+                g, self.policy, rooms.get(gateway_key(g.namespace, g.name))
+            )
+            for g in self.gateways
+        }
+
+    def _inventory(self, cluster: DataPlaneCluster, observed: Inventory | None) -> Inventory:
+        """The nodes as read (`observed`), else as declared.
 
         A pool whose nodes are not all there yet (being created, or resized in
         this change) is counted as declared: the live nodes are not what the
@@ -111,18 +150,25 @@ class ServerlessGatewayArgs:
             and declared.nodes is not None
             and len(observed.nodes or ()) != len(declared.nodes)
         )
-        if pool_changing:
-            observed = None
+        return declared if observed is None or pool_changing else observed
+
+    def _forecast(
+        self, cluster: DataPlaneCluster, observed: Inventory | None, strategies: Mapping[str, RollingStrategy]
+    ) -> Forecast:
         gateways = [g.in_cluster(cluster.cluster_id) for g in self.gateways]
         notes = [
             f"{gateway_key(g.namespace, g.name)}: the forecast does not count extraSpec.{key}"
             for g in gateways
             for key in sorted(FORECAST_BLIND_SPOTS & set(g.extra_spec))
         ]
+        demands = []
+        for g in gateways:
+            strategy = strategies.get(gateway_key(g.namespace, g.name))
+            demands.append(replace(_demand(g), strategy=strategy.pods(g.replicas) if strategy else None))
         return forecast(
             self.policy,
-            observed or declared,
-            [_demand(g) for g in gateways],
+            self._inventory(cluster, observed),
+            demands,
             eci=cluster.virtual_nodes.mode != "none",
             ecs_first=self.ack_resource_policy,
             notes=notes,
@@ -152,6 +198,12 @@ class Observed:
 # IstioGateway fields that change where or how many pods run, which the forecast does not model.
 FORECAST_BLIND_SPOTS = frozenset({"overrides", "nodeSelector", "hostNetwork", "sds"})
 ECI_SPECS_ANNOTATION = "k8s.aliyun.com/eci-use-specs"
+
+
+def _rollout_fields(strategy: RollingStrategy) -> dict[str, str] | None:
+    """What the stack writes into the spec: a derived strategy (a field set in extraSpec is
+    written from there; under other policies ASM's own defaults stay, unwritten)."""
+    return strategy.as_spec() if strategy.derived else None
 
 
 def _demand(gateway: Gateway) -> Demand:
@@ -205,7 +257,8 @@ class ServerlessGateway(pulumi.ComponentResource):
                     " wait for the gateway's pods to tolerate the pool's NoExecute taint before ACK"
                     " puts it on the nodes, where it evicts the pods that do not yet"
                 )
-        placements = args.forecasts(observed.inventories)
+        strategies = args.rollout_strategies(observed.inventories)
+        placements = args.forecasts(observed.inventories, strategies)
         several = len(args.clusters) > 1  # one output shape for a stack of several, a cluster retiring or not
         tolerations = rules.tolerations
         for cluster_id, placement in placements.items():
@@ -239,6 +292,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                     render_yaml_to=args.render_yaml_to,
                     protect=args.protect,
                     joining=observed.joining(cluster.cluster_id) and not cluster.retiring,
+                    rebalancer=args.rebalancer if args.rebalances else None,
                 ),
                 self,
             )
@@ -277,7 +331,12 @@ class ServerlessGateway(pulumi.ComponentResource):
         gateway_components = [
             IstioGateway(
                 f"{name}-{gateway.namespace}-{gateway.name}",
-                IstioGatewayArgs(gateway=gateway, rules=rules, cluster_ids=args.cluster_ids),
+                IstioGatewayArgs(
+                    gateway=gateway,
+                    rules=rules,
+                    cluster_ids=args.cluster_ids,
+                    rollout=_rollout_fields(strategies[gateway_key(gateway.namespace, gateway.name)]),
+                ),
                 pulumi.ResourceOptions(
                     parent=self, provider=mesh.provider, protect=args.protect, depends_on=ready_first or None
                 ),

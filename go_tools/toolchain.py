@@ -112,6 +112,8 @@ class GoTool:
     prepare: Callable[[Path], None] | None = None
     # Extra files to install beside the binary: name -> (module path, file in module).
     companions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Settings of the go command for this build only, e.g. GOEXPERIMENT.
+    build_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def source(self) -> Path:
@@ -120,7 +122,7 @@ class GoTool:
     def key(self) -> str:
         digest = hashlib.sha256()
         digest.update(_go_version().encode())
-        digest.update(repr((self.name, self.package, self.ldflags, self.companions)).encode())
+        digest.update(repr((self.name, self.package, self.ldflags, self.companions, self.build_env)).encode())
         for relative, content in _source_files(self.source):
             digest.update(relative.encode())
             digest.update(content)
@@ -147,7 +149,9 @@ class GoTool:
             cmd = ["go", "build", "-trimpath", "-o", str(out / self.name)]
             if self.ldflags:
                 cmd += ["-ldflags", " ".join(self.ldflags)]
-            _run_with_progress([*cmd, self.package], work, f"{step} building {self.name}".strip())
+            _run_with_progress(
+                [*cmd, self.package], work, f"{step} building {self.name}".strip(), dict(self.build_env)
+            )
             for file_name, (module_path, rel) in self.companions.items():
                 src = _module_dir_of(module_path, work) / rel
                 shutil.copyfile(src, out / file_name)
@@ -164,11 +168,13 @@ class GoTool:
 PROGRESS_EVERY_SECONDS = 30.0
 
 
-def _run_with_progress(cmd: list[str], cwd: Path, what: str) -> None:
+def _run_with_progress(
+    cmd: list[str], cwd: Path, what: str, extra_env: Mapping[str, str] | None = None
+) -> None:
     """Run a long build, saying what it is and how long it has taken, so it never looks hung."""
     start = time.monotonic()
     print(f"{what} (a cold build takes minutes) ...", file=sys.stderr, flush=True)
-    process = subprocess.Popen(cmd, cwd=cwd, env=go_env())
+    process = subprocess.Popen(cmd, cwd=cwd, env={**go_env(), **(extra_env or {})})
     while True:
         try:
             process.wait(timeout=PROGRESS_EVERY_SECONDS)
@@ -288,9 +294,23 @@ KUBE_CONTROLLER_MANAGER = GoTool(
     ldflags=_kubernetes_version_flags(),
 )
 
+DESCHEDULER_VERSION = pinned_version(TOOLS_DIR / "descheduler" / "go.mod", "sigs.k8s.io/descheduler")
+
+# The rebalancer the stack deploys per cluster (components/rebalancer.py): the
+# live tests run this build against the control plane, as they run kube-scheduler.
+DESCHEDULER = GoTool(
+    name="descheduler",
+    module="descheduler",
+    package="sigs.k8s.io/descheduler/cmd/descheduler",
+    ldflags=(f"-X sigs.k8s.io/descheduler/pkg/version.version=v{DESCHEDULER_VERSION}",),
+    # Its kube-openapi wraps the encoding/json/v2 of Go 1.25; Go 1.27's differs, so build
+    # with the v1 JSON that kube-openapi then uses instead.
+    build_env=(("GOEXPERIMENT", "nojsonv2"),),
+)
+
 GROUPS: dict[str, tuple[GoTool, ...]] = {
     "engine": (PULUMI_CLI, PYTHON_LANGUAGE_HOST, KUBERNETES_PROVIDER),
-    "cluster": (ETCD, KUBE_APISERVER, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER),
+    "cluster": (ETCD, KUBE_APISERVER, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER, DESCHEDULER),
 }
 GROUPS["all"] = GROUPS["engine"] + GROUPS["cluster"]
 

@@ -10,14 +10,16 @@ the forecast places.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import kubernetes
 
-from components.forecast import Inventory, NodeRoom, gateway_key
+from components.forecast import Inventory, NodeRoom, amounts, gateway_key
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODE_LABELS, Taint
@@ -32,29 +34,42 @@ Pod = Mapping[str, Any]
 FINISHED = ("Succeeded", "Failed")
 
 
-def _requests(pod: Pod) -> tuple[Decimal, Decimal]:
-    """CPU and memory a pod requests, as the scheduler counts them: its containers and its
-    sidecars (init containers that keep running), or the largest init container with the
-    sidecars started before it if that is more, plus the pod's overhead."""
+# Resources a pod may also set at pod level (`spec.resources`, PodLevelResources, on by default
+# since Kubernetes 1.34): where it does, that amount is the pod's request, not its containers' sum.
+POD_LEVEL_RESOURCES = ("cpu", "memory")
 
-    def amount(container: Mapping[str, Any], resource: str) -> Decimal:
-        requests = (container.get("resources") or {}).get("requests") or {}
-        return parse_quantity(str(requests.get(resource, "0")))
 
+def pod_requests(pod: Pod) -> dict[str, Decimal]:
+    """Every resource a pod requests, as kube-scheduler's fit check counts it: its containers
+    and its sidecars (init containers that keep running), or the largest init container with
+    the sidecars started before it if that is more, in place of that a pod-level request where
+    one is set, plus the pod's overhead."""
     spec = pod.get("spec") or {}
-    result = []
-    for resource in ("cpu", "memory"):
+
+    def of(container: Mapping[str, Any]) -> dict[str, Decimal]:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        return {name: parse_quantity(str(amount)) for name, amount in requests.items()}
+
+    inits = [(init.get("restartPolicy") == "Always", of(init)) for init in spec.get("initContainers") or []]
+    containers = [of(c) for c in spec.get("containers") or []]
+    names = {name for _, r in inits for name in r} | {name for r in containers for name in r}
+    pod_level = of(spec)
+    overhead = {name: parse_quantity(str(a)) for name, a in (spec.get("overhead") or {}).items()}
+    total: dict[str, Decimal] = {}
+    for name in names | set(pod_level) | set(overhead):
         sidecars = Decimal(0)
         init_peak = Decimal(0)
-        for init in spec.get("initContainers") or []:
-            if init.get("restartPolicy") == "Always":
-                sidecars += amount(init, resource)
+        for restarts, requests in inits:
+            if restarts:
+                sidecars += requests.get(name, Decimal(0))
             else:
-                init_peak = max(init_peak, sidecars + amount(init, resource))
-        main = sum((amount(c, resource) for c in spec.get("containers") or []), Decimal(0)) + sidecars
-        overhead = parse_quantity(str((spec.get("overhead") or {}).get(resource, "0")))
-        result.append(max(main, init_peak) + overhead)
-    return result[0], result[1]
+                init_peak = max(init_peak, sidecars + requests.get(name, Decimal(0)))
+        main = sum((r.get(name, Decimal(0)) for r in containers), Decimal(0)) + sidecars
+        amount = max(main, init_peak)
+        if name in POD_LEVEL_RESOURCES and name in pod_level:
+            amount = pod_level[name]
+        total[name] = amount + overhead.get(name, Decimal(0))
+    return total
 
 
 def _gateway_of(pod: Pod) -> str:
@@ -81,14 +96,18 @@ def admits(node: Node, tolerations: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _room(node: Node, pods: Iterable[Pod]) -> NodeRoom:
-    allocatable = (node.get("status") or {}).get("allocatable") or {}
-    cpu = parse_quantity(str(allocatable.get("cpu", "0")))
-    memory = parse_quantity(str(allocatable.get("memory", "0")))
-    slots = int(parse_quantity(str(allocatable.get("pods", "110"))))
+    allocatable = {
+        name: parse_quantity(str(amount))
+        for name, amount in ((node.get("status") or {}).get("allocatable") or {}).items()
+    }
+    left = {"cpu": Decimal(0), "memory": Decimal(0), **allocatable}
+    slots = int(left.pop("pods", Decimal(110)))
     for pod in pods:
-        pod_cpu, pod_memory = _requests(pod)
-        cpu, memory, slots = cpu - pod_cpu, memory - pod_memory, slots - 1
-    return NodeRoom(node["metadata"]["name"], cpu, memory, slots)
+        for name, amount in pod_requests(pod).items():
+            left[name] = left.get(name, Decimal(0)) - amount
+        slots -= 1
+    cpu, memory = left.pop("cpu"), left.pop("memory")
+    return NodeRoom(node["metadata"]["name"], cpu, memory, slots, amounts(left))
 
 
 def node_rooms(
@@ -112,6 +131,19 @@ def node_rooms(
     )
 
 
+def _age(pod: Pod, now: float) -> float | None:
+    """Seconds since the pod started (else since it was made), if the API says."""
+    status, metadata = pod.get("status") or {}, pod.get("metadata") or {}
+    stamp = status.get("startTime") or metadata.get("creationTimestamp")
+    if not stamp:
+        return None
+    try:
+        started = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return max(0.0, now - started)
+
+
 def read_inventory(
     client: kubernetes.client.ApiClient,
     ecs: EcsCapacity,
@@ -124,11 +156,19 @@ def read_inventory(
         if nodes is not None
         else get(client, "/api/v1/nodes?resourceVersion=0", READ_TIMEOUT).get("items") or []
     )
+    notes: list[str] = []
+    # The rules admit every node that carries the labels; with existingNodes, the named
+    # nodes get them in this `up` too.
+    group = [n for n in listing if carries(n, ecs.labels)] if ecs.labels else []
     if ecs.mode == "existingNodes":
         named = set(ecs.nodes)
-        group = [n for n in listing if n["metadata"]["name"] in named]
-    else:
-        group = [n for n in listing if carries(n, ecs.labels)]
+        unlisted = sorted(n["metadata"]["name"] for n in group if n["metadata"]["name"] not in named)
+        if unlisted:
+            notes.append(
+                f"node(s) {', '.join(unlisted)} carry the gateway's labels but are not in"
+                " ecsCapacity.nodes: the rules admit them, so they are counted"
+            )
+        group += [n for n in listing if n["metadata"]["name"] in named and not carries(n, ecs.labels)]
     # The gateway's tolerations for its ECS nodes: one for each of the stack's taints.
     usable = [n for n in group if admits(n, [t.as_toleration() for t in ecs.taints])]
 
@@ -147,17 +187,35 @@ def read_inventory(
     for n in listing:
         if carries(n, VIRTUAL_NODE_LABELS):
             kinds[n["metadata"]["name"]] = "eci"
+    usable_names = {n["metadata"]["name"] for n in usable}
     running: dict[str, dict[str, int]] = {}
+    own_on_nodes: dict[str, dict[str, int]] = {}
+    eci_ages: dict[str, list[float | None]] = {}
+    now = time.time()
     for gateway, pods in zip(gateways, own, strict=True):
         key = gateway_key(gateway.namespace, gateway.name)
         for pod in pods:
             node = (pod.get("spec") or {}).get("nodeName")
-            if node and (pod.get("status") or {}).get("phase") not in FINISHED:
-                kind = kinds.get(node, "other")
-                running.setdefault(key, {}).setdefault(kind, 0)
-                running[key][kind] += 1
+            if not node or (pod.get("status") or {}).get("phase") in FINISHED:
+                continue
+            kind = kinds.get(node, "other")
+            running.setdefault(key, {}).setdefault(kind, 0)
+            running[key][kind] += 1
+            if node in usable_names:
+                own_on_nodes.setdefault(key, {}).setdefault(node, 0)
+                own_on_nodes[key][node] += 1
+            if kind == "eci":
+                eci_ages.setdefault(key, []).append(_age(pod, now))
     left_out = len(group) - len(usable)
     source = f"{len(rooms)} read from the cluster (allocatable less what runs there)" + (
         f"; {left_out} cordoned or tainted against the gateway left out" if left_out else ""
     )
-    return Inventory(rooms, source, live=True, running=running)
+    return Inventory(
+        rooms,
+        source,
+        live=True,
+        running=running,
+        own_on_nodes=own_on_nodes,
+        eci_ages={key: tuple(ages) for key, ages in eci_ages.items()},
+        notes=tuple(notes),
+    )

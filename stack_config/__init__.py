@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,11 +23,12 @@ from pydantic import BaseModel, ValidationError
 
 from components import PACKAGE, type_token
 from components.data_plane import DataPlaneCluster
-from components.forecast import PodSize
+from components.forecast import PodSize, amounts
 from components.gateway import ClusterOverride, Gateway, GatewayPort
 from components.mesh import Mesh
 from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
 from components.providers import alicloud_provider
+from components.rebalancer import Rebalancer
 from components.scheduling import Taint, Weights
 from components.stack import ServerlessGatewayArgs
 from components.virtual_nodes import VirtualNodes
@@ -276,6 +278,13 @@ def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
         render_yaml_to=config.render_yaml_to,
         ack_resource_policy=config.ack_resource_policy,
         rollout_timeout_seconds=config.rollout_timeout_seconds,
+        rebalancer=Rebalancer(
+            enabled=config.rebalancer.enabled,
+            interval_seconds=config.rebalancer.interval_seconds,
+            max_evictions_per_run=config.rebalancer.max_evictions_per_run,
+            namespace=config.rebalancer.namespace,
+            image=config.rebalancer.image,
+        ),
         cluster_kubeconfig=_secret(config.cluster_kubeconfig),
         mesh_kubeconfig=_secret(config.mesh_kubeconfig),
         more_clusters=tuple(
@@ -344,8 +353,11 @@ def _resources(resources: ResourcesConfig) -> dict[str, dict[str, str]]:
 def _pod_size(resources: Mapping[str, Mapping[str, str]]) -> PodSize:
     # Kubernetes takes a container's limits as its requests where it gives none.
     requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    amounts_asked = {name: parse_quantity(amount) for name, amount in requests.items()}
     return PodSize(
-        cpu=parse_quantity(requests.get("cpu", "0")), memory=parse_quantity(requests.get("memory", "0"))
+        cpu=amounts_asked.pop("cpu", Decimal(0)),
+        memory=amounts_asked.pop("memory", Decimal(0)),
+        other=amounts(amounts_asked),
     )
 
 
@@ -385,6 +397,9 @@ def _gateway(gateway: GatewayConfig) -> Gateway:
             cluster: _cluster_override(override)
             for cluster, override in sorted(gateway.cluster_overrides.items())
         },
+        min_available=gateway.min_available,
+        max_unavailable=gateway.max_unavailable,
+        disruption_budget=gateway.pod_disruption_budget,
     )
 
 

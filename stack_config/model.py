@@ -169,7 +169,27 @@ def _empty_kubeconfig(value: str) -> str:
     return value
 
 
+def _count_or_percent(value: Any) -> Any:
+    """A PodDisruptionBudget's amount: a whole number, or a percentage such as `50%`."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)  # the engine passes numbers set with `config set` as text
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) <= 100:
+        return value
+    raise PydanticCustomError("count_or_percent", "must be a whole number or a percentage such as 50%")
+
+
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+CountOrPercent = Annotated[
+    int | str,
+    BeforeValidator(_count_or_percent),
+    Field(
+        json_schema_extra={
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+%$"}]
+        }
+    ),
+]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, Field(min_length=1)]
 UniqueTexts = Annotated[
@@ -569,6 +589,21 @@ class GatewayConfig(ConfigModel):
         description="Per cluster id, what runs differently there (replica bounds, resources); written"
         " into the spec's `overrides`, so set only where a cluster really differs.",
     )
+    min_available: CountOrPercent | None = Field(
+        None,
+        description="The fewest Ready pods a rollout, a drain or the rebalancer may leave (a count or a"
+        " percentage); instead of `maxUnavailable`.",
+    )
+    max_unavailable: CountOrPercent | None = Field(
+        None,
+        description="The most pods a rollout, a drain or the rebalancer may take down at once (a count or"
+        " a percentage); `1` when neither this nor `minAvailable` is set.",
+    )
+    pod_disruption_budget: Flag = Field(
+        True,
+        description="Declare a PodDisruptionBudget with this budget in each cluster (the IstioGateway has"
+        " no field for one); without it, the rebalancer never moves this gateway's pods.",
+    )
     extra_spec: dict[Annotated[str, BeforeValidator(_extra_spec_key)], Any] = Field(
         default_factory=dict,
         description="Any other field of ASM's `IstioGateway` spec, in camelCase, passed as is;"
@@ -612,6 +647,7 @@ class GatewayConfig(ConfigModel):
                 # The cluster's replicaCount is the gateway's where the override leaves it out.
                 override.model_fields_set | (self.model_fields_set & {"replica_count"}),
             )
+        problems += self._budget_problems()
         for what, values in (
             ("name", [p.name for p in self.ports]),
             ("port number", [p.port for p in self.ports]),
@@ -620,6 +656,29 @@ class GatewayConfig(ConfigModel):
                 problems.append(("ports", f"uses the {what} {repeated} more than once"))
         related_problems(problems)
         return self
+
+    def _budget_problems(self) -> list[tuple[str, str]]:
+        """A budget that lets no pod be evicted: every drain and the rebalancer would wait for ever."""
+        if self.min_available is not None and self.max_unavailable is not None:
+            return [("maxUnavailable", "cannot be set with minAvailable; set one of them")]
+        fewest = self.min_replicas if self.autoscale_enabled else self.replica_count
+        if self.min_available is not None:
+            text = str(self.min_available)
+            floor = (
+                -(-fewest * int(text[:-1]) // 100) if text.endswith("%") else int(text)
+            )  # a PDB rounds a percentage up
+            if fewest and floor >= fewest:
+                return [
+                    (
+                        "minAvailable",
+                        f"is {text}, which keeps all {fewest} pods (at "
+                        f"{'minReplicas' if self.autoscale_enabled else 'replicaCount'}) Ready: no drain,"
+                        " rollout or rebalancing could ever take one down",
+                    )
+                ]
+        if self.max_unavailable in (0, "0%"):
+            return [("maxUnavailable", "is 0: no drain or rebalancing could ever take a pod down")]
+        return []
 
     def _replica_problems(
         self, at: str, replicas: int, least: int, most: int, fields_set: set[str]
@@ -660,6 +719,27 @@ class ClusterConfig(ConfigModel):
         False,
         description="Take the gateways out of this cluster, keeping its capacity, marks and mesh"
         " membership: the first `up` of removing a cluster (delete the entry in the second).",
+    )
+
+
+class RebalancerConfig(ConfigModel):
+    """The Kubernetes descheduler the stack runs per cluster to move gateway pods back onto ECS."""
+
+    enabled: Flag = Field(
+        True,
+        description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
+        " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
+    )
+    interval_seconds: WholeNumber = Field(
+        60, ge=10, le=86400, description="How often it looks for gateway pods on ECI that ECS has room for."
+    )
+    max_evictions_per_run: WholeNumber = Field(
+        2, ge=1, le=1000, description="The most gateway pods it evicts in one run, over every gateway."
+    )
+    namespace: DnsLabel = Field("kube-system", description="Where it runs.")
+    image: Text = Field(
+        "registry.k8s.io/descheduler/descheduler:v0.36.0",
+        description="Its image; a copy in your own registry (ACR) where the cluster cannot pull this one.",
     )
 
 
@@ -732,6 +812,10 @@ class GatewayStackConfig(ConfigModel):
         " nodes of every cluster.",
     )
     mesh: MeshConfig = Field(default_factory=MeshExisting, description="The ASM instance the gateways go to.")
+    rebalancer: RebalancerConfig = Field(
+        default_factory=RebalancerConfig,
+        description="The descheduler that moves gateway pods from ECI back to ECS when ECS has room.",
+    )
     gateways: list[GatewayConfig] = Field(
         default_factory=lambda: [GatewayConfig()],
         min_length=1,

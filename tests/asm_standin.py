@@ -251,13 +251,18 @@ def reconcile(
 # -- ASM's controller and a kubelet, as background loops ----------------------------------------
 
 
+def _int_or_percent(text: Any) -> int | str:
+    """ASM's `rollingMax*` are strings; its controller parses them as IntOrString does."""
+    return int(text) if isinstance(text, int) or str(text).isdigit() else str(text)
+
+
 def _rollout_strategy(spec: dict[str, Any]) -> dict[str, Any]:
     """The Deployment strategy ASM gives a gateway (its `rollingMax*` fields, Istio's defaults)."""
     return {
         "type": "RollingUpdate",
         "rollingUpdate": {
-            "maxSurge": spec.get("rollingMaxSurge", "100%"),
-            "maxUnavailable": spec.get("rollingMaxUnavailable", "25%"),
+            "maxSurge": _int_or_percent(spec.get("rollingMaxSurge", "100%")),
+            "maxUnavailable": _int_or_percent(spec.get("rollingMaxUnavailable", "25%")),
         },
     }
 

@@ -95,9 +95,18 @@ EVERY_KEY: list[dict[str, Any]] = [
                         "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "3"}},
                     }
                 },
+                "minAvailable": "50%",
+                "podDisruptionBudget": True,
                 "extraSpec": {},
             }
         ],
+        "rebalancer": {
+            "enabled": True,
+            "intervalSeconds": 60,
+            "maxEvictionsPerRun": 2,
+            "namespace": "kube-system",
+            "image": "registry.k8s.io/descheduler/descheduler:v0.36.0",
+        },
         "clusters": [
             {
                 "clusterId": "c-2",
@@ -118,6 +127,7 @@ EVERY_KEY: list[dict[str, Any]] = [
             "evictOtherPods": True,
             "instanceType": "ecs.g7.xlarge",
         },
+        "gateways": [{"maxUnavailable": "25%"}],
     },
 ]
 

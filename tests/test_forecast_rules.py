@@ -19,7 +19,7 @@ from components.forecast import (
     instance_type_size,
 )
 from components.scheduling import Policy, Taint
-from preflight.inventory import _requests, admits
+from preflight.inventory import admits, pod_requests
 
 SMALL = PodSize(Decimal("0.5"), Decimal(512 * 2**20))
 
@@ -63,11 +63,16 @@ def test_ecs_only_leaves_the_rest_pending_with_the_schedulers_reason() -> None:
     assert any("ecs-only leaves 3 of 10 pods Pending" in w for w in result.warnings)
 
 
-def test_gateways_share_the_ecs_nodes_in_declaration_order() -> None:
+def test_gateways_sharing_the_ecs_nodes_get_at_most_what_each_would_alone() -> None:
     demands = [Demand("first", SMALL, 4, 4, 6), Demand("second", SMALL, 4, 4, 6)]
     result = forecast(Policy.PREFER_ECS, live(node("a", "3.9", 14)), demands, eci=True, ecs_first=True)
     assert points(result, 0) == [(4, 0, 0), (4, 0, 0), (6, 0, 0)]
-    assert points(result, 1) == [(3, 1, 0), (3, 1, 0), (1, 5, 0)]
+    assert result.gateways[0].exact
+    # In declaration order it would get (3, 1), (3, 1), (1, 5); its pods may come first, or the
+    # first gateway's may spill to ECI: up to what it gets alone, and it says so.
+    assert points(result, 1) == [(4, 0, 0), (4, 0, 0), (6, 0, 0)]
+    assert not result.gateways[1].exact
+    assert "ECS figures at most: it shares the ECS nodes" in result.table()
 
 
 def test_default_scoring_makes_the_ecs_figures_an_upper_bound_and_capacity_too() -> None:
@@ -136,7 +141,7 @@ def test_a_pod_counts_its_sidecars_and_its_largest_init_step() -> None:
         }
     }
     # max(app 1 + sidecar 0.5, sidecar 0.5 + init 3) + overhead 0.1
-    assert _requests(pod)[0] == Decimal("3.6")
+    assert pod_requests(pod)["cpu"] == Decimal("3.6")
 
 
 def test_a_not_ready_or_cordoned_node_is_no_room() -> None:

@@ -1,0 +1,220 @@
+"""The rebalancer: the Kubernetes descheduler, narrowed to the gateway's pods, in each cluster.
+
+Preferred node affinity only steers where a pod starts. After a rollout, a
+drained node's return or a burst, gateway pods can stay on ECI (billed per
+second) while the ECS nodes have room again. The upstream descheduler's
+`RemovePodsViolatingNodeAffinity` plugin, for preferred affinity, evicts a
+pod when a node it prefers more exists; its `DefaultEvictor` is set so that
+it only does so for the gateway's own pods (namespace and the stack's pod
+label), only when one of the gateway's ECS nodes has room for the pod now
+(`nodeFit` over those nodes), only through the Eviction API, and only for a
+pod that a PodDisruptionBudget covers. `descheduler_policy` is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import type_token
+from components.gateway import GATEWAY_POD_LABEL, Gateway
+from components.scheduling import VIRTUAL_NODE_LABELS
+
+PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
+NAME = "asm-gateway-rebalancer"
+
+
+@dataclass(frozen=True)
+class Rebalancer:
+    """How the stack runs the descheduler (the `rebalancer` config section)."""
+
+    enabled: bool = True
+    interval_seconds: int = 60
+    max_evictions_per_run: int = 2
+    namespace: str = "kube-system"
+    image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
+
+
+def descheduler_policy(
+    gateways: Sequence[Gateway], ecs_labels: Mapping[str, str], max_evictions_per_run: int
+) -> dict[str, Any]:
+    """A DeschedulerPolicy (descheduler/v1alpha2) with one profile per gateway.
+
+    Each profile evicts only pods in the gateway's namespace with its pod label,
+    that a PDB covers, and that fit one of the ECS nodes (the pool's labels)
+    other than their own now; `maxNoOfPodsToEvictTotal` bounds each run.
+    """
+    ecs_nodes = ",".join(f"{key}={value}" for key, value in sorted(ecs_labels.items()))
+    profiles = []
+    for gateway in gateways:
+        pods = {"matchLabels": {GATEWAY_POD_LABEL: gateway.name}}
+        profiles.append(
+            {
+                "name": f"{gateway.namespace}-{gateway.name}",
+                "pluginConfig": [
+                    {
+                        "name": "DefaultEvictor",
+                        "args": {
+                            "labelSelector": pods,
+                            # Only when one of the gateway's ECS nodes has room for it now.
+                            "nodeFit": True,
+                            "nodeSelector": ecs_nodes,
+                            "podProtections": {
+                                # Envoy's emptyDir volumes hold nothing that outlives the pod.
+                                "defaultDisabled": ["PodsWithLocalStorage"],
+                                # Never a pod that no disruption budget covers.
+                                "extraEnabled": ["PodsWithoutPDB"],
+                            },
+                        },
+                    },
+                    {
+                        "name": "RemovePodsViolatingNodeAffinity",
+                        "args": {
+                            "nodeAffinityType": [PREFERRED],
+                            "namespaces": {"include": [gateway.namespace]},
+                            "labelSelector": pods,
+                        },
+                    },
+                ],
+                "plugins": {
+                    "filter": {"enabled": ["DefaultEvictor"]},
+                    "preevictionfilter": {"enabled": ["DefaultEvictor"]},
+                    "deschedule": {"enabled": ["RemovePodsViolatingNodeAffinity"]},
+                },
+            }
+        )
+    return {
+        "apiVersion": "descheduler/v1alpha2",
+        "kind": "DeschedulerPolicy",
+        "maxNoOfPodsToEvictTotal": max_evictions_per_run,
+        "profiles": profiles,
+    }
+
+
+def policy_document(policy: Mapping[str, Any]) -> str:
+    """The policy as the descheduler reads it from its file (JSON is YAML)."""
+    return json.dumps(policy, indent=2, sort_keys=True)
+
+
+def descheduler_rules() -> list[dict[str, Any]]:
+    """What the descheduler reads and does: the upstream chart's role, less what it does not
+    use here (no pod deletion, no leader election, no metrics API)."""
+    read = ["get", "list", "watch"]
+    return [
+        {
+            "apiGroups": [""],
+            "resources": ["nodes", "namespaces", "pods", "persistentvolumeclaims"],
+            "verbs": read,
+        },
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": read},
+        {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": read},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "update"]},
+    ]
+
+
+def away_from(ecs_labels: Mapping[str, str]) -> dict[str, Any]:
+    """Node affinity that keeps the descheduler off the gateway's ECS nodes and off ECI."""
+    (virtual_key, virtual_value), *_ = VIRTUAL_NODE_LABELS.items()
+    not_virtual = {"key": virtual_key, "operator": "NotIn", "values": [virtual_value]}
+    terms = [
+        {"matchExpressions": [{"key": key, "operator": "NotIn", "values": [value]}, not_virtual]}
+        for key, value in sorted(ecs_labels.items())
+    ] or [{"matchExpressions": [not_virtual]}]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
+@dataclass
+class GatewayRebalancerArgs:
+    gateways: Sequence[Gateway]
+    ecs_labels: Mapping[str, str]
+    settings: Rebalancer
+
+
+class GatewayRebalancer(pulumi.ComponentResource):
+    """The descheduler in one cluster: its account and role, its policy, and its Deployment."""
+
+    def __init__(
+        self, name: str, args: GatewayRebalancerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("GatewayRebalancer"), name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = settings.namespace
+        labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "asm-serverless-gateway"}
+        meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=namespace, labels=labels)
+        account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=meta, opts=child)
+        role = k8s.rbac.v1.ClusterRole(
+            f"{name}-role",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
+            rules=descheduler_rules(),
+            opts=child,
+        )
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-binding",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+            subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+        )
+        document = policy_document(
+            descheduler_policy(args.gateways, args.ecs_labels, settings.max_evictions_per_run)
+        )
+        policy = k8s.core.v1.ConfigMap(
+            f"{name}-policy", metadata=meta, data={"policy.yaml": document}, opts=child
+        )
+        # The descheduler reads its policy once, at start: a new policy restarts it.
+        checksum = hashlib.sha256(document.encode()).hexdigest()[:16]
+        k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta,
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"asm-serverless-gateway/policy": checksum},
+                    },
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "affinity": away_from(args.ecs_labels),
+                        "containers": [
+                            {
+                                "name": "descheduler",
+                                "image": settings.image,
+                                "command": ["/bin/descheduler"],
+                                "args": [
+                                    "--policy-config-file=/policy/policy.yaml",
+                                    f"--descheduling-interval={settings.interval_seconds}s",
+                                    "--v=1",
+                                ],
+                                "resources": {
+                                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                                    "limits": {"memory": "512Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": True,
+                                    "runAsNonRoot": True,
+                                    "runAsUser": 1000,
+                                },
+                                "volumeMounts": [
+                                    {"name": "policy", "mountPath": "/policy", "readOnly": True}
+                                ],
+                            }
+                        ],
+                        "volumes": [{"name": "policy", "configMap": {"name": NAME}}],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        self.register_outputs({})
