@@ -173,7 +173,11 @@ class GatewayRebalancer(pulumi.ComponentResource):
         checksum = hashlib.sha256(document.encode()).hexdigest()[:16]
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta,
+            # Not on the gateway's path: an `up` does not wait for its pod (an image the
+            # cluster cannot pull would hold every `up`); the placement check shows drift.
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=NAME, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+            ),
             spec={
                 "replicas": 1,
                 "selector": {"matchLabels": labels},

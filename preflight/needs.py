@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
+from components.rebalancer import NAME as REBALANCER_NAME
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
 from components.stack import ServerlessGatewayArgs
@@ -143,6 +144,7 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
                 else "",
             )
         )
+    access += _availability_access(args, cluster)
     if args.ack_resource_policy:
         access += _managed_per_namespace(
             args, "resourcepolicies", _group(RESOURCE_POLICY_API_VERSION), "the gateways' ResourcePolicy"
@@ -159,6 +161,34 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
         kinds=tuple(kinds),
         objects=tuple(objects),
     )
+
+
+def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> list[Access]:
+    """The gateways' PodDisruptionBudgets and the rebalancer (components/rebalancer.py), where the
+    stack can reach the cluster's API (else it warns and declares neither)."""
+    if cluster.retiring or (cluster.kubeconfig is None and not args.render_yaml_to):
+        return []
+    access: list[Access] = []
+    for namespace in sorted({g.namespace for g in args.gateways if g.disruption_budget}):
+        access += _object_access(
+            MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
+        )
+        access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
+    if not (args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"):
+        return access
+    namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
+    for resource, group in (("serviceaccounts", ""), ("configmaps", ""), ("deployments", "apps")):
+        access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
+    access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
+    rbac = "rbac.authorization.k8s.io"
+    for resource in ("clusterroles", "clusterrolebindings"):
+        access += [Access(verb, resource, rbac, why=why) for verb in MANAGED_OBJECT_VERBS]
+    # Granting the descheduler's role needs either every right in it or these two, on it alone.
+    access += [
+        Access(verb, "clusterroles", rbac, name=REBALANCER_NAME, why=f"{why}: granting its role")
+        for verb in ("escalate", "bind")
+    ]
+    return access
 
 
 def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
