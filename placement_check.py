@@ -26,6 +26,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ class PodPlacement:
     allowed: bool
     pending_reason: str | None = None
     namespace: str = ""
+    started: str | None = None  # when the pod started (RFC 3339), if it has
 
 
 def placements(
@@ -117,6 +119,7 @@ def placements(
                 node_kind(labels, gateway["affinity"]),
                 admitted(labels, gateway["affinity"]),
                 namespace=gateway["namespace"],
+                started=pod.status.start_time.isoformat() if pod.status.start_time else None,
             )
         )
     return result
@@ -207,7 +210,7 @@ def compare_with_forecast(
     """What runs against what the stack's last `preview`/`up` forecast (for `cluster`, where the
     stack spans several), and why they differ."""
     # Imported here: only this comparison needs the forecast's arithmetic.
-    from components.forecast import PodSize, gateway_key  # noqa: PLC0415
+    from components.forecast import PodSize, amounts, gateway_key  # noqa: PLC0415
     from preflight.checks import carries  # noqa: PLC0415
     from preflight.inventory import admits, node_rooms  # noqa: PLC0415
     from stack_config import parse_quantity  # noqa: PLC0415
@@ -255,8 +258,8 @@ def compare_with_forecast(
         if ecs >= expected:
             lines.append(line + ": as forecast")
             continue
-        requests = predicted["podRequests"]
-        size = PodSize(parse_quantity(requests["cpu"]), parse_quantity(requests["memory"]))
+        requests = {name: parse_quantity(amount) for name, amount in predicted["podRequests"].items()}
+        size = PodSize(requests.pop("cpu"), requests.pop("memory"), amounts(requests))
         group = [
             n
             for n in nodes()
@@ -265,6 +268,10 @@ def compare_with_forecast(
         usable = [n for n in group if admits(n, rule.get("tolerations") or [])]
         now = node_rooms(api, usable, lambda pod: any(carries(pod, labels) for labels in ours))
         room_now = sum(r.holds(size) for r in now)
+        if eci and forecast.get("policy") == "prefer-ecs":
+            # Room with every pod counted where it runs now: what an ECI pod could move into.
+            free = sum(r.holds(size) for r in node_rooms(api, usable, lambda pod: False))
+            lines += eci_while_ecs_has_room(key, [p for p in mine if p.kind == "virtual"], free, size)
         if room_now < room:
             left_out = len(group) - len(usable)
             why = f"{left_out} of them cordoned or tainted against the gateway, and " if left_out else ""
@@ -278,6 +285,24 @@ def compare_with_forecast(
                 " room (the forecast is exact for ECS-first placement: ackResourcePolicy)"
             )
     return lines
+
+
+def eci_while_ecs_has_room(gateway: str, on_eci: Sequence[PodPlacement], free: int, size: Any) -> list[str]:
+    """Pods on ECI (billed per second) that the gateway's ECS nodes have room for now."""
+    from components.forecast import Drift  # noqa: PLC0415
+
+    movable = min(len(on_eci), free)
+    if not movable:
+        return []
+    now = datetime.now(UTC)
+    ages = [(now - datetime.fromisoformat(p.started)).total_seconds() for p in on_eci if p.started]
+    drift = Drift(
+        movable, len(on_eci), size.cpu * movable, size.memory * movable, max(ages) if ages else None
+    )
+    return [
+        f"  {gateway}: {drift.describe()} (at its requests; ECI rounds up). The rebalancer moves them"
+        " within a few of its intervals where it runs; else a rollout does (see the README)"
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

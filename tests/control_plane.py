@@ -36,6 +36,8 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "node-lifecycle-controller",
     "taint-eviction-controller",
+    # PodDisruptionBudgets' status: without it, no eviction of a pod a budget covers is allowed.
+    "disruption-controller",
 )
 
 
@@ -138,7 +140,8 @@ class ControlPlane:
                 f"--kubeconfig={self.kubeconfig_path}",
                 # What every real cluster runs besides: the garbage collector
                 # (foreground deletion finishes), node lifecycle (cordon and
-                # condition taints) and taint eviction (NoExecute evicts pods).
+                # condition taints), taint eviction (NoExecute evicts pods) and
+                # disruption (the budgets the Eviction API enforces).
                 "--controllers=" + ",".join(CONTROLLERS),
                 # No kubelet posts heartbeats: keep the timeout out of reach, so
                 # nodes stay Ready unless a test says otherwise.
@@ -170,6 +173,28 @@ class ControlPlane:
         self._start(
             "kube-scheduler",
             [f"--config={path}", "--bind-address=127.0.0.1", f"--secure-port={free_port()}"],
+        )
+
+    def start_descheduler(self, policy: str, interval: str, kubeconfig: dict[str, Any]) -> None:
+        """(Re)start the Kubernetes descheduler with a policy document, as the stack's Deployment
+        runs it: the same binary version, the same policy and interval, its own identity."""
+        old = self.processes.pop("descheduler", None)
+        if old is not None:
+            old.terminate()
+            old.wait(timeout=30)
+        (self.workdir / "descheduler-policy.yaml").write_text(policy)
+        (self.workdir / "descheduler-kubeconfig.yaml").write_text(yaml.safe_dump(kubeconfig))
+        self._start(
+            "descheduler",
+            [
+                f"--policy-config-file={self.workdir / 'descheduler-policy.yaml'}",
+                f"--descheduling-interval={interval}",
+                f"--client-connection-kubeconfig={self.workdir / 'descheduler-kubeconfig.yaml'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.workdir / 'descheduler-certs'}",
+                "--v=1",
+            ],
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
