@@ -449,6 +449,7 @@ def forecast(
     exact = inventory.live and (ecs_first or not chooses)
     sizes = {d.name: d.size for d in demands}
     rooms_now = inventory.rooms_now(sizes)
+    drift_rooms = list(rooms_now)  # taken by each gateway's movable pods in turn
     gateways = []
     for d in demands:
         own_order = shared[d.name] == alone[d.name]
@@ -461,7 +462,7 @@ def forecast(
             )
         drift = None
         if inventory.live and policy is Policy.PREFER_ECS and running.get("eci", 0):
-            placed, rooms_now = _place(Policy.ECS_ONLY, rooms_now, d, running["eci"], eci=False)
+            placed, drift_rooms = _place(Policy.ECS_ONLY, drift_rooms, d, running["eci"], eci=False)
             if placed.ecs:
                 ages = [a for a in inventory.eci_ages.get(d.name, ()) if a is not None]
                 drift = Drift(
