@@ -122,7 +122,9 @@ class GoTool:
     def key(self) -> str:
         digest = hashlib.sha256()
         digest.update(_go_version().encode())
-        digest.update(repr((self.name, self.package, self.ldflags, self.companions, self.build_env)).encode())
+        digest.update(repr((self.name, self.package, self.ldflags, self.companions)).encode())
+        if self.build_env:  # only where set: every other tool keeps the key it was cached under
+            digest.update(repr(self.build_env).encode())
         for relative, content in _source_files(self.source):
             digest.update(relative.encode())
             digest.update(content)
