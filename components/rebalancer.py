@@ -8,7 +8,7 @@ pod when a node it prefers more exists; its `DefaultEvictor` is set so that
 it only does so for the gateway's own pods (namespace and the stack's pod
 label), only when one of the gateway's ECS nodes has room for the pod now
 (`nodeFit` over those nodes), only through the Eviction API, and only for a
-pod that a PodDisruptionBudget covers. `descheduler_policy` is pure.
+gateway that has a PodDisruptionBudget. `descheduler_policy` is pure.
 """
 
 from __future__ import annotations
@@ -46,13 +46,16 @@ def descheduler_policy(
 ) -> dict[str, Any]:
     """A DeschedulerPolicy (descheduler/v1alpha2) with one profile per gateway.
 
-    Each profile evicts only pods in the gateway's namespace with its pod label,
-    that a PDB covers, and that fit one of the ECS nodes (the pool's labels)
-    other than their own now; `maxNoOfPodsToEvictTotal` bounds each run.
+    Each profile evicts only pods in the gateway's namespace with its pod label
+    that fit one of the ECS nodes (the pool's labels) other than their own now;
+    `maxNoOfPodsToEvictTotal` bounds each run. A gateway without a
+    PodDisruptionBudget gets no profile: the descheduler's own `PodsWithoutPDB`
+    protection reads budgets through an informer that v0.36.0 never starts, so
+    it would refuse every pod; the stack keeps the rule itself.
     """
     ecs_nodes = ",".join(f"{key}={value}" for key, value in sorted(ecs_labels.items()))
     profiles = []
-    for gateway in gateways:
+    for gateway in (g for g in gateways if g.disruption_budget):
         pods = {"matchLabels": {GATEWAY_POD_LABEL: gateway.name}}
         profiles.append(
             {
@@ -65,12 +68,8 @@ def descheduler_policy(
                             # Only when one of the gateway's ECS nodes has room for it now.
                             "nodeFit": True,
                             "nodeSelector": ecs_nodes,
-                            "podProtections": {
-                                # Envoy's emptyDir volumes hold nothing that outlives the pod.
-                                "defaultDisabled": ["PodsWithLocalStorage"],
-                                # Never a pod that no disruption budget covers.
-                                "extraEnabled": ["PodsWithoutPDB"],
-                            },
+                            # Envoy's emptyDir volumes hold nothing that outlives the pod.
+                            "podProtections": {"defaultDisabled": ["PodsWithLocalStorage"]},
                         },
                     },
                     {

@@ -193,7 +193,7 @@ class ControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
                 f"--cert-dir={self.workdir / 'descheduler-certs'}",
-                "--v=1",
+                "--v=2",
             ],
         )
 

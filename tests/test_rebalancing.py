@@ -39,6 +39,7 @@ SELECTOR = f"{GATEWAY_POD_LABEL}={GATEWAY}"
 TEAM = "team-batch"
 POOL = {"pool.example.com/gateway": "true"}
 DEDICATED = {"key": "pool.example.com/dedicated", "value": "gateway", "effect": "NoSchedule"}
+TIER = {"key": "pool.example.com/tier", "value": "edge", "effect": "NoSchedule"}  # a test adds it
 ECS_NODES = ["ecs-a", "ecs-b"]
 VIRTUAL = "virtual-kubelet-cn-hangzhou-k"
 # Room for 2 one-core gateway pods on each ECS node: 4 of the 5 replicas; a general node for
@@ -149,7 +150,12 @@ class Harness:
         return ecs
 
     def rolled_out(self, replicas: int) -> bool:
-        deployment = self.apps.read_namespaced_deployment(GATEWAY, NAMESPACE)
+        deployments = self.apps.list_namespaced_deployment(
+            NAMESPACE, field_selector=f"metadata.name={GATEWAY}"
+        )
+        if not deployments.items:
+            return False  # the mesh has not made it yet
+        deployment = deployments.items[0]
         status = deployment.status
         gateway = asm_standin.read_gateway(self.api, NAMESPACE, GATEWAY)
         return (
@@ -173,9 +179,12 @@ class Harness:
         self.apps.patch_namespaced_deployment_scale(GATEWAY, NAMESPACE, {"spec": {"replicas": replicas}})
         self.wait(lambda: self.rolled_out(replicas), 120, f"scaled to {replicas}")
 
-    def scenario(self, title: str, change: Callable[[], None], replicas: int = REPLICAS) -> Figures:
-        """Make a change while the gateway serves; measure until ECS holds the forecast's count."""
-        self.wait(lambda: self.rolled_out(replicas), 120, f"{title}: serving before")
+    def scenario(
+        self, title: str, change: Callable[[], None], replicas: int = REPLICAS, serving: int = REPLICAS
+    ) -> Figures:
+        """Make a change while `serving` pods serve; measure until ECS holds the forecast's count
+        of the `replicas` after it."""
+        self.wait(lambda: self.rolled_out(serving), 120, f"{title}: serving before")
         before = self.sampler.placement()
         evicted_before = len(self.gateway_watch.evicted)
         start = time.monotonic()
@@ -401,9 +410,8 @@ def test_a_spec_change_rolls_the_gateway_out_on_ecs(harness: Harness) -> None:
 
 
 def test_a_taint_added_rolls_the_gateway_out_on_ecs(harness: Harness) -> None:
-    tier = {"key": "pool.example.com/tier", "value": "edge", "effect": "NoSchedule"}
     figures = harness.scenario(
-        "NoSchedule taint added", harness.edit(lambda c: c["ecsCapacity"]["taints"].append(tier))
+        "NoSchedule taint added", harness.edit(lambda c: c["ecsCapacity"]["taints"].append(TIER))
     )
     assert figures.min_ready >= READY_FLOOR
 
@@ -443,7 +451,9 @@ def test_a_burst_ends_with_none_on_eci_while_ecs_has_room(harness: Harness) -> N
     harness.scale(12)  # 3x the ECS room
     burst = harness.sampler.placement()
     assert (burst.ecs, burst.eci) == (4, 8)
-    figures = harness.scenario("burst to 12, back to minReplicas 2", lambda: harness.scale(2), replicas=2)
+    figures = harness.scenario(
+        "burst to 12, back to minReplicas 2", lambda: harness.scale(2), replicas=2, serving=12
+    )
     assert figures.rebalanced == (2, 0)
     harness.scale(REPLICAS)
 
@@ -451,12 +461,7 @@ def test_a_burst_ends_with_none_on_eci_while_ecs_has_room(harness: Harness) -> N
 def test_ecs_full_of_other_owners_pods_is_left_alone(harness: Harness) -> None:
     """No room on ECS for the gateway: the rebalancer evicts nothing, run after run."""
     harness.scale(1)
-    toleration = {
-        "key": DEDICATED["key"],
-        "operator": "Equal",
-        "value": DEDICATED["value"],
-        "effect": "NoSchedule",
-    }
+    tolerations = [{"operator": "Equal", **taint} for taint in (DEDICATED, TIER)]
     required = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -476,7 +481,7 @@ def test_ecs_full_of_other_owners_pods_is_left_alone(harness: Harness) -> None:
         3,
         {
             "containers": [{"name": "app", "image": "team:1", "resources": {"requests": {"cpu": "1"}}}],
-            "tolerations": [toleration],
+            "tolerations": tolerations,
             "affinity": required,
         },
     )

@@ -166,7 +166,9 @@ def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> No
     evictor, plugin = profiles["edge-other"]["pluginConfig"]
     assert evictor["args"]["labelSelector"] == {"matchLabels": {GATEWAY_POD_LABEL: "other"}}
     assert evictor["args"]["nodeFit"] and evictor["args"]["nodeSelector"] == "b=c,mykey4pod=asmgateway"
-    assert "PodsWithoutPDB" in evictor["args"]["podProtections"]["extraEnabled"]
+    # A gateway without a budget is never a profile's.
+    unbudgeted = gateway(name="loose", podDisruptionBudget=False)
+    assert [p["name"] for p in descheduler_policy([unbudgeted], {"a": "b"}, 1)["profiles"]] == []
     assert plugin["args"]["namespaces"] == {"include": ["edge"]}
     assert plugin["args"]["nodeAffinityType"] == ["preferredDuringSchedulingIgnoredDuringExecution"]
 
