@@ -98,15 +98,15 @@ class DataPlaneArgs:
 
     @property
     def budgets(self) -> list[Gateway]:
-        """The gateways that get a PodDisruptionBudget here."""
-        return [g for g in self.gateways if g.disruption_budget] if not self.cluster.retiring else []
+        """The gateways that get a PodDisruptionBudget here (a retiring cluster keeps them, as it
+        keeps its capacity, until its entry goes: only the gateway leaves it first)."""
+        return [g for g in self.gateways if g.disruption_budget]
 
     @property
     def runs_rebalancer(self) -> bool:
         cluster = self.cluster
         return (
             self.rebalancer is not None
-            and not cluster.retiring
             and cluster.ecs.mode != "none"
             and cluster.virtual_nodes.mode != "none"
         )

@@ -166,7 +166,7 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
 def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> list[Access]:
     """The gateways' PodDisruptionBudgets and the rebalancer (components/rebalancer.py), where the
     stack can reach the cluster's API (else it warns and declares neither)."""
-    if cluster.retiring or (cluster.kubeconfig is None and not args.render_yaml_to):
+    if cluster.kubeconfig is None and not args.render_yaml_to:
         return []
     access: list[Access] = []
     for namespace in sorted({g.namespace for g in args.gateways if g.disruption_budget}):

@@ -129,6 +129,31 @@ class EngineProject:
         path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
+# What upgrading a stack deployed by a version before the rebalancer adds, created in place
+# beside what it has: each gateway's budget, and the rebalancer with its objects.
+ADDED_WITH_THE_REBALANCER = (
+    "GatewayDisruptionBudget",
+    "GatewayRebalancer",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Deployment",
+)
+
+
+def beside_the_rebalancer(steps: list[Step]) -> list[Step]:
+    """The steps of an upgrade from a version before the rebalancer, less what it adds: its
+    creations, and the IstioGateways' in-place update for the derived rollout strategy."""
+    return [
+        s
+        for s in steps
+        if not (s.op == "create" and s.type.endswith(ADDED_WITH_THE_REBALANCER))
+        and not (s.op == "update" and s.name.endswith("-istiogateway"))
+    ]
+
+
 def changed_steps(stack: auto.Stack, **preview_args: Any) -> list[Step]:
     """The engine's planned steps other than `same`, from a real preview."""
     steps: list[Step] = []

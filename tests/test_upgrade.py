@@ -16,7 +16,7 @@ import asm_standin
 import kubernetes
 import pytest
 from control_plane import running_control_plane
-from engine_project import EngineProject, changed_steps, checkout
+from engine_project import EngineProject, beside_the_rebalancer, changed_steps, checkout
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
@@ -86,7 +86,7 @@ def test_upgrading_from_dynamic_node_marks_keeps_every_mark_and_destroy_takes_ba
         if how == "a node dropped in the upgrading up":
             new.edit_config("local", lambda config: config["ecsCapacity"].update(nodes=["edge-a"]))
         if how != "destroy before any up":
-            steps = changed_steps(stack)
+            steps = beside_the_rebalancer(changed_steps(stack))
             print(
                 f"\nthe upgrade's preview ({how}):", *(f"  {s.op} {s.type} {s.name}" for s in steps), sep="\n"
             )
