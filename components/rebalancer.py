@@ -34,7 +34,7 @@ NAME = "asm-gateway-rebalancer"
 class Rebalancer:
     """How the stack runs the descheduler (the `rebalancer` config section)."""
 
-    enabled: bool = True
+    enabled: bool = False  # opt in: it needs cluster-wide grants (see the README)
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
     namespace: str = "kube-system"

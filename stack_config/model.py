@@ -726,9 +726,10 @@ class RebalancerConfig(ConfigModel):
     """The Kubernetes descheduler the stack runs per cluster to move gateway pods back onto ECS."""
 
     enabled: Flag = Field(
-        True,
+        False,
         description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
-        " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
+        " `renderYamlTo`, and the cluster-wide role grants in the README); it evicts only the gateways'"
+        " pods, through the Eviction API.",
     )
     interval_seconds: WholeNumber = Field(
         60, ge=10, le=86400, description="How often it looks for gateway pods on ECI that ECS has room for."

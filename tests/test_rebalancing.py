@@ -315,6 +315,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             }
             config["virtualNodes"] = {"mode": "existing"}
             config["rebalancer"] = {
+                "enabled": True,
                 "intervalSeconds": INTERVAL_SECONDS,
                 "maxEvictionsPerRun": MAX_EVICTIONS_PER_RUN,
             }
