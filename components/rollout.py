@@ -146,6 +146,10 @@ def rolling_strategy(gateway: Gateway, policy: Policy, ecs_surge_room: int | Non
         why = f"surges into the ECS room for {room} more pod(s)"
     elif down:
         why = "no ECS room to surge into: replaces pods in place"
+    elif policy is Policy.ECS_ONLY:
+        # A surge pod could only wait Pending (no ECI): one pod down is the only way to roll.
+        unavailable = "1"
+        why = "ecs-only, no ECS room and a budget that rounds to none down: one pod at a time, in place"
     else:
         room = 1
         why = "the budget allows no pod down and ECS has no room: one pod surges (to ECI, moved back after)"

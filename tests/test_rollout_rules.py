@@ -64,6 +64,8 @@ def test_the_rollout_surges_only_into_ecs_room_and_replaces_in_place_otherwise()
     # A budget that allows no pod down: one surges, so that the rollout can move at all.
     strict = gateway(replicaCount=5, minReplicas=2, maxReplicas=10, maxUnavailable="10%")  # 0 of 5
     assert rolling_strategy(strict, Policy.PREFER_ECS, 0).pods(5) == (1, 0)
+    # Under ecs-only a surge pod could only wait Pending: the rollout replaces one in place.
+    assert rolling_strategy(strict, Policy.ECS_ONLY, 0).pods(5) == (0, 1)
     # Set by the operator: theirs, not derived.
     own = gateway(replicaCount=5, minReplicas=2, maxReplicas=10, extraSpec={"rollingMaxSurge": "25%"})
     assert not rolling_strategy(own, Policy.PREFER_ECS, 3).derived
