@@ -34,11 +34,18 @@ NAME = "asm-gateway-rebalancer"
 class Rebalancer:
     """How the stack runs the descheduler (the `rebalancer` config section)."""
 
-    enabled: bool = False  # opt in: it needs cluster-wide grants (see the README)
+    enabled: bool = True
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
     namespace: str = "kube-system"
     image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
+
+
+def moves(gateway: Gateway) -> bool:
+    """Whether the rebalancer moves the gateway's pods: only within a PodDisruptionBudget, and
+    not on the host's network, where `nodeFit` cannot see that an ECS node's ports are taken
+    (each run would evict a pod the scheduler can only send back to ECI)."""
+    return gateway.disruption_budget and not gateway.extra_spec.get("hostNetwork")
 
 
 def descheduler_policy(
@@ -55,7 +62,7 @@ def descheduler_policy(
     """
     ecs_nodes = ",".join(f"{key}={value}" for key, value in sorted(ecs_labels.items()))
     profiles = []
-    for gateway in (g for g in gateways if g.disruption_budget):
+    for gateway in (g for g in gateways if moves(g)):
         pods = {"matchLabels": {GATEWAY_POD_LABEL: gateway.name}}
         profiles.append(
             {
@@ -68,6 +75,8 @@ def descheduler_policy(
                             # Only when one of the gateway's ECS nodes has room for it now.
                             "nodeFit": True,
                             "nodeSelector": ecs_nodes,
+                            # Never the only pod of its ReplicaSet: that eviction is an outage.
+                            "minReplicas": 2,
                             # Envoy's emptyDir volumes hold nothing that outlives the pod.
                             "podProtections": {"defaultDisabled": ["PodsWithLocalStorage"]},
                         },

@@ -84,6 +84,13 @@ class Availability:
         }
 
 
+def fewest_pods(gateway: Gateway) -> int:
+    """The fewest pods the gateway runs in any cluster: the HPA's lower bound where it
+    autoscales, else replicaCount (a count budget is worked out here, never above)."""
+    runs = [gateway] + [gateway.in_cluster(cluster_id) for cluster_id in gateway.cluster_overrides]
+    return min(g.min_replicas if g.autoscale else g.replicas for g in runs)
+
+
 def budget_of(gateway: Gateway) -> Availability:
     """The budget a gateway's config states; one pod down at a time where it states none."""
     if gateway.min_available is not None:
@@ -131,25 +138,28 @@ def rolling_strategy(gateway: Gateway, policy: Policy, ecs_surge_room: int | Non
             derived=False,
             why=f"{policy.value} keeps ASM's rollout",
         )
-    replicas = gateway.replicas
-    budget = budget_of(gateway)
-    unavailable = (
-        str(set_unavailable) if set_unavailable is not None else budget.as_rolling_unavailable(replicas)
-    )
+    fewest = fewest_pods(gateway)
+    derived_unavailable = budget_of(gateway).as_rolling_unavailable(fewest)
+    if scaled(_intstr(derived_unavailable), fewest, round_up=False) >= fewest:
+        derived_unavailable = str(max(fewest - 1, 0))  # a rollout never takes every pod down
+    unavailable = str(set_unavailable) if set_unavailable is not None else derived_unavailable
     if set_surge is not None:
         return RollingStrategy(
             str(set_surge), unavailable, derived=False, why="rollingMaxSurge set in extraSpec"
         )
-    room = min(ecs_surge_room or 0, replicas)
-    down = scaled(_intstr(unavailable), replicas, round_up=False)
+    room = min(ecs_surge_room or 0, gateway.replicas)
+    down = scaled(_intstr(unavailable), fewest, round_up=False)
     if room:
         why = f"surges into the ECS room for {room} more pod(s)"
     elif down:
         why = "no ECS room to surge into: replaces pods in place"
-    elif policy is Policy.ECS_ONLY:
+    elif policy is Policy.ECS_ONLY and fewest > 1:
         # A surge pod could only wait Pending (no ECI): one pod down is the only way to roll.
         unavailable = "1"
         why = "ecs-only, no ECS room and a budget that rounds to none down: one pod at a time, in place"
+    elif policy is Policy.ECS_ONLY:
+        room = 1
+        why = "ecs-only, no ECS room and one pod: the new pod waits Pending for room while the old one serves"
     else:
         room = 1
         why = "the budget allows no pod down and ECS has no room: one pod surges (to ECI, moved back after)"

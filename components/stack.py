@@ -22,7 +22,7 @@ from components.gateway import Gateway, IstioGateway, IstioGatewayArgs, gateway_
 from components.mesh import Mesh, MeshControlPlane, MeshControlPlaneArgs, NewMesh
 from components.node_marks import rollout_inputs
 from components.node_pool import EcsCapacity
-from components.rebalancer import Rebalancer
+from components.rebalancer import Rebalancer, moves
 from components.rollout import RollingStrategy, rolling_strategy
 from components.scheduling import (
     VIRTUAL_NODES,
@@ -256,6 +256,15 @@ class ServerlessGateway(pulumi.ComponentResource):
                     f"cluster {cluster.cluster_id}: without {cluster.kubeconfig_key} the stack cannot"
                     " wait for the gateway's pods to tolerate the pool's NoExecute taint before ACK"
                     " puts it on the nodes, where it evicts the pods that do not yet"
+                )
+        for gateway in args.gateways if args.rebalances else ():
+            if not moves(gateway):
+                why = "has no PodDisruptionBudget"
+                if gateway.disruption_budget:
+                    why = "runs on the host's network"
+                pulumi.log.warn(
+                    f"gateway {gateway_key(gateway.namespace, gateway.name)} {why}: the rebalancer never"
+                    " moves its pods, so those a rollout, a drain or a burst leaves on ECI stay there"
                 )
         strategies = args.rollout_strategies(observed.inventories)
         placements = args.forecasts(observed.inventories, strategies)

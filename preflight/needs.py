@@ -14,6 +14,7 @@ from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
 from components.rebalancer import NAME as REBALANCER_NAME
+from components.rebalancer import descheduler_rules
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
 from components.stack import ServerlessGatewayArgs
@@ -182,12 +183,19 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
     access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
     rbac = "rbac.authorization.k8s.io"
     for resource in ("clusterroles", "clusterrolebindings"):
-        access += [Access(verb, resource, rbac, why=why) for verb in MANAGED_OBJECT_VERBS]
-    # Granting the descheduler's role needs either every right in it or these two, on it alone.
-    access += [
-        Access(verb, "clusterroles", rbac, name=REBALANCER_NAME, why=f"{why}: granting its role")
-        for verb in ("escalate", "bind")
-    ]
+        # Creating cannot be limited to a name in RBAC; changing and deleting are, to its own.
+        access += [Access(verb, resource, rbac, why=why) for verb in ("create", "list", "watch")]
+        access += [
+            Access(verb, resource, rbac, name=REBALANCER_NAME, why=why) for verb in ("get", "patch", "delete")
+        ]
+    # RBAC lets an identity grant only what it holds itself (no `escalate` or `bind`, which
+    # would let it grant anything): the deployer holds every right of the descheduler's role.
+    granting = f"{why}: granting its role, which RBAC allows only with the same rights"
+    for rule in descheduler_rules():
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                access += [Access(verb, resource, group, why=granting) for verb in rule["verbs"]]
+    return access
     return access
 
 

@@ -37,6 +37,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from components.gateway import ISTIO_GATEWAY_FIELDS
+from components.rollout import scaled
 from components.scheduling import VIRTUAL_NODE_LABELS, NodeKind, Policy, Weights
 from stack_config.problems import did_you_mean, keys_of
 from stack_config.syntax import (
@@ -176,7 +177,7 @@ def _count_or_percent(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) <= 100:
-        return value
+        return f"{int(value[:-1])}%"  # "05%" as Kubernetes reads it
     raise PydanticCustomError("count_or_percent", "must be a whole number or a percentage such as 50%")
 
 
@@ -658,27 +659,53 @@ class GatewayConfig(ConfigModel):
         return self
 
     def _budget_problems(self) -> list[tuple[str, str]]:
-        """A budget that lets no pod be evicted: every drain and the rebalancer would wait for ever."""
+        """A budget that lets no pod be evicted (every drain and the rebalancer would wait for
+        ever) or lets every pod go at once, at the fewest pods the gateway runs in any cluster."""
         if self.min_available is not None and self.max_unavailable is not None:
             return [("maxUnavailable", "cannot be set with minAvailable; set one of them")]
-        fewest = self.min_replicas if self.autoscale_enabled else self.replica_count
-        if self.min_available is not None:
-            text = str(self.min_available)
-            floor = (
-                -(-fewest * int(text[:-1]) // 100) if text.endswith("%") else int(text)
-            )  # a PDB rounds a percentage up
-            if fewest and floor >= fewest:
+        if self.min_available is None and self.max_unavailable is None:
+            return []  # one pod down at a time: never all, never none
+        at_fewest = [("", self._fewest(self.replica_count, self.min_replicas))] + [
+            (
+                f" in clusterOverrides.{cluster}",
+                self._fewest(
+                    self.replica_count if override.replica_count is None else override.replica_count,
+                    override.min_replicas or self.min_replicas,
+                ),
+            )
+            for cluster, override in self.cluster_overrides.items()
+        ]
+        bound = "minReplicas" if self.autoscale_enabled else "replicaCount"
+        for where, fewest in at_fewest:
+            if self.min_available is not None:
+                key, text = "minAvailable", str(self.min_available)
+                kept = scaled(self.min_available, fewest, round_up=True)  # a PDB rounds it up
+                down = fewest - kept
+            else:
+                key, text = "maxUnavailable", str(self.max_unavailable)
+                assert self.max_unavailable is not None
+                down = scaled(self.max_unavailable, fewest, round_up=True)  # so does a PDB
+            if fewest and down <= 0:
                 return [
                     (
-                        "minAvailable",
-                        f"is {text}, which keeps all {fewest} pods (at "
-                        f"{'minReplicas' if self.autoscale_enabled else 'replicaCount'}) Ready: no drain,"
+                        key,
+                        f"is {text}, which keeps all {fewest} pods ({bound}{where}) Ready: no drain,"
                         " rollout or rebalancing could ever take one down",
                     )
                 ]
-        if self.max_unavailable in (0, "0%"):
-            return [("maxUnavailable", "is 0: no drain or rebalancing could ever take a pod down")]
+            if fewest > 1 and down >= fewest:
+                return [
+                    (
+                        key,
+                        f"is {text}, which lets all {fewest} pods ({bound}{where}) go down at once;"
+                        " set podDisruptionBudget: false for no budget",
+                    )
+                ]
         return []
+
+    def _fewest(self, replicas: int, least: int) -> int:
+        """The fewest pods the gateway runs: the HPA's lower bound, else its replicas."""
+        return least if self.autoscale_enabled else replicas
 
     def _replica_problems(
         self, at: str, replicas: int, least: int, most: int, fields_set: set[str]
@@ -726,10 +753,9 @@ class RebalancerConfig(ConfigModel):
     """The Kubernetes descheduler the stack runs per cluster to move gateway pods back onto ECS."""
 
     enabled: Flag = Field(
-        False,
+        True,
         description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
-        " `renderYamlTo`, and the cluster-wide role grants in the README); it evicts only the gateways'"
-        " pods, through the Eviction API.",
+        " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
     )
     interval_seconds: WholeNumber = Field(
         60, ge=10, le=86400, description="How often it looks for gateway pods on ECI that ECS has room for."

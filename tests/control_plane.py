@@ -236,6 +236,21 @@ def grant(api: kubernetes.client.ApiClient, documents: list[dict[str, Any]]) -> 
         kubernetes.utils.create_from_dict(api, document)
 
 
+def service_account_kubeconfig(
+    plane: ControlPlane, api: kubernetes.client.ApiClient, name: str, namespace: str
+) -> dict[str, Any]:
+    """A kubeconfig that acts as the service account `namespace/name`, with a fresh token."""
+    token = (
+        kubernetes.client.CoreV1Api(api)
+        .create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 7200}})
+        .status.token
+    )
+    config = plane.kubeconfig
+    config["users"] = [{"name": name, "user": {"token": token}}]
+    config["contexts"] = [{"name": "local", "context": {"cluster": "local", "user": name}}]
+    return config
+
+
 @contextlib.contextmanager
 def running_control_plane(
     tmp: Path, token: str = ControlPlane.token

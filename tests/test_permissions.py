@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import stack_config
+from components.rebalancer import descheduler_rules
 from preflight.__main__ import PROJECT_DIR, permissions
 from preflight.needs import Access, stack_needs
 from preflight.permissions import (
@@ -111,6 +112,7 @@ def test_rbac_merges_verbs_per_kind_and_names_a_single_object() -> None:
         ecsCapacity={"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
         virtualNodes={"mode": "existing", "eciSecurityGroupId": "sg-1"},
         gateways=[{"name": "a", "namespace": "ns-a"}, {"name": "b", "namespace": "ns-b"}],
+        rebalancer={"enabled": False},
     )
     subject = Subject.parse("serviceaccount:kube-system/deployer")
     documents = {
@@ -131,6 +133,46 @@ def test_rbac_merges_verbs_per_kind_and_names_a_single_object() -> None:
     binding = documents[("ClusterRoleBinding", None)]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deployer", "namespace": "kube-system"}]
     assert yaml.safe_load(yaml.safe_dump(binding)) == binding
+
+
+def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_holds() -> None:
+    config = declare(
+        placementPolicy="prefer-ecs",
+        ecsCapacity={"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
+        virtualNodes={"mode": "existing"},
+    )
+    subject = Subject.parse("serviceaccount:kube-system/deployer")
+    rules = [
+        rule
+        for n in stack_needs(config.gateway)
+        for d in rbac_documents(n, "prod", subject)
+        if d["kind"] in ("ClusterRole", "Role")
+        for rule in d["rules"]
+    ]
+    verbs = {verb for rule in rules for verb in rule["verbs"]}
+    assert not verbs & {"escalate", "bind", "impersonate", "*"}
+    rbac_rules = [r for r in rules if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    # Changing or deleting a role or binding: only the rebalancer's own.
+    for rule in rbac_rules:
+        assert set(rule["verbs"]) <= {"create", "list", "watch"} or rule["resourceNames"] == [
+            "asm-gateway-rebalancer"
+        ], rule
+    # What the descheduler's role grants, the deployer holds itself (RBAC's rule for granting).
+    held = {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    granted = {
+        (g, r, v)
+        for rule in descheduler_rules()
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert granted <= held
 
 
 @pytest.mark.parametrize("text", ["deployer", "robot:x", "serviceaccount:deployer", "user:"])

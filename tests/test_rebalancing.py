@@ -22,14 +22,24 @@ from typing import Any
 import asm_standin
 import kubernetes
 import pytest
-from control_plane import ECS_FIRST_PROFILE, ControlPlane, PodWatch, running_control_plane
+from control_plane import (
+    ECS_FIRST_PROFILE,
+    ControlPlane,
+    PodWatch,
+    grant,
+    running_control_plane,
+    service_account_kubeconfig,
+)
 from engine_project import EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
 import placement_check
+import stack_config
 from components.gateway import GATEWAY_POD_LABEL
 from components.rebalancer import NAME as REBALANCER
+from preflight.needs import stack_needs
+from preflight.permissions import Subject, rbac_documents
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 
@@ -54,6 +64,7 @@ REPLICAS = 5
 POD_CPU = Decimal(1)
 INTERVAL_SECONDS = 10  # the rebalancer's interval (its smallest allowed)
 MAX_EVICTIONS_PER_RUN = 2
+DEPLOYER = Subject("ServiceAccount", "deployer", "kube-system")
 READY_FLOOR = REPLICAS - 1  # the budget: maxUnavailable 1 (the default)
 # Pods one run moves: its bound, and what the budget lets go at once (the rest wait a run).
 MOVED_PER_RUN = min(MAX_EVICTIONS_PER_RUN, 1)
@@ -231,21 +242,6 @@ class Harness:
         return up
 
 
-def _rebalancer_identity(plane: ControlPlane, api: kubernetes.client.ApiClient) -> dict[str, Any]:
-    """A kubeconfig with a token of the service account the stack made for the rebalancer."""
-    token = (
-        kubernetes.client.CoreV1Api(api)
-        .create_namespaced_service_account_token(
-            REBALANCER, "kube-system", {"spec": {"expirationSeconds": 7200}}
-        )
-        .status.token
-    )
-    config = plane.kubeconfig
-    config["users"] = [{"name": REBALANCER, "user": {"token": token}}]
-    config["contexts"] = [{"name": "local", "context": {"cluster": "local", "user": REBALANCER}}]
-    return config
-
-
 def start_rebalancer(plane: ControlPlane, api: kubernetes.client.ApiClient) -> None:
     """The descheduler as the stack deployed it: its policy, its interval, its account."""
     core = kubernetes.client.CoreV1Api(api)
@@ -257,7 +253,8 @@ def start_rebalancer(plane: ControlPlane, api: kubernetes.client.ApiClient) -> N
         if arg.startswith("--descheduling-interval=")
     ]
     assert interval == f"{INTERVAL_SECONDS}s"
-    plane.start_descheduler(policy, interval, _rebalancer_identity(plane, api))
+    identity = service_account_kubeconfig(plane, api, REBALANCER, "kube-system")
+    plane.start_descheduler(policy, interval, identity)
 
 
 def team_workload(
@@ -338,7 +335,16 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         sampler = Sampler(api)
         try:
             project = EngineProject(tmp)
-            stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
+            # The stack deploys as an identity with the generated RBAC and nothing else: it
+            # grants the descheduler's role without `escalate` or `bind`.
+            kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+                "kube-system", {"metadata": {"name": "deployer"}}
+            )
+            deployer = service_account_kubeconfig(plane, api, "deployer", "kube-system")
+            stack = project.stack_on_cluster("local", deployer, point_at_cluster)
+            declared = stack_config.from_stack_file("local", project.stack_file("local"))
+            for needs in stack_needs(declared.gateway):
+                grant(api, rbac_documents(needs, "local", DEPLOYER))
             stack.up()
             start_rebalancer(plane, api)
             yield Harness(plane, api, project, stack, mesh, gateway_watch, team_watch, sampler)

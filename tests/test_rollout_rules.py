@@ -72,6 +72,19 @@ def test_the_rollout_surges_only_into_ecs_room_and_replaces_in_place_otherwise()
     assert not rolling_strategy(gw, Policy.PREFER_ECI, 3).derived
 
 
+def test_a_count_budget_is_worked_out_at_the_fewest_pods_and_a_rollout_never_takes_all_down() -> None:
+    # minAvailable 3 of replicaCount 5 would be 2 down; the HPA may run only 4: 1 down.
+    gw = gateway(replicaCount=5, minReplicas=4, maxReplicas=10, minAvailable=3)
+    assert rolling_strategy(gw, Policy.PREFER_ECS, 0).as_spec()["rollingMaxUnavailable"] == "1"
+    # One pod: the PDB lets a drain take it (a budget of none would block every drain), a
+    # rollout never does. It surges, to ECI under prefer-ecs, or waits Pending under ecs-only.
+    alone = gateway(replicaCount=1, minReplicas=1, maxReplicas=3)
+    assert budget_of(alone).pdb_spec("gw")["maxUnavailable"] == 1
+    assert rolling_strategy(alone, Policy.PREFER_ECS, 0).pods(1) == (1, 0)
+    assert rolling_strategy(alone, Policy.ECS_ONLY, 0).pods(1) == (1, 0)
+    assert rolling_strategy(gateway(maxUnavailable="05%"), Policy.PREFER_ECS, 0).max_unavailable == "5%"
+
+
 def test_where_a_rollout_ends_with_asms_surge_and_with_the_derived_one() -> None:
     """The issue's inventory: ECS room for 6, 5 replicas all on ECS."""
     rooms_now = [room("a", 1)]  # 6 of room, 5 taken by the gateway's own pods
@@ -181,6 +194,21 @@ def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> No
         ({"minReplicas": 2, "minAvailable": 2}, "minAvailable", "keeps all 2 pods"),
         ({"minReplicas": 1, "minAvailable": "50%"}, "minAvailable", "keeps all 1 pods"),
         ({"maxUnavailable": 0}, "maxUnavailable", "is 0"),
+        ({"maxUnavailable": "00%"}, "maxUnavailable", "is 0%"),  # as Kubernetes reads it
+        ({"minAvailable": 0}, "minAvailable", "lets all 2 pods"),
+        ({"maxUnavailable": "100%"}, "maxUnavailable", "lets all 2 pods"),
+        ({"autoscaleEnabled": False, "replicaCount": 3, "maxUnavailable": 3}, "maxUnavailable", "lets all 3"),
+        (
+            {
+                "replicaCount": 3,
+                "minReplicas": 3,
+                "maxReplicas": 6,
+                "minAvailable": 2,
+                "clusterOverrides": {"c-second": {"minReplicas": 2}},
+            },
+            "minAvailable",
+            "keeps all 2 pods (minReplicas in clusterOverrides.c-second)",
+        ),
         ({"maxUnavailable": "ten"}, "maxUnavailable", "a percentage such as 50%"),
         ({"minAvailable": 1, "maxUnavailable": 1}, "maxUnavailable", "cannot be set with minAvailable"),
     ],
