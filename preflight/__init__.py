@@ -60,6 +60,13 @@ def require(config: StackConfig) -> Observed:
             f"`scripts/preflight.sh --stack {config.stack}` shows every check;"
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
+    conflicts = [
+        line for c in config.gateway.clusters for line in _budget_conflicts(config, c, seen.get(c.api, {}))
+    ]
+    if conflicts:
+        raise PreflightError(
+            f"stack {config.stack}: nothing was changed:\n" + "\n".join(f"  {line}" for line in conflicts)
+        )
     read = {
         c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {}))
         for c in config.gateway.clusters
@@ -96,6 +103,24 @@ def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[st
         except Exception:  # noqa: BLE001 - unread: every pool keeps the safe order, after the gateways
             return None
     return frozenset(listed)
+
+
+def _budget_conflicts(config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]) -> list[str]:
+    """Gateways whose pods another owner's budget selects already, where the stack would add one."""
+    budgeted = [(i, g) for i, g in enumerate(config.gateway.gateways) if g.disruption_budget]
+    if "client" not in seen or not budgeted:
+        return []
+    from preflight.budgets import budget_conflicts  # noqa: PLC0415
+
+    where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
+    try:
+        return budget_conflicts(seen["client"], budgeted, where)
+    except Exception as error:  # noqa: BLE001 - unread: said, and the stack goes on as before
+        pulumi.log.warn(
+            f"could not read the gateways' pods and budgets{where} ({type(error).__name__}): a budget of"
+            " another owner over them would stall drains and the rebalancer"
+        )
+        return []
 
 
 def _observed_inventory(

@@ -24,7 +24,10 @@ from engine_project import ROOT, EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
+import preflight
 import stack_config
+from components.gateway import GATEWAY_POD_LABEL
+from components.rollout import disruption_budget_name
 from components.scheduling import VIRTUAL_NODE_TAINT
 from go_tools import toolchain
 from preflight.checks import Result, Row, api_rows, failed, stack_rows, table
@@ -187,6 +190,53 @@ def test_an_unreachable_or_refused_api_is_one_row_that_says_so(cluster: Cluster,
         assert says in rows[0].detail, rows[0].detail
     rows = stack_rows(stack_needs(config.gateway), {"clusterKubeconfig": yaml.safe_dump(unreachable)})
     assert [(r.api, r.result) for r in rows] == [("cluster", Result.FAILED), ("mesh", Result.NOT_RUN)]
+
+
+def test_a_budget_of_another_owner_over_the_gateways_pods_stops_the_stack(cluster: Cluster) -> None:
+    """Istio's installs make one (`istio-ingressgateway`, minAvailable 1): a second budget of the
+    stack's would make every eviction of those pods fail."""
+    core = kubernetes.client.CoreV1Api(cluster.api)
+    policy = kubernetes.client.PolicyV1Api(cluster.api)
+    labels = {GATEWAY_POD_LABEL: "ingressgateway", "app": "istio-ingressgateway"}
+    pod = {
+        "metadata": {"name": "ingressgateway-0", "labels": labels},
+        "spec": {"containers": [{"name": "envoy", "image": "envoy"}]},
+    }
+    core.create_namespaced_pod(NAMESPACE, pod)
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["istio-ingressgateway"]}]}
+    policy.create_namespaced_pod_disruption_budget(
+        NAMESPACE,
+        {"metadata": {"name": "istio-ingressgateway"}, "spec": {"minAvailable": 1, "selector": selector}},
+    )
+    admin = yaml.safe_dump(cluster.plane.kubeconfig)
+    try:
+        with pytest.raises(preflight.PreflightError) as refused:
+            preflight.require(declared(admin))
+        message = str(refused.value)
+        print("\n" + message)
+        assert "PodDisruptionBudget istio-ingressgateway of another owner" in message
+        assert "gateways[0].podDisruptionBudget: false" in message
+        # Keeping theirs: the stack goes on.
+        keys = {"clusterKubeconfig": admin, "meshKubeconfig": admin}
+        theirs = {**CONFIG, "gateways": [{"name": "ingressgateway", "podDisruptionBudget": False}], **keys}
+        preflight.require(stack_config.parse("prod", theirs, secret_keys=keys))
+        # The stack's own budget alone is no conflict.
+        policy.delete_namespaced_pod_disruption_budget("istio-ingressgateway", NAMESPACE)
+        policy.create_namespaced_pod_disruption_budget(
+            NAMESPACE,
+            {
+                "metadata": {"name": disruption_budget_name("ingressgateway")},
+                "spec": {
+                    "maxUnavailable": 1,
+                    "selector": {"matchLabels": {GATEWAY_POD_LABEL: "ingressgateway"}},
+                },
+            },
+        )
+        preflight.require(declared(admin))
+    finally:
+        core.delete_namespaced_pod("ingressgateway-0", NAMESPACE, grace_period_seconds=0)
+        for budget in policy.list_namespaced_pod_disruption_budget(NAMESPACE).items:
+            policy.delete_namespaced_pod_disruption_budget(budget.metadata.name, NAMESPACE)
 
 
 def _on_cluster(config: dict[str, Any]) -> None:
