@@ -457,8 +457,15 @@ def forecast(
         running = inventory.running.get(d.name, {})
         after_rollout = None
         if inventory.live and d.strategy is not None and running:
+            # A rollout replaces the pods the autoscaler runs now, within its bounds.
+            now = min(max(sum(running.values()), d.min_replicas), d.max_replicas)
             after_rollout = simulate_rollout(
-                policy, rooms_now, d, inventory.own_on_nodes.get(d.name, {}), running.get("eci", 0), eci=eci
+                policy,
+                rooms_now,
+                replace(d, replicas=now),
+                inventory.own_on_nodes.get(d.name, {}),
+                running.get("eci", 0),
+                eci=eci,
             )
         drift = None
         if inventory.live and policy is Policy.PREFER_ECS and running.get("eci", 0):

@@ -23,6 +23,7 @@ from components.forecast import Inventory, NodeRoom, amounts, gateway_key
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODE_LABELS, Taint
+from node_marks_plugin.marks import owned
 from preflight.checks import carries, get
 from stack_config.syntax import parse_quantity
 
@@ -149,8 +150,10 @@ def read_inventory(
     ecs: EcsCapacity,
     gateways: Sequence[Gateway],
     nodes: Sequence[Node] | None = None,
+    owner: str = "",
 ) -> Inventory:
-    """The gateway's ECS nodes with their room now, and where its pods run now."""
+    """The gateway's ECS nodes with their room now, and where its pods run now. `owner`: the
+    annotation that holds the stack's record of the marks it put on nodes."""
     listing = (
         list(nodes)
         if nodes is not None
@@ -162,10 +165,19 @@ def read_inventory(
     group = [n for n in listing if carries(n, ecs.labels)] if ecs.labels else []
     if ecs.mode == "existingNodes":
         named = set(ecs.nodes)
-        unlisted = sorted(n["metadata"]["name"] for n in group if n["metadata"]["name"] not in named)
-        if unlisted:
+        unlisted = [n for n in group if n["metadata"]["name"] not in named]
+        # The stack's own labels on a node that left the list: this `up` takes them off.
+        leaving = [n for n in unlisted if owner and owned(n, owner).labels == dict(ecs.labels)]
+        if leaving:
             notes.append(
-                f"node(s) {', '.join(unlisted)} carry the gateway's labels but are not in"
+                f"node(s) {', '.join(sorted(n['metadata']['name'] for n in leaving))} left"
+                " ecsCapacity.nodes: this `up` takes the stack's labels off them, so they are not counted"
+            )
+            group = [n for n in group if n not in leaving]
+        by_hand = sorted(n["metadata"]["name"] for n in unlisted if n not in leaving)
+        if by_hand:
+            notes.append(
+                f"node(s) {', '.join(by_hand)} carry the gateway's labels but are not in"
                 " ecsCapacity.nodes: the rules admit them, so they are counted"
             )
         group += [n for n in listing if n["metadata"]["name"] in named and not carries(n, ecs.labels)]

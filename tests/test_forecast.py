@@ -12,6 +12,7 @@ the pods on ECS must never be more than the forecast's.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from components.forecast import Demand, Forecast, PodSize, forecast, gateway_key
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODES, NodeGroup, NodeKind, Policy, Taint, derive_rules
+from node_marks_plugin.marks import Marks, owner_annotation
 from preflight.inventory import read_inventory
 from stack_config import parse_quantity
 
@@ -266,3 +268,28 @@ def test_the_placement_check_says_where_what_runs_differs_from_the_forecast_and_
     print("\n" + "\n".join(lines))
     assert f"{NAMESPACE}/{gateway.name}: 14 pods, 10 on ECS, 4 on ECI, 0 Pending" in lines[1], lines
     assert "the ECS nodes hold 10 now, not 14" in lines[1] and "pods of other owners" in lines[1], lines
+
+
+def test_labelled_nodes_off_the_list_count_unless_the_stack_is_taking_its_labels_off(live: Live) -> None:
+    """A node labelled by hand admits the gateway and is counted; a node that left
+    `ecsCapacity.nodes` and carries only the stack's own labels loses them in this `up`."""
+    labels = {"mykey4pod": "offlist"}
+    taint = {"key": TAINT.key, "value": TAINT.value, "effect": TAINT.effect}
+    names = ["offlist-listed", "offlist-by-hand", "offlist-leaving"]
+    create_nodes(
+        live.api, [NodeSpec(n, cpu="4", memory="8Gi", labels=labels, taints=(taint,)) for n in names]
+    )
+    owner = owner_annotation("local")
+    record = json.dumps(Marks(labels, (TAINT,)).as_props(), sort_keys=True)
+    kubernetes.client.CoreV1Api(live.api).patch_node(
+        "offlist-leaving", {"metadata": {"annotations": {owner: record}}}
+    )
+    ecs = EcsCapacity("existingNodes", labels, (TAINT,), nodes=("offlist-listed",))
+    gateway = _gateway(0, CASES[0])
+    inventory = read_inventory(live.api, ecs, [gateway], owner=owner)
+    assert sorted(n.name for n in inventory.nodes or ()) == ["offlist-by-hand", "offlist-listed"]
+    notes = " ".join(inventory.notes)
+    assert "offlist-leaving left ecsCapacity.nodes" in notes and "offlist-by-hand carry" in notes
+    # Another stack's record is not this one's: its node is counted.
+    other = read_inventory(live.api, ecs, [gateway], owner=owner_annotation("prod"))
+    assert len(other.nodes or ()) == 3

@@ -135,6 +135,20 @@ def test_the_forecast_shows_the_rollout_and_the_drift_from_the_pods_now() -> Non
     assert "running now" in result.table() and "after rollout" in result.table()
 
 
+def test_a_rollout_replaces_the_pods_the_autoscaler_runs_now_not_replica_count() -> None:
+    inventory = Inventory(
+        (room("a", 6),),
+        "test",
+        live=True,
+        running={"ns/gw": {"ecs": 4, "eci": 4}},  # the HPA runs 8 of 2..10, replicaCount 5
+        own_on_nodes={"ns/gw": {"a": 4}},
+    )
+    demand = Demand("ns/gw", ONE_CORE, 2, 5, 10, strategy=(0, 1))
+    gw = forecast(Policy.PREFER_ECS, inventory, [demand], eci=True, ecs_first=True).gateways[0]
+    assert gw.after_rollout is not None
+    assert (gw.after_rollout.replicas, gw.after_rollout.ecs, gw.after_rollout.eci) == (8, 6, 2)
+
+
 def test_gateways_sharing_nodes_are_bounded_each_as_if_alone() -> None:
     nodes = (room("a", 4),)
     demands = [Demand("ns/first", ONE_CORE, 3, 3, 3), Demand("ns/second", ONE_CORE, 3, 3, 3)]
