@@ -392,7 +392,9 @@ def simulate_rollout(
     pods per ECS node, `on_eci`: on ECI), as a Deployment rolls: new pods up to replicas + surge,
     placed ECS-first on the room left beside the old ones, old pods down while replicas -
     unavailable stay Ready (the ReplicaSet removes those on the node with the most first: the
-    virtual node's, after a burst or an earlier rollout). Pods are taken as Ready at once."""
+    virtual node's, after a burst or an earlier rollout). Pods are taken as Ready at once, but
+    a removed pod holds its room while it terminates (Envoy drains first): the new pod made in
+    the same step does not get it, the next one does. The rebalancer moves the difference."""
     assert demand.strategy is not None
     surge, unavailable = demand.strategy
     size, replicas = demand.size, demand.replicas
@@ -401,6 +403,7 @@ def simulate_rollout(
     old_eci = on_eci
     ecs = eci_count = pending = 0
     reason = ""
+    terminating: list[str] = []  # nodes of the pods removed in the step before
     while True:
         old_total = sum(old.values()) + old_eci
         made = ecs + eci_count + pending
@@ -411,6 +414,10 @@ def simulate_rollout(
             placed, rooms = _place(policy, rooms, demand, add, eci)
             ecs, eci_count, pending = ecs + placed.ecs, eci_count + placed.eci, pending + placed.pending
             reason = placed.reason or reason
+        freed = bool(terminating)
+        for node in terminating:
+            rooms = [room.minus(size, -1) if room.name == node else room for room in rooms]
+        terminating = []
         remove = min(old_total, old_total + ecs + eci_count - (replicas - unavailable))
         for _ in range(max(0, remove)):
             if old_eci >= max(old.values(), default=0):
@@ -418,8 +425,8 @@ def simulate_rollout(
                 continue
             node = max(old, key=lambda name: old[name])
             old[node] -= 1
-            rooms = [room.minus(size, -1) if room.name == node else room for room in rooms]
-        if add <= 0 and remove <= 0:
+            terminating.append(node)
+        if add <= 0 and remove <= 0 and not freed:
             reason = f"the rollout waits: {reason or 'no room for a new pod'}"
             break
     return Placement(replicas, ecs, eci_count, replicas - ecs - eci_count, reason if pending else "")
