@@ -311,10 +311,11 @@ class Forecast:
                 lines.append(f"  {'':32} {'after rollout':>13} {counts}  (a spec change, from the pods now)")
             if not g.exact and self.exact:
                 lines.append(f"  {'':32} ECS figures at most: it shares the ECS nodes with another gateway")
-            if g.at_max.eci:
+            if g.eci_cpu_at_max or g.eci_memory_at_max:
                 basis = "eci-use-specs" if g.eci_from_specs else "requests; ECI rounds up to its sizes"
+                bound = "" if g.exact else "up to "  # with the others' pods first, not as counted above
                 lines.append(
-                    f"  {'':32} ECI at maxReplicas: {g.eci_cpu_at_max.normalize():f} vCPU,"
+                    f"  {'':32} ECI at maxReplicas: {bound}{g.eci_cpu_at_max.normalize():f} vCPU,"
                     f" {(g.eci_memory_at_max / GIB).quantize(Decimal('0.1')):f} GiB ({basis}),"
                     " billed per second while they run"
                 )
@@ -461,6 +462,8 @@ def forecast(
     for d in demands:
         own_order = shared[d.name] == alone[d.name]
         points = shared[d.name] if own_order else alone[d.name]
+        # ECS at most what it gets alone; so ECI billed at least what it gets after the others.
+        eci_at_max = max(shared[d.name][2].eci, alone[d.name][2].eci)
         running = inventory.running.get(d.name, {})
         after_rollout = None
         if inventory.live and d.strategy is not None and running:
@@ -494,8 +497,8 @@ def forecast(
                 at_min=points[0],
                 at_replicas=points[1],
                 at_max=points[2],
-                eci_cpu_at_max=d.eci_billed.cpu * points[2].eci,
-                eci_memory_at_max=d.eci_billed.memory * points[2].eci,
+                eci_cpu_at_max=d.eci_billed.cpu * eci_at_max,
+                eci_memory_at_max=d.eci_billed.memory * eci_at_max,
                 eci_from_specs=d.eci_size is not None,
                 exact=exact and own_order,
                 after_rollout=after_rollout,

@@ -163,6 +163,8 @@ def test_gateways_sharing_nodes_are_bounded_each_as_if_alone() -> None:
     assert first.exact and first.at_replicas.ecs == 3
     # If the first spills (default scoring, or its pods come later), the second gets up to 3.
     assert not second.exact and second.at_replicas.ecs == 3
+    # Its ECI bill is not the one it would have alone (none): after the first, 2 of 3 go there.
+    assert second.eci_cpu_at_max == 2
     # What a rollout may surge without leaving ECS, shared: none left after both at replicaCount.
     assert surge_rooms(Policy.PREFER_ECS, Inventory((room("a", 8),), "t", live=True), demands, True) == {
         "ns/first": 2,
