@@ -313,7 +313,8 @@ class Forecast:
                 lines.append(f"  {'':32} ECS figures at most: it shares the ECS nodes with another gateway")
             if g.eci_cpu_at_max or g.eci_memory_at_max:
                 basis = "eci-use-specs" if g.eci_from_specs else "requests; ECI rounds up to its sizes"
-                bound = "" if g.exact else "up to "  # with the others' pods first, not as counted above
+                # With the others' pods first: more than the counts above, which are its own alone.
+                bound = "up to " if self.exact and not g.exact else ""
                 lines.append(
                     f"  {'':32} ECI at maxReplicas: {bound}{g.eci_cpu_at_max.normalize():f} vCPU,"
                     f" {(g.eci_memory_at_max / GIB).quantize(Decimal('0.1')):f} GiB ({basis}),"

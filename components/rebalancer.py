@@ -13,7 +13,6 @@ gateway that has a PodDisruptionBudget. `descheduler_policy` is pure.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,11 +173,15 @@ class GatewayRebalancer(pulumi.ComponentResource):
         document = policy_document(
             descheduler_policy(args.gateways, args.ecs_labels, settings.max_evictions_per_run)
         )
+        # Named by Pulumi (a suffix): the provider replaces a ConfigMap whose data changes, and a
+        # new name is made before the old one goes; the Deployment's new reference restarts the
+        # descheduler, which reads its policy once, at start.
         policy = k8s.core.v1.ConfigMap(
-            f"{name}-policy", metadata=meta, data={"policy.yaml": document}, opts=child
+            f"{name}-policy",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=namespace, labels=labels),
+            data={"policy.yaml": document},
+            opts=child,
         )
-        # The descheduler reads its policy once, at start: a new policy restarts it.
-        checksum = hashlib.sha256(document.encode()).hexdigest()[:16]
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             # Not on the gateway's path: an `up` does not wait for its pod (an image the
@@ -190,10 +193,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {"asm-serverless-gateway/policy": checksum},
-                    },
+                    "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": NAME,
                         "affinity": away_from(args.ecs_labels),
@@ -223,7 +223,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                                 ],
                             }
                         ],
-                        "volumes": [{"name": "policy", "configMap": {"name": NAME}}],
+                        "volumes": [{"name": "policy", "configMap": {"name": policy.metadata.name}}],
                     },
                 },
             },

@@ -245,8 +245,9 @@ class Harness:
 def start_rebalancer(plane: ControlPlane, api: kubernetes.client.ApiClient) -> None:
     """The descheduler as the stack deployed it: its policy, its interval, its account."""
     core = kubernetes.client.CoreV1Api(api)
-    policy = core.read_namespaced_config_map(REBALANCER, "kube-system").data["policy.yaml"]
     deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(REBALANCER, "kube-system")
+    (volume,) = deployment.spec.template.spec.volumes
+    policy = core.read_namespaced_config_map(volume.config_map.name, "kube-system").data["policy.yaml"]
     (interval,) = [
         arg.split("=", 1)[1]
         for arg in deployment.spec.template.spec.containers[0].args
