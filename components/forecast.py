@@ -409,9 +409,12 @@ def simulate_rollout(
     while True:
         old_total = sum(old.values()) + old_eci
         made = ecs + eci_count + pending
-        if made >= replicas and not old_total:
+        if made >= replicas and not old_total and not pending:
             break
         add = min(replicas + surge - old_total - made, replicas - made)
+        if pending:  # new pods that waited get the room that has freed since, first
+            placed, rooms = _place(policy, rooms, demand, pending, eci)
+            ecs, eci_count, pending = ecs + placed.ecs, eci_count + placed.eci, placed.pending
         if add > 0:
             placed, rooms = _place(policy, rooms, demand, add, eci)
             ecs, eci_count, pending = ecs + placed.ecs, eci_count + placed.eci, pending + placed.pending
@@ -431,7 +434,9 @@ def simulate_rollout(
         if add <= 0 and remove <= 0 and not freed:
             reason = f"the rollout waits: {reason or 'no room for a new pod'}"
             break
-    return Placement(replicas, ecs, eci_count, replicas - ecs - eci_count, reason if pending else "")
+    # A rollout that waits keeps its old pods where they run; only new pods wait Pending.
+    ecs, eci_count = ecs + sum(old.values()), eci_count + old_eci
+    return Placement(replicas, ecs, eci_count, pending, reason if pending else "")
 
 
 def forecast(

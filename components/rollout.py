@@ -88,7 +88,8 @@ def fewest_pods(gateway: Gateway) -> int:
     """The fewest pods the gateway runs in any cluster: the HPA's lower bound where it
     autoscales, else replicaCount (a count budget is worked out here, never above)."""
     runs = [gateway] + [gateway.in_cluster(cluster_id) for cluster_id in gateway.cluster_overrides]
-    return min(g.min_replicas if g.autoscale else g.replicas for g in runs)
+    counts = [g.min_replicas if g.autoscale else g.replicas for g in runs]
+    return min([c for c in counts if c] or [0])  # a cluster that runs none rolls nothing
 
 
 def budget_of(gateway: Gateway) -> Availability:
@@ -123,12 +124,14 @@ def _intstr(text: str) -> int | str:
     return text if text.endswith("%") else int(text)
 
 
-def rolling_strategy(gateway: Gateway, policy: Policy, ecs_surge_room: int | None) -> RollingStrategy:
+def rolling_strategy(
+    gateway: Gateway, policy: Policy, ecs_surge_room: int | None, pods_now: int | None = None
+) -> RollingStrategy:
     """The gateway's rolling update. Under `prefer-ecs` and `ecs-only`: surge only into the ECS
     room the forecast finds beyond every gateway's replicaCount (`ecs_surge_room`, None when
     it is not read from the cluster: no surge), and replace the rest in place within the
     budget; one pod surges where the budget allows none down. Fields set in extraSpec win;
-    other policies keep ASM's defaults."""
+    other policies keep ASM's defaults. `pods_now`: the fewest pods it runs in a cluster now."""
     set_surge = gateway.extra_spec.get("rollingMaxSurge")
     set_unavailable = gateway.extra_spec.get("rollingMaxUnavailable")
     if policy not in (Policy.PREFER_ECS, Policy.ECS_ONLY):
@@ -138,7 +141,9 @@ def rolling_strategy(gateway: Gateway, policy: Policy, ecs_surge_room: int | Non
             derived=False,
             why=f"{policy.value} keeps ASM's rollout",
         )
-    fewest = fewest_pods(gateway)
+    # The rollout an `up` starts replaces the pods running now (read from the clusters: the
+    # fewest of them); unread, the fewest the gateway may run.
+    fewest = pods_now or fewest_pods(gateway)
     derived_unavailable = budget_of(gateway).as_rolling_unavailable(fewest)
     if scaled(_intstr(derived_unavailable), fewest, round_up=False) >= fewest:
         derived_unavailable = str(max(fewest - 1, 0))  # a rollout never takes every pod down

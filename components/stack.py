@@ -120,18 +120,27 @@ class ServerlessGatewayArgs:
         """Per gateway key: its rolling update, surging only into the ECS room every cluster it
         runs in has beyond the gateways' replicaCount (read from the clusters; unknown: none)."""
         rooms: dict[str, int | None] = {}
+        pods_now: dict[str, int | None] = {}
         for cluster in self.clusters:
             if cluster.retiring:
                 continue
             gateways = [g.in_cluster(cluster.cluster_id) for g in self.gateways]
             inventory = self._inventory(cluster, (observed or {}).get(cluster.cluster_id))
+            for g in gateways:
+                key = gateway_key(g.namespace, g.name)
+                running = sum(inventory.running.get(key, {}).values()) if inventory.live else None
+                known = pods_now.get(key, running)
+                pods_now[key] = None if not running or not known else min(running, known)
             eci = cluster.virtual_nodes.mode != "none"
             for key, room in surge_rooms(self.policy, inventory, [_demand(g) for g in gateways], eci).items():
                 known = rooms.get(key, room)
                 rooms[key] = None if room is None or known is None else min(room, known)
         return {
             gateway_key(g.namespace, g.name): rolling_strategy(
-                g, self.policy, rooms.get(gateway_key(g.namespace, g.name))
+                g,
+                self.policy,
+                rooms.get(gateway_key(g.namespace, g.name)),
+                pods_now.get(gateway_key(g.namespace, g.name)),
             )
             for g in self.gateways
         }

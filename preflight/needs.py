@@ -175,6 +175,10 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
         )
         access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
+        # The preflight looks for another owner's budget over the gateways' live pods.
+        access.append(
+            Access("list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods")
+        )
     if not (args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"

@@ -676,6 +676,10 @@ class GatewayConfig(ConfigModel):
             for cluster, override in self.cluster_overrides.items()
         ]
         bound = "minReplicas" if self.autoscale_enabled else "replicaCount"
+        # A gateway of one pod may lose it (a budget of none would block every drain); from two
+        # pods up, never all at once: checked at its fewest, and at two where it scales there.
+        if self.autoscale_enabled and self.max_replicas >= 2:
+            at_fewest += [(where + " scaled to 2", 2) for where, fewest in at_fewest if fewest == 1]
         for where, fewest in at_fewest:
             if self.min_available is not None:
                 key, text = "minAvailable", str(self.min_available)

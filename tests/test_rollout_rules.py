@@ -83,6 +83,10 @@ def test_a_count_budget_is_worked_out_at_the_fewest_pods_and_a_rollout_never_tak
     assert rolling_strategy(alone, Policy.PREFER_ECS, 0).pods(1) == (1, 0)
     assert rolling_strategy(alone, Policy.ECS_ONLY, 0).pods(1) == (1, 0)
     assert rolling_strategy(gateway(maxUnavailable="05%"), Policy.PREFER_ECS, 0).max_unavailable == "5%"
+    # Read from the clusters: an autoscaler that runs 5 of 1..5 now rolls 1 down at a time.
+    scaled_out = gateway(replicaCount=5, minReplicas=1, maxReplicas=5)
+    assert rolling_strategy(scaled_out, Policy.ECS_ONLY, 0).pods(5) == (1, 0)
+    assert rolling_strategy(scaled_out, Policy.ECS_ONLY, 0, pods_now=5).pods(5) == (0, 1)
 
 
 def test_where_a_rollout_ends_with_asms_surge_and_with_the_derived_one() -> None:
@@ -112,7 +116,18 @@ def test_where_a_rollout_ends_with_asms_surge_and_with_the_derived_one() -> None
         0,
         eci=False,
     )
-    assert stuck.pending == 5 and "waits" in stuck.reason
+    # The old pods keep serving where they run; the one new pod waits.
+    assert (stuck.ecs, stuck.pending) == (5, 1) and "waits" in stuck.reason
+    # One down at a time: each new pod waits for the room its old one frees, then gets it.
+    in_place = simulate_rollout(
+        Policy.ECS_ONLY,
+        [room("a", 0)],
+        Demand(**{**demand.__dict__, "strategy": (0, 1)}),
+        {"a": 5},
+        0,
+        eci=False,
+    )
+    assert (in_place.ecs, in_place.eci, in_place.pending) == (5, 0, 0)
 
 
 def test_the_forecast_shows_the_rollout_and_the_drift_from_the_pods_now() -> None:
@@ -219,6 +234,11 @@ def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> No
         ({"maxUnavailable": "00%"}, "maxUnavailable", "is 0%"),  # as Kubernetes reads it
         ({"minAvailable": 0}, "minAvailable", "lets all 2 pods"),
         ({"maxUnavailable": "100%"}, "maxUnavailable", "lets all 2 pods"),
+        (
+            {"minReplicas": 1, "maxUnavailable": "60%"},
+            "maxUnavailable",
+            "lets all 2 pods (minReplicas scaled to 2)",
+        ),
         ({"autoscaleEnabled": False, "replicaCount": 3, "maxUnavailable": 3}, "maxUnavailable", "lets all 3"),
         (
             {
