@@ -27,6 +27,9 @@ from components.scheduling import VIRTUAL_NODE_LABELS
 
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 NAME = "asm-gateway-rebalancer"
+PSA_MODES = ("enforce", "audit", "warn")
+# Namespaces that exist in every cluster: the stack makes the rebalancer's own.
+SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Rebalancer:
     enabled: bool = True
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
-    namespace: str = "kube-system"
+    namespace: str = NAME  # its own, made by the stack: the deployer writes nowhere else
     image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
 
 
@@ -155,6 +158,20 @@ class GatewayRebalancer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         namespace = settings.namespace
         labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "asm-serverless-gateway"}
+        # Its own namespace, where Pod Security admits only restricted pods: what the
+        # deployer may write there cannot become a privileged pod.
+        home = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=namespace,
+                labels={
+                    **labels,
+                    **{f"pod-security.kubernetes.io/{mode}": "restricted" for mode in PSA_MODES},
+                },
+            ),
+            opts=child,
+        )
+        child = pulumi.ResourceOptions(parent=self, depends_on=[home])
         meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=namespace, labels=labels)
         account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=meta, opts=child)
         role = k8s.rbac.v1.ClusterRole(
@@ -168,7 +185,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
             subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, role, account]),
         )
         document = policy_document(
             descheduler_policy(args.gateways, args.ecs_labels, settings.max_evictions_per_run)
@@ -196,6 +213,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": NAME,
+                        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                         "affinity": away_from(args.ecs_labels),
                         "containers": [
                             {
@@ -227,6 +245,6 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, policy]),
         )
         self.register_outputs({})

@@ -182,6 +182,9 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
     if not (args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
+    # Its own namespace: made (a create cannot be limited to a name), changed and removed.
+    access.append(Access("create", "namespaces", why=why))
+    access += [Access(verb, "namespaces", name=namespace, why=why) for verb in ("get", "patch", "delete")]
     for resource, group in (("serviceaccounts", ""), ("configmaps", ""), ("deployments", "apps")):
         access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
     access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)

@@ -30,6 +30,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -37,6 +38,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from components.gateway import ISTIO_GATEWAY_FIELDS
+from components.rebalancer import SHARED_NAMESPACES
 from components.rollout import scaled
 from components.scheduling import VIRTUAL_NODE_LABELS, NodeKind, Policy, Weights
 from stack_config.problems import did_you_mean, keys_of
@@ -767,7 +769,22 @@ class RebalancerConfig(ConfigModel):
     max_evictions_per_run: WholeNumber = Field(
         2, ge=1, le=1000, description="The most gateway pods it evicts in one run, over every gateway."
     )
-    namespace: DnsLabel = Field("kube-system", description="Where it runs.")
+    namespace: DnsLabel = Field(
+        "asm-gateway-rebalancer",
+        description="Its own namespace, which the stack makes (Pod Security `restricted`) and removes;"
+        " not one that exists already.",
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _its_own(cls, value: str) -> str:
+        if value in SHARED_NAMESPACES:
+            raise PydanticCustomError(
+                "shared_namespace",
+                "is a namespace every cluster has; the stack makes one for the rebalancer alone",
+            )
+        return value
+
     image: Text = Field(
         "registry.k8s.io/descheduler/descheduler:v0.36.0",
         description="Its image; a copy in your own registry (ACR) where the cluster cannot pull this one.",

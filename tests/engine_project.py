@@ -140,6 +140,7 @@ ADDED_WITH_THE_REBALANCER = (
     "ClusterRoleBinding",
     "ConfigMap",
     "Deployment",
+    "Namespace",
 )
 
 

@@ -104,7 +104,7 @@ EVERY_KEY: list[dict[str, Any]] = [
             "enabled": True,
             "intervalSeconds": 60,
             "maxEvictionsPerRun": 2,
-            "namespace": "kube-system",
+            "namespace": "asm-gateway-rebalancer",
             "image": "registry.k8s.io/descheduler/descheduler:v0.36.0",
         },
         "clusters": [

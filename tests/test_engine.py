@@ -75,6 +75,7 @@ REBALANCER_GONE = [
             ("rbac.authorization.k8s.io/v1:ClusterRoleBinding", "binding"),
             ("core/v1:ConfigMap", "policy"),
             ("apps/v1:Deployment", "deployment"),
+            ("core/v1:Namespace", "namespace"),
         )
     ),
 ]

@@ -245,16 +245,16 @@ class Harness:
 def start_rebalancer(plane: ControlPlane, api: kubernetes.client.ApiClient) -> None:
     """The descheduler as the stack deployed it: its policy, its interval, its account."""
     core = kubernetes.client.CoreV1Api(api)
-    deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(REBALANCER, "kube-system")
+    deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(REBALANCER, REBALANCER)
     (volume,) = deployment.spec.template.spec.volumes
-    policy = core.read_namespaced_config_map(volume.config_map.name, "kube-system").data["policy.yaml"]
+    policy = core.read_namespaced_config_map(volume.config_map.name, REBALANCER).data["policy.yaml"]
     (interval,) = [
         arg.split("=", 1)[1]
         for arg in deployment.spec.template.spec.containers[0].args
         if arg.startswith("--descheduling-interval=")
     ]
     assert interval == f"{INTERVAL_SECONDS}s"
-    identity = service_account_kubeconfig(plane, api, REBALANCER, "kube-system")
+    identity = service_account_kubeconfig(plane, api, REBALANCER, REBALANCER)
     plane.start_descheduler(policy, interval, identity)
 
 
