@@ -32,26 +32,9 @@ from typing import Any
 
 import kubernetes
 
-from components.scheduling import VIRTUAL_NODE_LABELS
+from components.scheduling import VIRTUAL_NODE_LABELS, expression_matches
 
 NodeKindName = str  # "gateway-ecs" | "virtual" | "other"
-
-
-def expression_matches(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:
-    key, operator = expression["key"], expression["operator"]
-    values = expression.get("values") or []
-    if operator == "In":
-        return labels.get(key) in values
-    if operator == "NotIn":
-        return labels.get(key) not in values
-    if operator == "Exists":
-        return key in labels
-    if operator == "DoesNotExist":
-        return key not in labels
-    if operator in ("Gt", "Lt") and key in labels:
-        number, bound = int(labels[key]), int(values[0])
-        return number > bound if operator == "Gt" else number < bound
-    return False
 
 
 def term_matches(labels: Mapping[str, str], term: Mapping[str, Any]) -> bool:

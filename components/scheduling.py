@@ -193,3 +193,21 @@ def resource_policy_units(policy: Policy, groups: Mapping[NodeKind, NodeGroup]) 
         else:
             units.append({"resource": "eci"})
     return units
+
+
+def expression_matches(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:
+    """Whether labels meet one `matchExpressions` entry (of a node or a label selector)."""
+    key, operator = expression["key"], expression["operator"]
+    values = expression.get("values") or []
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    if operator in ("Gt", "Lt") and key in labels:
+        number, bound = int(labels[key]), int(values[0])
+        return number > bound if operator == "Gt" else number < bound
+    return False

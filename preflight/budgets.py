@@ -17,7 +17,7 @@ import kubernetes
 
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.rollout import disruption_budget_name
-from placement_check import expression_matches
+from components.scheduling import expression_matches
 from preflight.checks import get
 
 
