@@ -466,10 +466,12 @@ def forecast(
     drift_rooms = list(rooms_now)  # taken by each gateway's movable pods in turn
     gateways = []
     for d in demands:
-        own_order = shared[d.name] == alone[d.name]
+        # Placed after all the others (their pods may come first, whatever the declared order).
+        last = _points(policy, nodes, [*(o for o in demands if o.name != d.name), d], eci)[d.name]
+        own_order = shared[d.name] == alone[d.name] == last
+        # Where the order matters: ECS at most what it gets alone, ECI billed at most as last.
         points = shared[d.name] if own_order else alone[d.name]
-        # ECS at most what it gets alone; so ECI billed at least what it gets after the others.
-        eci_at_max = max(shared[d.name][2].eci, alone[d.name][2].eci)
+        eci_at_max = last[2].eci
         running = inventory.running.get(d.name, {})
         after_rollout = None
         if inventory.live and d.strategy is not None and running:

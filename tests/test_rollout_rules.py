@@ -175,11 +175,10 @@ def test_gateways_sharing_nodes_are_bounded_each_as_if_alone() -> None:
     demands = [Demand("ns/first", ONE_CORE, 3, 3, 3), Demand("ns/second", ONE_CORE, 3, 3, 3)]
     result = forecast(Policy.PREFER_ECS, Inventory(nodes, "t", live=True), demands, eci=True, ecs_first=True)
     first, second = result.gateways
-    assert first.exact and first.at_replicas.ecs == 3
-    # If the first spills (default scoring, or its pods come later), the second gets up to 3.
-    assert not second.exact and second.at_replicas.ecs == 3
-    # Its ECI bill is not the one it would have alone (none): after the first, 2 of 3 go there.
-    assert second.eci_cpu_at_max == 2
+    # Whichever gateway's pods come first takes the room: each gets up to 3 on ECS, and as
+    # much as 2 of its 3 on ECI (not the none it would have alone). Neither is exact.
+    for gateway in (first, second):
+        assert not gateway.exact and gateway.at_replicas.ecs == 3 and gateway.eci_cpu_at_max == 2
     # What a rollout may surge without leaving ECS, shared: none left after both at replicaCount.
     assert surge_rooms(Policy.PREFER_ECS, Inventory((room("a", 8),), "t", live=True), demands, True) == {
         "ns/first": 2,
