@@ -38,6 +38,8 @@ CONTROLLERS = (
     "taint-eviction-controller",
     # PodDisruptionBudgets' status: without it, no eviction of a pod a budget covers is allowed.
     "disruption-controller",
+    # Empties and removes a deleted namespace (the rebalancer's own goes with a cluster).
+    "namespace-controller",
 )
 
 
