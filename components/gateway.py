@@ -110,6 +110,10 @@ class Gateway:
     min_available: int | str | None = None
     max_unavailable: int | str | None = None
     disruption_budget: bool = True  # declare a PodDisruptionBudget for it in each cluster
+    # It existed before the stack (gateways[].adopt): the stack sets only the guide's fields,
+    # its derived rollout and `declared` (the spec fields the config sets), and never deletes it.
+    adopt: bool = False
+    declared: frozenset[str] = frozenset()
 
     def in_cluster(self, cluster_id: str) -> Gateway:
         """The gateway as it runs in one cluster: its own values, with that cluster's overrides."""
@@ -208,7 +212,31 @@ def istio_gateway_spec(
                 overrides[cluster] = fields
         if overrides or "overrides" in spec:
             spec["overrides"] = dict(sorted(overrides.items()))
+    if gateway.adopt:
+        return adopted_spec(spec, gateway, cluster_ids, rollout)
     return spec
+
+
+# What the stack always sets on a gateway it adopts: the guide's placement, and its pod label.
+GUIDE_FIELDS = ("affinity", "tolerations", "podLabels")
+
+
+def adopted_spec(
+    spec: Mapping[str, Any],
+    gateway: Gateway,
+    cluster_ids: Sequence[str],
+    rollout: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Of a full spec, what the stack sets on a gateway it adopted: the guide's fields (the pod
+    label alone, beside the live ones), the derived rollout, the fields the config sets, and
+    the clusters where the stack spans several. Everything else keeps its live value."""
+    kept = set(GUIDE_FIELDS) | set(rollout or {}) | set(gateway.declared)
+    if len(cluster_ids) > 1:
+        kept.add("clusterIds")
+    adopted = {key: value for key, value in spec.items() if key in kept}
+    own_labels = gateway.extra_spec.get("podLabels") if "podLabels" in gateway.declared else None
+    adopted["podLabels"] = {**(own_labels or {}), **gateway_pod_labels(gateway.name)}
+    return adopted
 
 
 @dataclass
@@ -229,14 +257,33 @@ class IstioGateway(pulumi.ComponentResource):
     def __init__(self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(type_token("IstioGateway"), name, None, opts)
         gateway = args.gateway
-        k8s.apiextensions.CustomResource(
-            f"{name}-istiogateway",
-            api_version=API_VERSION,
-            kind=KIND,
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
-            spec=istio_gateway_spec(gateway, args.rules, args.cluster_ids, args.rollout),
-            opts=child_options(self, opts),
-        )
+        spec = istio_gateway_spec(gateway, args.rules, args.cluster_ids, args.rollout)
+        if gateway.adopt:
+            # Made before the stack: a server-side-apply patch of its fields, under the mesh's
+            # explicit provider. It takes them over from the writer that held them (the console,
+            # `kubectl edit`; the preflight says which), and deleting it releases them: the
+            # gateway, its Service and its load balancer stay.
+            k8s.apiextensions.CustomResourcePatch(
+                f"{name}-istiogateway-adopted",
+                api_version=API_VERSION,
+                kind=KIND,
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=gateway.name,
+                    namespace=gateway.namespace,
+                    annotations={"pulumi.com/patchForce": "true"},
+                ),
+                spec=spec,
+                opts=child_options(self, opts),
+            )
+        else:
+            k8s.apiextensions.CustomResource(
+                f"{name}-istiogateway",
+                api_version=API_VERSION,
+                kind=KIND,
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway.name, namespace=gateway.namespace),
+                spec=spec,
+                opts=child_options(self, opts),
+            )
         self.summary = {
             "namespace": gateway.namespace,
             "name": gateway.name,

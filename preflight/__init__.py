@@ -60,7 +60,7 @@ def require(config: StackConfig) -> Observed:
             f"`scripts/preflight.sh --stack {config.stack}` shows every check;"
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
-    conflicts = [
+    conflicts = _adoption_problems(config, seen.get("mesh", {})) + [
         line for c in config.gateway.clusters for line in _budget_conflicts(config, c, seen.get(c.api, {}))
     ]
     if conflicts:
@@ -76,6 +76,39 @@ def require(config: StackConfig) -> Observed:
         {cluster_id: inventory for cluster_id, inventory in read.items() if inventory is not None},
         _serving_clusters(config, seen.get("mesh", {})),
     )
+
+
+def _adoption_problems(config: StackConfig, seen: dict[str, Any]) -> list[str]:
+    """Gateways that exist without `adopt`, or are adopted and do not exist; the fields an
+    adopted gateway's other writers hold that the stack takes over are warned about."""
+    if "client" not in seen:
+        return []
+    from kubernetes.client import ApiException  # noqa: PLC0415
+
+    from components.gateway import API_VERSION  # noqa: PLC0415
+    from components.scheduling import Policy  # noqa: PLC0415
+    from preflight.adoption import adoption, written_fields  # noqa: PLC0415
+    from preflight.checks import get  # noqa: PLC0415
+
+    args = config.gateway
+    derived = args.policy in (Policy.PREFER_ECS, Policy.ECS_ONLY)
+    problems: list[str] = []
+    for index, gateway in enumerate(args.gateways):
+        path = f"/apis/{API_VERSION}/namespaces/{gateway.namespace}/istiogateways/{gateway.name}"
+        try:
+            live = get(seen["client"], path)
+        except ApiException as error:
+            if error.status != 404:
+                raise PreflightError(
+                    f"stack {config.stack}: could not read IstioGateway {gateway.namespace}/{gateway.name}"
+                    f" through meshKubeconfig ({error.status} {error.reason}), so nothing was changed"
+                ) from None
+            live = None
+        verdict = adoption(index, gateway, live, written_fields(gateway, derived, len(args.clusters) > 1))
+        problems += verdict.errors
+        for warning in verdict.warnings:
+            pulumi.log.warn(warning)
+    return problems
 
 
 def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[str] | None:

@@ -400,7 +400,32 @@ def _gateway(gateway: GatewayConfig) -> Gateway:
         min_available=gateway.min_available,
         max_unavailable=gateway.max_unavailable,
         disruption_budget=gateway.pod_disruption_budget,
+        adopt=gateway.adopt,
+        declared=_declared_fields(gateway),
     )
+
+
+# The IstioGateway fields each gateway key writes (the rest are the stack's own or none).
+_SPEC_FIELDS_OF_KEYS = {
+    "replica_count": ("replicaCount",),
+    "autoscale_enabled": ("autoscaleEnabled",),
+    "min_replicas": ("minReplicas",),
+    "max_replicas": ("maxReplicas",),
+    "target_cpu_utilization": ("cpu",),
+    "ports": ("ports",),
+    "service_type": ("serviceType",),
+    "service_annotations": ("serviceAnnotations",),
+    "pod_annotations": ("podAnnotations",),
+    "resources": ("resources",),
+    "cluster_overrides": ("overrides",),
+}
+
+
+def _declared_fields(gateway: GatewayConfig) -> frozenset[str]:
+    """The spec fields the gateway's entry sets itself (not by default): what an adopted
+    gateway's patch declares beside the guide's fields."""
+    fields = {f for key in gateway.model_fields_set for f in _SPEC_FIELDS_OF_KEYS.get(key, ())}
+    return frozenset(fields | set(gateway.extra_spec))
 
 
 # -- Loading -----------------------------------------------------------------------------

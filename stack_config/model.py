@@ -602,6 +602,12 @@ class GatewayConfig(ConfigModel):
         description="The most pods a rollout, a drain or the rebalancer may take down at once (a count or"
         " a percentage); `1` when neither this nor `minAvailable` is set.",
     )
+    adopt: Flag = Field(
+        False,
+        description="The IstioGateway exists already (made in ASM's console, say): the stack takes it"
+        " over without recreating it, sets only the placement rules, its pod label, the derived rollout"
+        " and the keys of this entry you set, and on `destroy` releases them and leaves the gateway.",
+    )
     pod_disruption_budget: Flag = Field(
         True,
         description="Declare a PodDisruptionBudget with this budget in each cluster (the IstioGateway has"
@@ -1034,6 +1040,14 @@ def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
                 (f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}")
             )
         seen.add((gateway.namespace, gateway.name))
+        mesh = parts.get("mesh")
+        if gateway.adopt and mesh is not None and mesh.mode == "create":
+            problems.append(
+                (
+                    f"gateways[{index}].adopt",
+                    "is true, but the stack creates the mesh (mesh.mode: create): it has no gateway yet",
+                )
+            )
     return problems
 
 

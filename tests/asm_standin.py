@@ -187,18 +187,23 @@ def install(api: kubernetes.client.ApiClient, namespace: str = "istio-system") -
         core.create_namespace({"metadata": {"name": namespace}})
 
 
+LOAD_BALANCER_IP = "203.0.113.10"  # a documentation address: the stand-in's load balancer
+
+
 def gateway_deployment(gateway: dict[str, Any]) -> dict[str, Any]:
     """The Deployment that ASM's controller makes of one IstioGateway."""
     spec = gateway["spec"]
     name = gateway["metadata"]["name"]
-    labels = {"app": name, "istio": name, **spec.get("podLabels", {})}
+    # Istio selects a gateway's pods by `app` and `istio` alone: podLabels may change later.
+    selector = {"app": name, "istio": name}
+    labels = {**selector, **spec.get("podLabels", {})}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": gateway["metadata"]["namespace"], "labels": labels},
         "spec": {
             "replicas": spec.get("replicaCount", 1),
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels, "annotations": spec.get("podAnnotations", {})},
                 "spec": {
@@ -362,6 +367,7 @@ class MeshController:
             (d for d in apps.list_namespaced_deployment(self.namespace).items if d.metadata.name == name),
             None,
         )
+        self._expose(api, gateway, spec)
         wanted = gateway_deployment({**gateway, "spec": spec})
         wanted["spec"]["strategy"] = _rollout_strategy(spec)
         wanted["metadata"]["annotations"] = {"asm-standin/generation": str(generation)}
@@ -378,6 +384,49 @@ class MeshController:
                     "metadata": {**wanted["metadata"], "resourceVersion": current.metadata.resource_version},
                 },
             )
+
+    def _expose(
+        self, api: kubernetes.client.ApiClient, gateway: dict[str, Any], spec: dict[str, Any]
+    ) -> None:
+        """The gateway's Service, as ASM keeps it: its type, ports and annotations from the spec,
+        the same object (uid, cluster IP, load balancer address) across changes."""
+        name = gateway["metadata"]["name"]
+        core = kubernetes.client.CoreV1Api(api)
+        wanted = {
+            "metadata": {"name": name, "annotations": dict(spec.get("serviceAnnotations") or {})},
+            "spec": {
+                "type": spec.get("serviceType", "LoadBalancer"),
+                "selector": {"app": name, "istio": name},
+                "ports": [
+                    {"name": p["name"], "port": p["port"], "targetPort": p.get("targetPort", p["port"]),
+                     "protocol": p.get("protocol", "TCP") if p.get("protocol") in ("TCP", "UDP") else "TCP"}
+                    for p in spec.get("ports", [])
+                ],
+            },
+        }  # fmt: skip
+        current = next(
+            (svc for svc in core.list_namespaced_service(self.namespace).items if svc.metadata.name == name),
+            None,
+        )
+        if current is None:
+            core.create_namespaced_service(self.namespace, wanted)
+            if wanted["spec"]["type"] == "LoadBalancer":  # the cloud's part: an address
+                core.patch_namespaced_service_status(
+                    name,
+                    self.namespace,
+                    {"status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}},
+                )
+            return
+        live_ports = [(p.name, p.port) for p in current.spec.ports or []]
+        if (
+            live_ports != [(p["name"], p["port"]) for p in wanted["spec"]["ports"]]
+            or (current.metadata.annotations or {}) != wanted["metadata"]["annotations"]
+        ):
+            # The same object, its ports and annotations replaced (uid, cluster IP, address kept).
+            body = api.sanitize_for_serialization(current)
+            body["metadata"]["annotations"] = wanted["metadata"]["annotations"]
+            body["spec"]["ports"] = wanted["spec"]["ports"]
+            core.replace_namespaced_service(name, self.namespace, body)
 
     def _play_kubelets(self, api: kubernetes.client.ApiClient) -> None:
         core = kubernetes.client.CoreV1Api(api)
