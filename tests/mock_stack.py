@@ -97,6 +97,7 @@ EVERY_KEY: list[dict[str, Any]] = [
                 },
                 "minAvailable": "50%",
                 "podDisruptionBudget": True,
+                "adopt": False,
                 "extraSpec": {},
             }
         ],
