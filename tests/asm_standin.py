@@ -16,6 +16,10 @@ from typing import Any
 
 import kubernetes
 
+from components.rebalancer import Rebalancer
+
+REBALANCER_NAMESPACE = Rebalancer().namespace
+
 GROUP = "istio.alibabacloud.com"
 VERSION = "v1beta1"
 PLURAL = "istiogateways"
@@ -430,6 +434,11 @@ class MeshController:
 
     def _play_kubelets(self, api: kubernetes.client.ApiClient) -> None:
         core = kubernetes.client.CoreV1Api(api)
+        # The rebalancer's pod, which the stack deploys beside the gateway: a kubelet ends it
+        # when it is deleted (its namespace goes with a cluster the stack drops).
+        for pod in core.list_namespaced_pod(REBALANCER_NAMESPACE).items:
+            if pod.metadata.deletion_timestamp is not None:
+                core.delete_namespaced_pod(pod.metadata.name, REBALANCER_NAMESPACE, grace_period_seconds=0)
         for pod in core.list_namespaced_pod(self.namespace).items:
             if pod.metadata.deletion_timestamp is not None:
                 core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
