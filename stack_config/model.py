@@ -1008,6 +1008,32 @@ def _marks(marks: dict[str, str] | list[TaintConfig]) -> Any:
     return marks if isinstance(marks, dict) else sorted((t.key, t.value, t.effect) for t in marks)
 
 
+# Keys an adopted gateway's entry may not set: releasing them (on `destroy`, or taking the
+# entry out) would leave the live gateway without them, its Service without its listeners.
+NOT_ADOPTABLE = {"ports": "ports", "service_type": "serviceType", "service_annotations": "serviceAnnotations",
+                 "cluster_overrides": "clusterOverrides"}  # fmt: skip
+
+
+def _adoption_problems(index: int, gateway: GatewayConfig, parts: dict[str, Any]) -> list[tuple[str, str]]:
+    """What an adopted gateway's entry cannot do: see NOT_ADOPTABLE, and work without the mesh."""
+    at = f"gateways[{index}]"
+    problems = [
+        (f"{at}.{key}", "cannot be set on an adopted gateway: the stack would remove it on release; keep"
+                        " it where the gateway was made (ASM's console)")
+        for attribute, key in NOT_ADOPTABLE.items()
+        if attribute in gateway.model_fields_set
+    ]  # fmt: skip
+    if parts.get("mesh_kubeconfig") is None:
+        problems.append(
+            (f"{at}.adopt", "is true, but meshKubeconfig is not set: adoption reads the gateway first")
+        )
+    if parts.get("clusters"):
+        problems.append(
+            (f"{at}.adopt", "is true in a stack of several clusters, which adoption does not cover yet")
+        )
+    return problems
+
+
 def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
     """Rules across sections, on those parts of the config that are known to be valid."""
     problems: list[tuple[str, str]] = _cluster_problems(parts)
@@ -1041,6 +1067,8 @@ def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
             )
         seen.add((gateway.namespace, gateway.name))
         mesh = parts.get("mesh")
+        if gateway.adopt:
+            problems += _adoption_problems(index, gateway, parts)
         if gateway.adopt and mesh is not None and mesh.mode == "create":
             problems.append(
                 (

@@ -191,6 +191,7 @@ def install(api: kubernetes.client.ApiClient, namespace: str = "istio-system") -
         core.create_namespace({"metadata": {"name": namespace}})
 
 
+STANDIN_LABEL = "asm-standin/made"
 LOAD_BALANCER_IP = "203.0.113.10"  # a documentation address: the stand-in's load balancer
 
 
@@ -350,8 +351,14 @@ class MeshController:
                 if cluster_id in self.clusters:
                     overrides = gateway["spec"].get("overrides", {}).get(cluster_id, {})
                     self._deploy(self.clusters[cluster_id], gateway, {**gateway["spec"], **overrides})
-        # A gateway a cluster no longer runs (taken off its clusterIds, or deleted) is removed there.
-        for cluster_id, api in (self.clusters or {}).items():
+        # A gateway a cluster no longer runs (taken off its clusterIds, or deleted) is removed there,
+        # with its Service (and so its load balancer).
+        for cluster_id, api in (self.clusters or {"": self.api}).items():
+            core = kubernetes.client.CoreV1Api(api)
+            for service in core.list_namespaced_service(self.namespace).items:
+                made_here = (service.metadata.labels or {}).get(STANDIN_LABEL) == "true"
+                if made_here and service.metadata.name not in wanted.get(cluster_id, set()):
+                    core.delete_namespaced_service(service.metadata.name, self.namespace)
             apps = kubernetes.client.AppsV1Api(api)
             for deployment in apps.list_namespaced_deployment(self.namespace).items:
                 made_here = "asm-standin/generation" in (deployment.metadata.annotations or {})
@@ -397,7 +404,11 @@ class MeshController:
         name = gateway["metadata"]["name"]
         core = kubernetes.client.CoreV1Api(api)
         wanted = {
-            "metadata": {"name": name, "annotations": dict(spec.get("serviceAnnotations") or {})},
+            "metadata": {
+                "name": name,
+                "labels": {STANDIN_LABEL: "true"},
+                "annotations": dict(spec.get("serviceAnnotations") or {}),
+            },
             "spec": {
                 "type": spec.get("serviceType", "LoadBalancer"),
                 "selector": {"app": name, "istio": name},

@@ -102,7 +102,7 @@ class Live:
             time.sleep(0.25)
 
 
-def adopting(adopt: bool) -> Callable[[dict[str, Any]], None]:
+def adopting(adopt: bool, name: str = GATEWAY) -> Callable[[dict[str, Any]], None]:
     def point_at_cluster(config: dict[str, Any]) -> None:
         config.pop("renderYamlTo", None)
         config["placementPolicy"] = "prefer-ecs"
@@ -115,7 +115,7 @@ def adopting(adopt: bool) -> Callable[[dict[str, Any]], None]:
         }
         config["virtualNodes"] = {"mode": "existing"}
         config["rebalancer"] = {"enabled": False}
-        config["gateways"] = [{"name": GATEWAY, **({"adopt": True} if adopt else {})}]
+        config["gateways"] = [{"name": name, **({"adopt": True} if adopt else {})}]
 
     return point_at_cluster
 
@@ -227,3 +227,20 @@ def test_destroy_releases_the_stacks_fields_and_leaves_the_gateway_serving(live:
     assert not (spec.get("affinity") or {}).get("nodeAffinity") and not spec.get("tolerations"), spec
     live.wait(lambda: len(live.serving()) == 3, 60, "the gateway serving after destroy")
     assert live.watch.evicted == {}
+
+
+def test_a_gateway_the_stack_made_is_never_adopted_which_would_delete_it(live: Live) -> None:
+    """Its IstioGateway resource would give way to the patch, and deleting it deletes the gateway."""
+    live.project.edit_config("local", adopting(adopt=False, name="stack-gateway"))
+    live.stack.up()
+    made = asm_standin.read_gateway(live.api, NAMESPACE, "stack-gateway")
+    live.project.edit_config("local", adopting(adopt=True, name="stack-gateway"))
+    with pytest.raises(auto.errors.CommandError) as refused:
+        live.stack.preview()
+    assert "a Pulumi stack made IstioGateway istio-system/stack-gateway" in str(refused.value)
+    with pytest.raises(auto.errors.CommandError):
+        live.stack.up()
+    still = asm_standin.read_gateway(live.api, NAMESPACE, "stack-gateway")
+    assert still["metadata"]["uid"] == made["metadata"]["uid"]
+    live.project.edit_config("local", adopting(adopt=False, name="stack-gateway"))
+    live.stack.destroy()

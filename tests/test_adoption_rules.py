@@ -19,8 +19,21 @@ ISTIO_GATEWAY_PATCH = "kubernetes:istio.alibabacloud.com/v1beta1:IstioGatewayPat
 
 
 def gateway(**keys: object) -> Gateway:
-    values = {**EVERY_KEY[0], "mesh": {"mode": "existing"}, "gateways": [{"name": "gw", **keys}]}
+    values = {
+        **EVERY_KEY[0],
+        "mesh": {"mode": "existing"},
+        "clusters": [],
+        "gateways": [{"name": "gw", **keys}],
+    }
     return stack_config.parse("test", values, list(stack_config.SECRET_KEYS)).gateway.gateways[0]
+
+
+def _key(field: str) -> str:
+    return f"f:{field.split('.', maxsplit=1)[0]}"
+
+
+def _sub(field: str) -> dict[str, Any]:
+    return {f"f:{field.split('.')[1]}": {}} if "." in field else {}
 
 
 def live(*managers: tuple[str, list[str]]) -> dict[str, Any]:
@@ -29,7 +42,7 @@ def live(*managers: tuple[str, list[str]]) -> dict[str, Any]:
         "metadata": {
             "name": "gw",
             "managedFields": [
-                {"manager": name, "fieldsV1": {"f:spec": {f"f:{field}": {} for field in fields}}}
+                {"manager": name, "fieldsV1": {"f:spec": {_key(field): _sub(field) for field in fields}}}
                 for name, fields in managers
             ],
         },
@@ -70,9 +83,8 @@ def test_an_existing_gateway_no_stack_made_is_refused_naming_the_key() -> None:
     (error,) = verdict.errors
     assert "gateways[2].adopt" in error and "asm-console" in error and "exists already" in error
     # One this stack made (its server-side-apply manager) is its own.
-    assert adoption(0, gateway(), live(("pulumi-kubernetes-1a2b3c4d", ["affinity"])), set()) == adoption(
-        0, gateway(), None, set()
-    )
+    made = live(("pulumi-kubernetes-1a2b3c4d", ["gatewayType", "affinity.nodeAffinity"]))
+    assert adoption(0, gateway(), made, set()) == adoption(0, gateway(), None, set())
     assert adoption(0, gateway(), None, set()).errors == ()
 
 
@@ -80,7 +92,7 @@ def test_an_adopted_gateway_says_which_fields_it_takes_over_from_whom() -> None:
     adopted = gateway(adopt=True, maxReplicas=8)
     written = written_fields(adopted, derived_rollout=True, several_clusters=False)
     assert written == {
-        "affinity",
+        "affinity.nodeAffinity",
         "tolerations",
         "podLabels",
         "maxReplicas",
@@ -88,20 +100,47 @@ def test_an_adopted_gateway_says_which_fields_it_takes_over_from_whom() -> None:
         "rollingMaxUnavailable",
     }
     held = live(
-        ("asm-console", ["replicaCount", "ports", "affinity", "maxReplicas"]),
-        ("kubectl-edit", ["tolerations", "podLabels"]),
-        ("pulumi-kubernetes-9f", ["affinity"]),
+        ("asm-console", ["replicaCount", "ports", "affinity.nodeAffinity", "maxReplicas"]),
+        ("kubectl-edit", ["tolerations", "podLabels", "affinity.podAntiAffinity"]),
+        ("pulumi-kubernetes-9f", ["affinity.nodeAffinity"]),  # the patch's own, from a run before
     )
     (warning,) = adoption(0, adopted, held, written).warnings
-    taken = "spec.affinity from asm-console; spec.maxReplicas from asm-console; spec.tolerations from"
-    assert f"{taken} kubectl-edit" in warning
-    assert "replicaCount" not in warning and "ports" not in warning and "podLabels" not in warning
+    taken = "spec.affinity.nodeAffinity from asm-console; spec.maxReplicas from asm-console; spec.tolerations"
+    assert f"{taken} from kubectl-edit" in warning
+    # Not written, so not taken: the other writer's anti-affinity stays beside the guide's.
+    for kept in ("replicaCount", "ports", "podLabels", "podAntiAffinity"):
+        assert kept not in warning
     missing = adoption(1, adopted, None, written)
     assert (
         missing.errors
         and "gateways[1].adopt is true" in missing.errors[0]
         and "does not exist" in missing.errors[0]
     )
+    # A gateway a stack made whole (and this one's earlier resource would delete) is not adopted.
+    made = live(("pulumi-kubernetes-1a2b3c4d", ["gatewayType", "clusterIds", "affinity.nodeAffinity"]))
+    (refusal,) = adoption(0, adopted, made, written).errors
+    assert "a Pulumi stack made" in refusal and "would delete it first" in refusal
+    # A gateway only adopted before (the patch holds no gatewayType) is not the stack's own:
+    # with adopt taken out, the stack refuses rather than create it over the other writer.
+    adopted_before = live(
+        ("asm-console", ["gatewayType", "ports"]), ("pulumi-kubernetes-9f", ["tolerations"])
+    )
+    assert adoption(0, gateway(), adopted_before, set()).errors
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "words"),
+    [
+        ({"ports": [{"name": "http", "port": 80}]}, "ports", "cannot be set on an adopted gateway"),
+        ({"serviceAnnotations": {"a": "b"}}, "serviceAnnotations", "cannot be set on an adopted gateway"),
+    ],
+)
+def test_an_adopted_entry_may_not_set_what_its_release_would_remove(
+    keys: dict[str, object], key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        gateway(adopt=True, **keys)
+    assert f"gateways[0].{key}: {words}" in str(refused.value)
 
 
 def test_adopting_in_a_mesh_the_stack_creates_is_refused() -> None:
