@@ -28,7 +28,7 @@ from components.scheduling import VIRTUAL_NODE_LABELS
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 NAME = "asm-gateway-rebalancer"
 PSA_MODES = ("enforce", "audit", "warn")
-# Namespaces that exist in every cluster: the stack makes the rebalancer's own.
+# Namespaces that exist in every cluster: the rebalancer has one of its own.
 SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
@@ -129,6 +129,19 @@ def descheduler_rules() -> list[dict[str, Any]]:
     ]
 
 
+def rebalancer_namespace(namespace: str) -> dict[str, Any]:
+    """The rebalancer's namespace, as an admin makes it once: Pod Security admits only
+    restricted pods there, so what the deployer may write in it cannot run privileged."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace,
+            "labels": {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in PSA_MODES},
+        },
+    }
+
+
 def away_from(ecs_labels: Mapping[str, str]) -> dict[str, Any]:
     """Node affinity that keeps the descheduler off the gateway's ECS nodes and off ECI."""
     (virtual_key, virtual_value), *_ = VIRTUAL_NODE_LABELS.items()
@@ -158,20 +171,8 @@ class GatewayRebalancer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         namespace = settings.namespace
         labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "asm-serverless-gateway"}
-        # Its own namespace, where Pod Security admits only restricted pods: what the
-        # deployer may write there cannot become a privileged pod.
-        home = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=namespace,
-                labels={
-                    **labels,
-                    **{f"pod-security.kubernetes.io/{mode}": "restricted" for mode in PSA_MODES},
-                },
-            ),
-            opts=child,
-        )
-        child = pulumi.ResourceOptions(parent=self, depends_on=[home])
+        # Its own namespace is made once by an admin (rebalancer_namespace, in the generated
+        # RBAC), Pod Security `restricted`: the deployer writes there and cannot relabel it.
         meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=namespace, labels=labels)
         account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=meta, opts=child)
         role = k8s.rbac.v1.ClusterRole(
@@ -185,7 +186,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
             subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, role, account]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
         )
         document = policy_document(
             descheduler_policy(args.gateways, args.ecs_labels, settings.max_evictions_per_run)
@@ -245,6 +246,6 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
         self.register_outputs({})

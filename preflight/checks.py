@@ -203,6 +203,25 @@ def _object_row(client: kubernetes.client.ApiClient, api: str, ref: ObjectRef) -
     return Row(api, check, Result.PASSED)
 
 
+def _namespace_row(client: kubernetes.client.ApiClient, api: str, namespace: str) -> Row:
+    check = f"namespace {namespace} exists"
+    try:
+        get(client, f"/api/v1/namespaces/{namespace}")
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return Row(
+                api,
+                check,
+                Result.FAILED,
+                "missing: the rebalancer's own, made once by an admin (the generated cluster-rbac.yaml"
+                " holds it, Pod Security restricted), or set rebalancer.enabled: false",
+            )
+        if error.status == 403:
+            return Row(api, check, Result.NOT_RUN, "the identity may not get namespaces")
+        return Row(api, check, Result.FAILED, str(api_error(error, "reading namespaces")))
+    return Row(api, check, Result.PASSED)
+
+
 def _as_row(api: str, call: Callable[[], Row | list[Row]]) -> Row | list[Row]:
     """A check that the network or a proxy cut short is a failed row, not a traceback."""
     try:
@@ -241,6 +260,7 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
         partial(_node_rows, client, needs, seen),
         *(partial(_kind_row, client, needs.api, k) for k in needs.kinds),
         *(partial(_object_row, client, needs.api, o) for o in needs.objects),
+        *(partial(_namespace_row, client, needs.api, n) for n in needs.namespaces),
     ]
     # The API server answers each review alone; a distant cluster is many round trips.
     with ThreadPoolExecutor(max_workers=8) as pool:

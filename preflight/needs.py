@@ -80,6 +80,8 @@ class ApiNeeds:
     virtual_nodes: bool = False  # virtual nodes must exist (not made by this stack)
     kinds: tuple[ServedKind, ...] = ()
     objects: tuple[ObjectRef, ...] = ()
+    # Namespaces an admin makes once (the generated RBAC holds them): the rebalancer's.
+    namespaces: tuple[str, ...] = ()
 
 
 def _object_access(
@@ -161,6 +163,7 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
         virtual_nodes=virtual.mode == "existing",
         kinds=tuple(kinds),
         objects=tuple(objects),
+        namespaces=(args.rebalancer.namespace,) if _runs_rebalancer(args, cluster) else (),
     )
 
 
@@ -179,12 +182,9 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
         access.append(
             Access("list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods")
         )
-    if not (args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"):
+    if not _runs_rebalancer(args, cluster):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
-    # Its own namespace: made (a create cannot be limited to a name), changed and removed.
-    access.append(Access("create", "namespaces", why=why))
-    access += [Access(verb, "namespaces", name=namespace, why=why) for verb in ("get", "patch", "delete")]
     for resource, group in (("serviceaccounts", ""), ("configmaps", ""), ("deployments", "apps")):
         access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
     access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
@@ -204,6 +204,13 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
                 access += [Access(verb, resource, group, why=granting) for verb in rule["verbs"]]
     return access
     return access
+
+
+def _runs_rebalancer(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> bool:
+    reachable = cluster.kubeconfig is not None or bool(args.render_yaml_to)
+    return (
+        reachable and args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"
+    )
 
 
 def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:

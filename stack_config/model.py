@@ -771,8 +771,8 @@ class RebalancerConfig(ConfigModel):
     )
     namespace: DnsLabel = Field(
         "asm-gateway-rebalancer",
-        description="Its own namespace, which the stack makes (Pod Security `restricted`) and removes;"
-        " not one that exists already.",
+        description="Its own namespace, made once by an admin (the generated `cluster-rbac.yaml` holds"
+        " it, Pod Security `restricted`); not one every cluster has.",
     )
 
     @field_validator("namespace")
