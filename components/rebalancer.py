@@ -36,7 +36,7 @@ SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-no
 class Rebalancer:
     """How the stack runs the descheduler (the `rebalancer` config section)."""
 
-    enabled: bool = True
+    enabled: bool = False  # opt in: two stacks in one cluster would share its fixed names
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
     namespace: str = NAME  # its own, made by the stack: the deployer writes nowhere else

@@ -759,7 +759,7 @@ class RebalancerConfig(ConfigModel):
     """The Kubernetes descheduler the stack runs per cluster to move gateway pods back onto ECS."""
 
     enabled: Flag = Field(
-        True,
+        False,
         description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
         " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
     )

@@ -140,6 +140,7 @@ def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_h
         placementPolicy="prefer-ecs",
         ecsCapacity={"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
         virtualNodes={"mode": "existing"},
+        rebalancer={"enabled": True},
     )
     subject = Subject.parse("serviceaccount:kube-system/deployer")
     rules = [
