@@ -178,10 +178,14 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
         )
         access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
-        # The preflight looks for another owner's budget over the gateways' live pods.
-        access.append(
-            Access("list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods")
-        )
+        # The preflight looks for another owner's budget over the gateways' live pods (where
+        # the node marks do not list pods in every namespace already).
+        if cluster.ecs.mode == "none":
+            access.append(
+                Access(
+                    "list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods"
+                )
+            )
     if not _runs_rebalancer(args, cluster):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
