@@ -39,7 +39,7 @@ class Rebalancer:
     enabled: bool = False  # opt in: two stacks in one cluster would share its fixed names
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
-    namespace: str = NAME  # its own, made by the stack: the deployer writes nowhere else
+    namespace: str = NAME  # its own, made once by an admin: the deployer writes nowhere else
     image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
 
 

@@ -63,10 +63,20 @@ class ServedKind:
 class ObjectRef:
     """An object that must exist before the stack patches it."""
 
-    namespace: str
+    namespace: str  # "": a cluster-scoped object
     resource: str
     name: str
     unless: str = ""  # why it may be missing yet (something this stack installs makes it)
+    missing: str = "the stack patches it and does not create it"  # why it must exist
+
+    @property
+    def path(self) -> str:
+        where = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"/api/v1{where}/{self.resource}/{self.name}"
+
+    @property
+    def describe(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else f"{self.resource[:-1]} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -207,14 +217,11 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             for resource in rule["resources"]:
                 access += [Access(verb, resource, group, why=granting) for verb in rule["verbs"]]
     return access
-    return access
 
 
 def _runs_rebalancer(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> bool:
     reachable = cluster.kubeconfig is not None or bool(args.render_yaml_to)
-    return (
-        reachable and args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"
-    )
+    return reachable and args.rebalances and cluster.has_both_kinds
 
 
 def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:
