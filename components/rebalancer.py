@@ -13,7 +13,9 @@ gateway that has a PodDisruptionBudget. `descheduler_policy` is pure.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +34,29 @@ PSA_MODES = ("enforce", "audit", "warn")
 SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
+def object_name(project: str, stack: str) -> str:
+    """The name of one stack's rebalancer objects (account, role, binding, Deployment).
+
+    Per stack, so that stacks sharing a cluster (and its rebalancer namespace) each run their
+    own and never write each other's; the hash tells apart stack names that read alike once
+    made a DNS label (`prod_a`, `prod.a`). At most 52 characters: it is a label value too.
+    """
+    stack = stack.rsplit("/", 1)[-1]
+    readable = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")[:20].strip("-")
+    digest = hashlib.sha256(f"{project}/{stack}".encode()).hexdigest()[:6]
+    return "-".join(part for part in (NAME, readable, digest) if part)
+
+
 @dataclass(frozen=True)
 class Rebalancer:
     """How the stack runs the descheduler (the `rebalancer` config section)."""
 
-    enabled: bool = False  # opt in: two stacks in one cluster would share its fixed names
+    enabled: bool = True
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
     namespace: str = NAME  # its own, made once by an admin: the deployer writes nowhere else
     image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
+    name: str = NAME  # its objects' name: object_name() of the stack
 
 
 def moves(gateway: Gateway) -> bool:
@@ -169,23 +185,27 @@ class GatewayRebalancer(pulumi.ComponentResource):
         super().__init__(type_token("GatewayRebalancer"), name, None, opts)
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        namespace = settings.namespace
-        labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "asm-serverless-gateway"}
+        namespace, own = settings.namespace, settings.name
+        labels = {
+            "app.kubernetes.io/name": NAME,
+            "app.kubernetes.io/instance": own,
+            "app.kubernetes.io/managed-by": "asm-serverless-gateway",
+        }
         # Its own namespace is made once by an admin (rebalancer_namespace, in the generated
         # RBAC), Pod Security `restricted`: the deployer writes there and cannot relabel it.
-        meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=namespace, labels=labels)
+        meta = k8s.meta.v1.ObjectMetaArgs(name=own, namespace=namespace, labels=labels)
         account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=meta, opts=child)
         role = k8s.rbac.v1.ClusterRole(
             f"{name}-role",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
             rules=descheduler_rules(),
             opts=child,
         )
         k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-            subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": own},
+            subjects=[{"kind": "ServiceAccount", "name": own, "namespace": namespace}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
         )
         document = policy_document(
@@ -205,7 +225,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             # Not on the gateway's path: an `up` does not wait for its pod (an image the
             # cluster cannot pull would hold every `up`); the placement check shows drift.
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=NAME, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+                name=own, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
             ),
             spec={
                 "replicas": 1,
@@ -213,7 +233,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "serviceAccountName": NAME,
+                        "serviceAccountName": own,
                         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                         "affinity": away_from(args.ecs_labels),
                         "containers": [

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
-from components.rebalancer import NAME as REBALANCER_NAME
 from components.rebalancer import descheduler_rules
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
@@ -206,9 +205,8 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
     for resource in ("clusterroles", "clusterrolebindings"):
         # Creating cannot be limited to a name in RBAC; changing and deleting are, to its own.
         access += [Access(verb, resource, rbac, why=why) for verb in ("create", "list", "watch")]
-        access += [
-            Access(verb, resource, rbac, name=REBALANCER_NAME, why=why) for verb in ("get", "patch", "delete")
-        ]
+        own = args.rebalancer.name
+        access += [Access(verb, resource, rbac, name=own, why=why) for verb in ("get", "patch", "delete")]
     # RBAC lets an identity grant only what it holds itself (no `escalate` or `bind`, which
     # would let it grant anything): the deployer holds every right of the descheduler's role.
     granting = f"{why}: granting its role, which RBAC allows only with the same rights"

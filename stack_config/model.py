@@ -759,9 +759,10 @@ class RebalancerConfig(ConfigModel):
     """The Kubernetes descheduler the stack runs per cluster to move gateway pods back onto ECS."""
 
     enabled: Flag = Field(
-        False,
-        description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
-        " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
+        True,
+        description="Run it in each cluster that has ECS and virtual nodes under `prefer-ecs` (needs"
+        " the cluster's kubeconfig, or `renderYamlTo`); it evicts only the gateways' pods, through the"
+        " Eviction API. Its objects are named per stack (`asm-gateway-rebalancer-<stack>-<hash>`).",
     )
     interval_seconds: WholeNumber = Field(
         60, ge=10, le=86400, description="How often it looks for gateway pods on ECI that ECS has room for."

@@ -4,6 +4,7 @@ with the real descheduler is test_rebalancing.py)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from decimal import Decimal
 
@@ -23,7 +24,7 @@ from components.forecast import (
     surge_rooms,
 )
 from components.gateway import GATEWAY_POD_LABEL, Gateway
-from components.rebalancer import descheduler_policy
+from components.rebalancer import descheduler_policy, object_name
 from components.rollout import Availability, budget_of, rolling_strategy
 from components.scheduling import Policy
 from preflight.inventory import pod_requests
@@ -211,6 +212,19 @@ def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> No
     assert [p["name"] for p in descheduler_policy([unbudgeted], {"a": "b"}, 1)["profiles"]] == []
     assert plugin["args"]["namespaces"] == {"include": ["edge"]}
     assert plugin["args"]["nodeAffinityType"] == ["preferredDuringSchedulingIgnoredDuringExecution"]
+
+
+def test_each_stack_names_its_own_rebalancer_with_a_valid_name() -> None:
+    names = {
+        stack: object_name("asm-serverless-gateway", stack)
+        for stack in ("prod", "prod_a", "prod.a", "Prod-", "org/asm-serverless-gateway/staging", "_" * 40)
+    }
+    assert len(set(names.values())) == len(names), names
+    for name in names.values():
+        assert len(name) <= 52 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert names["prod"].startswith("asm-gateway-rebalancer-prod-")
+    # The same stack of another project is another rebalancer.
+    assert object_name("another-project", "prod") != names["prod"]
 
 
 @pytest.mark.parametrize(
