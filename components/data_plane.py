@@ -72,6 +72,11 @@ class DataPlaneCluster:
         """The prefix of its resources' names (the first cluster's are the names they always had)."""
         return stack_name if self.is_first else f"{stack_name}-{self.cluster_id}"
 
+    @property
+    def has_both_kinds(self) -> bool:
+        """Whether it has ECS nodes and virtual nodes: where a pod may move from one to the other."""
+        return self.ecs.mode != "none" and self.virtual_nodes.mode != "none"
+
     def needs_api(self, ack_resource_policy: bool) -> bool:
         """Whether the stack writes to this cluster's own Kubernetes API."""
         return (
@@ -104,12 +109,7 @@ class DataPlaneArgs:
 
     @property
     def runs_rebalancer(self) -> bool:
-        cluster = self.cluster
-        return (
-            self.rebalancer is not None
-            and cluster.ecs.mode != "none"
-            and cluster.virtual_nodes.mode != "none"
-        )
+        return self.rebalancer is not None and self.cluster.has_both_kinds
 
     @property
     def availability_objects(self) -> bool:

@@ -13,7 +13,9 @@ gateway that has a PodDisruptionBudget. `descheduler_policy` is pure.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +30,21 @@ from components.scheduling import VIRTUAL_NODE_LABELS
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 NAME = "asm-gateway-rebalancer"
 PSA_MODES = ("enforce", "audit", "warn")
-# Namespaces that exist in every cluster: the stack makes the rebalancer's own.
+# Namespaces that exist in every cluster: the rebalancer has one of its own.
 SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+
+def object_name(project: str, stack: str) -> str:
+    """The name of one stack's rebalancer objects (account, role, binding, Deployment).
+
+    Per stack, so that stacks sharing a cluster (and its rebalancer namespace) each run their
+    own and never write each other's; the hash tells apart stack names that read alike once
+    made a DNS label (`prod_a`, `prod.a`). At most 52 characters: it is a label value too.
+    """
+    stack = stack.rsplit("/", 1)[-1]
+    readable = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")[:20].strip("-")
+    digest = hashlib.sha256(f"{project}/{stack}".encode()).hexdigest()[:6]
+    return "-".join(part for part in (NAME, readable, digest) if part)
 
 
 @dataclass(frozen=True)
@@ -39,8 +54,9 @@ class Rebalancer:
     enabled: bool = True
     interval_seconds: int = 60
     max_evictions_per_run: int = 2
-    namespace: str = NAME  # its own, made by the stack: the deployer writes nowhere else
+    namespace: str = NAME  # its own, made once by an admin: the deployer writes nowhere else
     image: str = "registry.k8s.io/descheduler/descheduler:v0.36.0"
+    name: str = NAME  # its objects' name: object_name() of the stack
 
 
 def moves(gateway: Gateway) -> bool:
@@ -129,6 +145,19 @@ def descheduler_rules() -> list[dict[str, Any]]:
     ]
 
 
+def rebalancer_namespace(namespace: str) -> dict[str, Any]:
+    """The rebalancer's namespace, as an admin makes it once: Pod Security admits only
+    restricted pods there, so what the deployer may write in it cannot run privileged."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace,
+            "labels": {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in PSA_MODES},
+        },
+    }
+
+
 def away_from(ecs_labels: Mapping[str, str]) -> dict[str, Any]:
     """Node affinity that keeps the descheduler off the gateway's ECS nodes and off ECI."""
     (virtual_key, virtual_value), *_ = VIRTUAL_NODE_LABELS.items()
@@ -156,36 +185,28 @@ class GatewayRebalancer(pulumi.ComponentResource):
         super().__init__(type_token("GatewayRebalancer"), name, None, opts)
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        namespace = settings.namespace
-        labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "asm-serverless-gateway"}
-        # Its own namespace, where Pod Security admits only restricted pods: what the
-        # deployer may write there cannot become a privileged pod.
-        home = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=namespace,
-                labels={
-                    **labels,
-                    **{f"pod-security.kubernetes.io/{mode}": "restricted" for mode in PSA_MODES},
-                },
-            ),
-            opts=child,
-        )
-        child = pulumi.ResourceOptions(parent=self, depends_on=[home])
-        meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=namespace, labels=labels)
+        namespace, own = settings.namespace, settings.name
+        labels = {
+            "app.kubernetes.io/name": NAME,
+            "app.kubernetes.io/instance": own,
+            "app.kubernetes.io/managed-by": "asm-serverless-gateway",
+        }
+        # Its own namespace is made once by an admin (rebalancer_namespace, in the generated
+        # RBAC), Pod Security `restricted`: the deployer writes there and cannot relabel it.
+        meta = k8s.meta.v1.ObjectMetaArgs(name=own, namespace=namespace, labels=labels)
         account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=meta, opts=child)
         role = k8s.rbac.v1.ClusterRole(
             f"{name}-role",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
             rules=descheduler_rules(),
             opts=child,
         )
         k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, labels=labels),
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-            subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, role, account]),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": own},
+            subjects=[{"kind": "ServiceAccount", "name": own, "namespace": namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
         )
         document = policy_document(
             descheduler_policy(args.gateways, args.ecs_labels, settings.max_evictions_per_run)
@@ -204,7 +225,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             # Not on the gateway's path: an `up` does not wait for its pod (an image the
             # cluster cannot pull would hold every `up`); the placement check shows drift.
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=NAME, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+                name=own, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
             ),
             spec={
                 "replicas": 1,
@@ -212,7 +233,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "serviceAccountName": NAME,
+                        "serviceAccountName": own,
                         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                         "affinity": away_from(args.ecs_labels),
                         "containers": [
@@ -245,6 +266,6 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[home, policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
         self.register_outputs({})

@@ -128,13 +128,11 @@ class ServerlessGatewayArgs:
             inventory = self._inventory(cluster, (observed or {}).get(cluster.cluster_id))
             for g in gateways:
                 key = gateway_key(g.namespace, g.name)
-                running = sum(inventory.running.get(key, {}).values()) if inventory.live else None
-                known = pods_now.get(key, running)
-                pods_now[key] = None if not running or not known else min(running, known)
+                running = sum(inventory.running.get(key, {}).values()) if inventory.live else 0
+                pods_now[key] = _least_known(pods_now, key, running or None)  # none running: unknown
             eci = cluster.virtual_nodes.mode != "none"
             for key, room in surge_rooms(self.policy, inventory, [_demand(g) for g in gateways], eci).items():
-                known = rooms.get(key, room)
-                rooms[key] = None if room is None or known is None else min(room, known)
+                rooms[key] = _least_known(rooms, key, room)
         return {
             gateway_key(g.namespace, g.name): rolling_strategy(
                 g,
@@ -213,6 +211,13 @@ def _rollout_fields(strategy: RollingStrategy) -> dict[str, str] | None:
     """What the stack writes into the spec: a derived strategy (a field set in extraSpec is
     written from there; under other policies ASM's own defaults stay, unwritten)."""
     return strategy.as_spec() if strategy.derived else None
+
+
+def _least_known(seen: Mapping[str, int | None], key: str, value: int | None) -> int | None:
+    """The least of `value` and what `seen` holds for `key` over the clusters so far; None
+    (unknown) once any cluster's is unknown."""
+    known = seen.get(key, value)
+    return None if value is None or known is None else min(value, known)
 
 
 def _demand(gateway: Gateway) -> Demand:

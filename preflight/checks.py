@@ -189,18 +189,29 @@ def _kind_row(client: kubernetes.client.ApiClient, api: str, kind: ServedKind) -
 
 
 def _object_row(client: kubernetes.client.ApiClient, api: str, ref: ObjectRef) -> Row:
-    check = f"{ref.namespace}/{ref.name} exists"
+    check = f"{ref.describe} exists"
     try:
-        get(client, f"/api/v1/namespaces/{ref.namespace}/{ref.resource}/{ref.name}")
+        get(client, ref.path)
     except kubernetes.client.ApiException as error:
         if error.status == 404 and ref.unless:
             return Row(api, check, Result.NOT_RUN, f"not yet: {ref.unless}")
         if error.status == 404:
-            return Row(api, check, Result.FAILED, "missing: the stack patches it and does not create it")
+            return Row(api, check, Result.FAILED, f"missing: {ref.missing}")
         if error.status == 403:
             return Row(api, check, Result.NOT_RUN, f"the identity may not get {ref.resource}/{ref.name}")
         return Row(api, check, Result.FAILED, str(api_error(error, f"reading {ref.resource}")))
     return Row(api, check, Result.PASSED)
+
+
+def _admin_made(namespace: str) -> ObjectRef:
+    """The rebalancer's namespace, as a row: an admin makes it once."""
+    return ObjectRef(
+        "",
+        "namespaces",
+        namespace,
+        missing="the rebalancer's own, made once by an admin (the generated cluster-rbac.yaml holds it,"
+        " Pod Security restricted), or set rebalancer.enabled: false",
+    )
 
 
 def _as_row(api: str, call: Callable[[], Row | list[Row]]) -> Row | list[Row]:
@@ -241,6 +252,7 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
         partial(_node_rows, client, needs, seen),
         *(partial(_kind_row, client, needs.api, k) for k in needs.kinds),
         *(partial(_object_row, client, needs.api, o) for o in needs.objects),
+        *(partial(_object_row, client, needs.api, _admin_made(n)) for n in needs.namespaces),
     ]
     # The API server answers each review alone; a distant cluster is many round trips.
     with ThreadPoolExecutor(max_workers=8) as pool:

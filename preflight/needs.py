@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
-from components.rebalancer import NAME as REBALANCER_NAME
 from components.rebalancer import descheduler_rules
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
@@ -63,10 +62,20 @@ class ServedKind:
 class ObjectRef:
     """An object that must exist before the stack patches it."""
 
-    namespace: str
+    namespace: str  # "": a cluster-scoped object
     resource: str
     name: str
     unless: str = ""  # why it may be missing yet (something this stack installs makes it)
+    missing: str = "the stack patches it and does not create it"  # why it must exist
+
+    @property
+    def path(self) -> str:
+        where = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"/api/v1{where}/{self.resource}/{self.name}"
+
+    @property
+    def describe(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else f"{self.resource[:-1]} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class ApiNeeds:
     virtual_nodes: bool = False  # virtual nodes must exist (not made by this stack)
     kinds: tuple[ServedKind, ...] = ()
     objects: tuple[ObjectRef, ...] = ()
+    # Namespaces an admin makes once (the generated RBAC holds them): the rebalancer's.
+    namespaces: tuple[str, ...] = ()
 
 
 def _object_access(
@@ -161,6 +172,7 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
         virtual_nodes=virtual.mode == "existing",
         kinds=tuple(kinds),
         objects=tuple(objects),
+        namespaces=(args.rebalancer.namespace,) if _runs_rebalancer(args, cluster) else (),
     )
 
 
@@ -175,16 +187,17 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
         )
         access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
-        # The preflight looks for another owner's budget over the gateways' live pods.
-        access.append(
-            Access("list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods")
-        )
-    if not (args.rebalances and cluster.ecs.mode != "none" and cluster.virtual_nodes.mode != "none"):
+        # The preflight looks for another owner's budget over the gateways' live pods (where
+        # the node marks do not list pods in every namespace already).
+        if cluster.ecs.mode == "none":
+            access.append(
+                Access(
+                    "list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods"
+                )
+            )
+    if not _runs_rebalancer(args, cluster):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
-    # Its own namespace: made (a create cannot be limited to a name), changed and removed.
-    access.append(Access("create", "namespaces", why=why))
-    access += [Access(verb, "namespaces", name=namespace, why=why) for verb in ("get", "patch", "delete")]
     for resource, group in (("serviceaccounts", ""), ("configmaps", ""), ("deployments", "apps")):
         access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
     access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
@@ -192,9 +205,8 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
     for resource in ("clusterroles", "clusterrolebindings"):
         # Creating cannot be limited to a name in RBAC; changing and deleting are, to its own.
         access += [Access(verb, resource, rbac, why=why) for verb in ("create", "list", "watch")]
-        access += [
-            Access(verb, resource, rbac, name=REBALANCER_NAME, why=why) for verb in ("get", "patch", "delete")
-        ]
+        own = args.rebalancer.name
+        access += [Access(verb, resource, rbac, name=own, why=why) for verb in ("get", "patch", "delete")]
     # RBAC lets an identity grant only what it holds itself (no `escalate` or `bind`, which
     # would let it grant anything): the deployer holds every right of the descheduler's role.
     granting = f"{why}: granting its role, which RBAC allows only with the same rights"
@@ -203,7 +215,11 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             for resource in rule["resources"]:
                 access += [Access(verb, resource, group, why=granting) for verb in rule["verbs"]]
     return access
-    return access
+
+
+def _runs_rebalancer(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> bool:
+    reachable = cluster.kubeconfig is not None or bool(args.render_yaml_to)
+    return reachable and args.rebalances and cluster.has_both_kinds
 
 
 def mesh_needs(args: ServerlessGatewayArgs) -> ApiNeeds | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from components.rebalancer import rebalancer_namespace
 from components.stack import ServerlessGatewayArgs
 from preflight.needs import Access, ApiNeeds
 
@@ -83,7 +84,8 @@ def rbac_documents(needs: ApiNeeds, stack: str, subject: Subject) -> list[dict[s
     """A ClusterRole for what is cluster-wide, a Role per namespace for the rest, each bound."""
     name = role_name(stack, needs.api)
     metadata = {"name": name, "labels": MANAGED_BY}
-    documents: list[dict[str, Any]] = []
+    # First the namespaces an admin makes once, so that the Roles in them apply.
+    documents: list[dict[str, Any]] = [rebalancer_namespace(namespace) for namespace in needs.namespaces]
     cluster_wide = [a for a in needs.access if a.namespace is None]
     if cluster_wide:
         documents += [

@@ -29,6 +29,7 @@ from components.mesh import Mesh
 from components.node_pool import Autoscaling, EcsCapacity, NodePoolSpec
 from components.providers import alicloud_provider
 from components.rebalancer import Rebalancer
+from components.rebalancer import object_name as rebalancer_object_name
 from components.scheduling import Taint, Weights
 from components.stack import ServerlessGatewayArgs
 from components.virtual_nodes import VirtualNodes
@@ -192,7 +193,7 @@ def parse(
     config = _validate(GatewayStackConfig, decoded, secret_keys, PROJECT, problems)
     credentials = _validate(AlicloudConfig, dict(alicloud or {}), alicloud_secret_keys, "alicloud", problems)
     if config is not None:
-        args = gateway_args(config)
+        args = gateway_args(config, stack)
         problems.extend(_needs_problems(config, args))
     if problems:
         raise ConfigError(stack, _naming_the_clusters(problems, decoded))
@@ -265,7 +266,7 @@ def alicloud_credentials(config: AlicloudConfig) -> AlicloudCredentials:
     )
 
 
-def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
+def gateway_args(config: GatewayStackConfig, stack: str) -> ServerlessGatewayArgs:
     return ServerlessGatewayArgs(
         cluster_id=config.cluster_id,
         ecs=_ecs_capacity(config.ecs_capacity),
@@ -284,6 +285,7 @@ def gateway_args(config: GatewayStackConfig) -> ServerlessGatewayArgs:
             max_evictions_per_run=config.rebalancer.max_evictions_per_run,
             namespace=config.rebalancer.namespace,
             image=config.rebalancer.image,
+            name=rebalancer_object_name(PROJECT, stack),
         ),
         cluster_kubeconfig=_secret(config.cluster_kubeconfig),
         mesh_kubeconfig=_secret(config.mesh_kubeconfig),

@@ -766,8 +766,9 @@ class RebalancerConfig(ConfigModel):
 
     enabled: Flag = Field(
         True,
-        description="Run it in each cluster under `prefer-ecs` (needs the cluster's kubeconfig, or"
-        " `renderYamlTo`); it evicts only the gateways' pods, through the Eviction API.",
+        description="Run it in each cluster that has ECS and virtual nodes under `prefer-ecs` (needs"
+        " the cluster's kubeconfig, or `renderYamlTo`); it evicts only the gateways' pods, through the"
+        " Eviction API. Its objects are named per stack (`asm-gateway-rebalancer-<stack>-<hash>`).",
     )
     interval_seconds: WholeNumber = Field(
         60, ge=10, le=86400, description="How often it looks for gateway pods on ECI that ECS has room for."
@@ -777,8 +778,8 @@ class RebalancerConfig(ConfigModel):
     )
     namespace: DnsLabel = Field(
         "asm-gateway-rebalancer",
-        description="Its own namespace, which the stack makes (Pod Security `restricted`) and removes;"
-        " not one that exists already.",
+        description="Its own namespace, made once by an admin (the generated `cluster-rbac.yaml` holds"
+        " it, Pod Security `restricted`); not one every cluster has.",
     )
 
     @field_validator("namespace")

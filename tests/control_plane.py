@@ -27,6 +27,7 @@ import kubernetes
 import pytest
 import yaml
 
+from components.rebalancer import Rebalancer, rebalancer_namespace
 from go_tools import toolchain
 
 KUBERNETES_VERSION = toolchain.KUBERNETES_VERSION
@@ -233,8 +234,12 @@ class ControlPlane:
 
 
 def grant(api: kubernetes.client.ApiClient, documents: list[dict[str, Any]]) -> None:
-    """Apply RBAC documents (the generated ones) as the cluster's admin."""
+    """Apply RBAC documents (the generated ones) as the cluster's admin; a namespace among them
+    that exists already (the rebalancer's, made with the control plane) is left as it is."""
+    existing = {ns.metadata.name for ns in kubernetes.client.CoreV1Api(api).list_namespace().items}
     for document in documents:
+        if document["kind"] == "Namespace" and document["metadata"]["name"] in existing:
+            continue
         kubernetes.utils.create_from_dict(api, document)
 
 
@@ -261,7 +266,10 @@ def running_control_plane(
     plane = ControlPlane(tmp / "control-plane", cluster_bin(), token=token)
     plane.start()
     try:
-        yield plane, kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+        api = kubernetes.config.new_client_from_config_dict(plane.kubeconfig)
+        # What an admin makes once for the rebalancer (the generated cluster-rbac.yaml holds it).
+        kubernetes.client.CoreV1Api(api).create_namespace(rebalancer_namespace(Rebalancer().namespace))
+        yield plane, api
     finally:
         plane.stop()
 

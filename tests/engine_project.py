@@ -140,7 +140,6 @@ ADDED_WITH_THE_REBALANCER = (
     "ClusterRoleBinding",
     "ConfigMap",
     "Deployment",
-    "Namespace",
 )
 
 

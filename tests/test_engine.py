@@ -64,25 +64,9 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 GATEWAY_ONLY = [Step("update", ISTIO_GATEWAY, GATEWAY)]
 NODES_AND_GATEWAY = [Step("update", ISTIO_GATEWAY, GATEWAY), *(Step("update", NODE_PATCH, n) for n in NODES)]
 
-# The rebalancer only ever moves pods towards ECS: a policy that does not prefer ECS has none.
-REBALANCER_GONE = [
-    Step("delete", "asm-serverless-gateway:index:GatewayRebalancer", "asm-gateway-rebalancer"),
-    *(
-        Step("delete", f"kubernetes:{kind}", f"asm-gateway-rebalancer-{name}")
-        for kind, name in (
-            ("core/v1:ServiceAccount", "account"),
-            ("rbac.authorization.k8s.io/v1:ClusterRole", "role"),
-            ("rbac.authorization.k8s.io/v1:ClusterRoleBinding", "binding"),
-            ("core/v1:ConfigMap", "policy"),
-            ("apps/v1:Deployment", "deployment"),
-            ("core/v1:Namespace", "namespace"),
-        )
-    ),
-]
-
 KNOBS = [
     ("a weight", _set("preferredWeight", 70), GATEWAY_ONLY),
-    ("the policy", _set("placementPolicy", "prefer-eci"), GATEWAY_ONLY + REBALANCER_GONE),
+    ("the policy", _set("placementPolicy", "prefer-eci"), GATEWAY_ONLY),
     ("a label", _set("ecsCapacity.labels", {"mykey4pod": "asm-gw"}), NODES_AND_GATEWAY),
     ("a taint", _set("ecsCapacity.taints[0].value", "othervalue"), NODES_AND_GATEWAY),
     ("replica bounds", _set("gateways[0].maxReplicas", 12), GATEWAY_ONLY),
@@ -114,7 +98,7 @@ def test_each_override_previews_as_in_place_updates_only(
     finally:
         project.stack_file("local").write_text(original)
     assert steps == sorted(expected, key=lambda s: (s.type, s.name)), knob
-    assert not {s.op for s in steps if s not in REBALANCER_GONE} & DESTRUCTIVE
+    assert not {s.op for s in steps} & DESTRUCTIVE
 
 
 def test_a_stack_file_value_beats_the_project_default(deployed: tuple[EngineProject, auto.Stack]) -> None:

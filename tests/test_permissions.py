@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import stack_config
-from components.rebalancer import descheduler_rules
+from components.rebalancer import descheduler_rules, object_name
 from preflight.__main__ import PROJECT_DIR, permissions
 from preflight.needs import Access, stack_needs
 from preflight.permissions import (
@@ -140,6 +140,7 @@ def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_h
         placementPolicy="prefer-ecs",
         ecsCapacity={"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
         virtualNodes={"mode": "existing"},
+        rebalancer={"enabled": True},
     )
     subject = Subject.parse("serviceaccount:kube-system/deployer")
     rules = [
@@ -152,10 +153,10 @@ def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_h
     verbs = {verb for rule in rules for verb in rule["verbs"]}
     assert not verbs & {"escalate", "bind", "impersonate", "*"}
     rbac_rules = [r for r in rules if "rbac.authorization.k8s.io" in r["apiGroups"]]
-    # Changing or deleting a role or binding: only the rebalancer's own.
+    # Changing or deleting a role or binding: only this stack's rebalancer's own.
     for rule in rbac_rules:
         assert set(rule["verbs"]) <= {"create", "list", "watch"} or rule["resourceNames"] == [
-            "asm-gateway-rebalancer"
+            object_name(stack_config.PROJECT, "test")
         ], rule
     # What the descheduler's role grants, the deployer holds itself (RBAC's rule for granting).
     held = {

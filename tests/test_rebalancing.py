@@ -37,7 +37,7 @@ from pulumi import automation as auto
 import placement_check
 import stack_config
 from components.gateway import GATEWAY_POD_LABEL
-from components.rebalancer import NAME as REBALANCER
+from components.rebalancer import Rebalancer, object_name
 from preflight.needs import stack_needs
 from preflight.permissions import Subject, rbac_documents
 
@@ -242,19 +242,23 @@ class Harness:
         return up
 
 
+# The harness's stack is `local`: its rebalancer's objects are named for it.
+REBALANCER, REBALANCER_NAMESPACE = object_name(stack_config.PROJECT, "local"), Rebalancer().namespace
+
+
 def start_rebalancer(plane: ControlPlane, api: kubernetes.client.ApiClient) -> None:
     """The descheduler as the stack deployed it: its policy, its interval, its account."""
     core = kubernetes.client.CoreV1Api(api)
-    deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(REBALANCER, REBALANCER)
+    deployment = kubernetes.client.AppsV1Api(api).read_namespaced_deployment(REBALANCER, REBALANCER_NAMESPACE)
     (volume,) = deployment.spec.template.spec.volumes
-    policy = core.read_namespaced_config_map(volume.config_map.name, REBALANCER).data["policy.yaml"]
+    policy = core.read_namespaced_config_map(volume.config_map.name, REBALANCER_NAMESPACE).data["policy.yaml"]
     (interval,) = [
         arg.split("=", 1)[1]
         for arg in deployment.spec.template.spec.containers[0].args
         if arg.startswith("--descheduling-interval=")
     ]
     assert interval == f"{INTERVAL_SECONDS}s"
-    identity = service_account_kubeconfig(plane, api, REBALANCER, REBALANCER)
+    identity = service_account_kubeconfig(plane, api, REBALANCER, REBALANCER_NAMESPACE)
     plane.start_descheduler(policy, interval, identity)
 
 
@@ -313,7 +317,6 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             }
             config["virtualNodes"] = {"mode": "existing"}
             config["rebalancer"] = {
-                "enabled": True,
                 "intervalSeconds": INTERVAL_SECONDS,
                 "maxEvictionsPerRun": MAX_EVICTIONS_PER_RUN,
             }

@@ -4,6 +4,8 @@ with the real descheduler is test_rebalancing.py)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -15,13 +17,14 @@ from components.forecast import (
     Demand,
     Inventory,
     NodeRoom,
+    Placement,
     PodSize,
     forecast,
     simulate_rollout,
     surge_rooms,
 )
 from components.gateway import GATEWAY_POD_LABEL, Gateway
-from components.rebalancer import descheduler_policy
+from components.rebalancer import descheduler_policy, object_name
 from components.rollout import Availability, budget_of, rolling_strategy
 from components.scheduling import Policy
 from preflight.inventory import pod_requests
@@ -91,42 +94,29 @@ def test_a_count_budget_is_worked_out_at_the_fewest_pods_and_a_rollout_never_tak
 
 def test_where_a_rollout_ends_with_asms_surge_and_with_the_derived_one() -> None:
     """The issue's inventory: ECS room for 6, 5 replicas all on ECS."""
-    rooms_now = [room("a", 1)]  # 6 of room, 5 taken by the gateway's own pods
     demand = Demand("ns/gw", ONE_CORE, 5, 5, 5)
-    surge_all = simulate_rollout(
-        Policy.PREFER_ECS, rooms_now, Demand(**{**demand.__dict__, "strategy": (5, 1)}), {"a": 5}, 0, eci=True
-    )
+
+    def rollout(policy: Policy, free: int, strategy: tuple[int, int]) -> Placement:
+        """From 5 on node a with room for `free` more, under (surge, unavailable) `strategy`."""
+        rooms = [room("a", free)]
+        return simulate_rollout(
+            policy, rooms, replace(demand, strategy=strategy), {"a": 5}, 0, eci=policy is Policy.PREFER_ECS
+        )
+
+    surge_all = rollout(Policy.PREFER_ECS, 1, (5, 1))
     assert (surge_all.ecs, surge_all.eci) == (1, 4)  # what was measured: 1 + 4
-    derived = simulate_rollout(
-        Policy.PREFER_ECS, rooms_now, Demand(**{**demand.__dict__, "strategy": (1, 1)}), {"a": 5}, 0, eci=True
-    )
+    derived = rollout(Policy.PREFER_ECS, 1, (1, 1))
     # Surging into the one free place, two replaced at a time: the pods made while the two old
     # ones terminate find no room (the next ones get it); the rebalancer moves those two back.
     assert (derived.ecs, derived.eci) == (3, 2)
-    one_at_a_time = simulate_rollout(
-        Policy.PREFER_ECS, rooms_now, Demand(**{**demand.__dict__, "strategy": (1, 0)}), {"a": 5}, 0, eci=True
-    )
+    one_at_a_time = rollout(Policy.PREFER_ECS, 1, (1, 0))
     assert (one_at_a_time.ecs, one_at_a_time.eci) == (4, 1)
     # ecs-only with no room and nothing allowed down: the surge pod waits, so does the rollout.
-    stuck = simulate_rollout(
-        Policy.ECS_ONLY,
-        [room("a", 0)],
-        Demand(**{**demand.__dict__, "strategy": (1, 0)}),
-        {"a": 5},
-        0,
-        eci=False,
-    )
+    stuck = rollout(Policy.ECS_ONLY, 0, (1, 0))
     # The old pods keep serving where they run; the one new pod waits.
     assert (stuck.ecs, stuck.pending) == (5, 1) and "waits" in stuck.reason
     # One down at a time: each new pod waits for the room its old one frees, then gets it.
-    in_place = simulate_rollout(
-        Policy.ECS_ONLY,
-        [room("a", 0)],
-        Demand(**{**demand.__dict__, "strategy": (0, 1)}),
-        {"a": 5},
-        0,
-        eci=False,
-    )
+    in_place = rollout(Policy.ECS_ONLY, 0, (0, 1))
     assert (in_place.ecs, in_place.eci, in_place.pending) == (5, 0, 0)
 
 
@@ -222,6 +212,19 @@ def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> No
     assert [p["name"] for p in descheduler_policy([unbudgeted], {"a": "b"}, 1)["profiles"]] == []
     assert plugin["args"]["namespaces"] == {"include": ["edge"]}
     assert plugin["args"]["nodeAffinityType"] == ["preferredDuringSchedulingIgnoredDuringExecution"]
+
+
+def test_each_stack_names_its_own_rebalancer_with_a_valid_name() -> None:
+    names = {
+        stack: object_name("asm-serverless-gateway", stack)
+        for stack in ("prod", "prod_a", "prod.a", "Prod-", "org/asm-serverless-gateway/staging", "_" * 40)
+    }
+    assert len(set(names.values())) == len(names), names
+    for name in names.values():
+        assert len(name) <= 52 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert names["prod"].startswith("asm-gateway-rebalancer-prod-")
+    # The same stack of another project is another rebalancer.
+    assert object_name("another-project", "prod") != names["prod"]
 
 
 @pytest.mark.parametrize(
