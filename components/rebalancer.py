@@ -222,10 +222,18 @@ class GatewayRebalancer(pulumi.ComponentResource):
         )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            # Not on the gateway's path: an `up` does not wait for its pod (an image the
-            # cluster cannot pull would hold every `up`); the placement check shows drift.
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=own, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+                name=own,
+                namespace=namespace,
+                labels=labels,
+                annotations={
+                    # Not on the gateway's path: an `up` does not wait for its pod (an image the
+                    # cluster cannot pull would hold every `up`); the placement check shows drift.
+                    "pulumi.com/skipAwait": "true",
+                    # Gone at once when removed (its pod ends behind it), so that turning it back
+                    # on in the next `up` finds no Deployment still waiting for its pod.
+                    "pulumi.com/deletionPropagationPolicy": "background",
+                },
             ),
             spec={
                 "replicas": 1,

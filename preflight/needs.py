@@ -187,14 +187,10 @@ def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster)
             MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
         )
         access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
-        # The preflight looks for another owner's budget over the gateways' live pods (where
-        # the node marks do not list pods in every namespace already).
-        if cluster.ecs.mode == "none":
-            access.append(
-                Access(
-                    "list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods"
-                )
-            )
+        # The preflight looks for another owner's budget over the gateways' live pods.
+        access.append(
+            Access("list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods")
+        )
     if not _runs_rebalancer(args, cluster):
         return access
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
@@ -245,8 +241,13 @@ def stack_needs(args: ServerlessGatewayArgs) -> tuple[ApiNeeds, ...]:
 
 
 def _unique(access: Iterable[Access]) -> tuple[Access, ...]:
-    """One entry per verb and object, the first reason kept."""
+    """One entry per verb and object, the first reason kept; none for one namespace or one name
+    where the same verb is needed on every object of the kind (it could never fail alone)."""
     seen: dict[tuple[str, str, str, str | None, str | None], Access] = {}
     for entry in access:
         seen.setdefault((entry.verb, entry.resource, entry.group, entry.namespace, entry.name), entry)
-    return tuple(seen.values())
+    return tuple(
+        entry
+        for key, entry in seen.items()
+        if not ((entry.namespace or entry.name) and (*key[:3], None, None) in seen)
+    )
