@@ -114,7 +114,7 @@ KNOBS = [
 
 
 @pytest.mark.parametrize(("knob", "edit", "expected"), KNOBS, ids=[k[0] for k in KNOBS])
-def test_each_override_previews_as_in_place_updates_only(
+def test_each_override_previews_as_in_place_updates_of_what_serves(
     deployed: tuple[EngineProject, auto.Stack],
     knob: str,
     edit: Callable[[dict[str, Any]], None],
@@ -128,7 +128,8 @@ def test_each_override_previews_as_in_place_updates_only(
     finally:
         project.stack_file("local").write_text(original)
     assert steps == sorted(expected, key=lambda s: (s.type, s.name)), knob
-    assert not {s.op for s in steps} & DESTRUCTIVE
+    # Nothing is replaced or deleted but the rebalancer's own objects, which hold no state.
+    assert not {s.op for s in steps if not s.name.startswith(REBALANCER)} & DESTRUCTIVE
 
 
 def test_a_stack_file_value_beats_the_project_default(deployed: tuple[EngineProject, auto.Stack]) -> None:
