@@ -141,7 +141,8 @@ def descheduler_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": read},
         {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": read},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "update"]},
+        # Its event recorder patches a repeated event into a series.
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]},
     ]
 
 
@@ -201,7 +202,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             rules=descheduler_rules(),
             opts=child,
         )
-        k8s.rbac.v1.ClusterRoleBinding(
+        binding = k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": own},
@@ -237,6 +238,8 @@ class GatewayRebalancer(pulumi.ComponentResource):
             ),
             spec={
                 "replicas": 1,
+                # Never two at once (a new policy, a new name): each would evict its own bound.
+                "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
@@ -274,6 +277,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+            # Started with its account, its rights and its policy in place; removed before them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, account, binding]),
         )
         self.register_outputs({})
