@@ -86,7 +86,7 @@ def measure(version: str, source: Path, tmp: Path, after: float) -> Run:
                 }
                 config["virtualNodes"] = {"mode": "existing"}
                 if this:
-                    config["rebalancer"] = {"enabled": True, "intervalSeconds": INTERVAL_SECONDS}
+                    config["rebalancer"] = {"intervalSeconds": INTERVAL_SECONDS}
                 config["gateways"] = [
                     {
                         "name": GATEWAY,

@@ -163,8 +163,6 @@ class DataPlane:
                 " PodDisruptionBudget and no rebalancer there: gateway pods a rollout, a drain or a"
                 " burst leaves on ECI stay there while ECS has room"
             )
-        elif self.cluster_provider is not None:
-            self._availability(self.cluster_provider)
         # Node marks and the rollout gate are the project's own provider's
         # (node_marks_plugin/), configured once with the cluster's kubeconfig.
         self.marks_provider = (
@@ -191,6 +189,9 @@ class DataPlane:
             )
             self.node_names = self.labelled_nodes.node_names
             self.ready_first.append(self.labelled_nodes)
+        if args.availability_objects and self.cluster_provider is not None:
+            # After the labels: the rebalancer's pod keeps off the nodes they mark.
+            self._availability(self.cluster_provider)
         if ecs.mode == "nodePool" and args.joining:
             self.ready_first.append(self._pool(waits_for=[]))
         if cluster.retiring:
@@ -235,7 +236,9 @@ class DataPlane:
             GatewayRebalancer(
                 f"{self.name}-rebalancer",
                 GatewayRebalancerArgs(args.gateways, args.cluster.ecs.labels, args.rebalancer),
-                self._child(provider=provider),
+                # Its pod must not start on an ECS node the stack is about to label (and taint:
+                # a NoExecute taint would stop at it as another owner's pod).
+                self._child(provider=provider, depends_on=[n for n in (self.labelled_nodes,) if n]),
             )
 
     def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:

@@ -141,7 +141,8 @@ def descheduler_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": read},
         {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": read},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "update"]},
+        # Its event recorder patches a repeated event into a series.
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]},
     ]
 
 
@@ -201,7 +202,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
             rules=descheduler_rules(),
             opts=child,
         )
-        k8s.rbac.v1.ClusterRoleBinding(
+        binding = k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=own, labels=labels),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": own},
@@ -222,13 +223,23 @@ class GatewayRebalancer(pulumi.ComponentResource):
         )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            # Not on the gateway's path: an `up` does not wait for its pod (an image the
-            # cluster cannot pull would hold every `up`); the placement check shows drift.
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=own, namespace=namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+                name=own,
+                namespace=namespace,
+                labels=labels,
+                annotations={
+                    # Not on the gateway's path: an `up` does not wait for its pod (an image the
+                    # cluster cannot pull would hold every `up`); the placement check shows drift.
+                    "pulumi.com/skipAwait": "true",
+                    # Gone at once when removed (its pod ends behind it), so that turning it back
+                    # on in the next `up` finds no Deployment still waiting for its pod.
+                    "pulumi.com/deletionPropagationPolicy": "background",
+                },
             ),
             spec={
                 "replicas": 1,
+                # Never two at once (a new policy, a new name): each would evict its own bound.
+                "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
@@ -266,6 +277,7 @@ class GatewayRebalancer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+            # Started with its account, its rights and its policy in place; removed before them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, account, binding]),
         )
         self.register_outputs({})

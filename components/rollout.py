@@ -158,13 +158,14 @@ def rolling_strategy(
         why = f"surges into the ECS room for {room} more pod(s)"
     elif down:
         why = "no ECS room to surge into: replaces pods in place"
-    elif policy is Policy.ECS_ONLY and fewest > 1:
+    elif policy is Policy.ECS_ONLY and fewest > 1 and set_unavailable is None:
         # A surge pod could only wait Pending (no ECI): one pod down is the only way to roll.
         unavailable = "1"
         why = "ecs-only, no ECS room and a budget that rounds to none down: one pod at a time, in place"
     elif policy is Policy.ECS_ONLY:
+        # One pod, or none down as extraSpec says: never a pod down that the operator keeps.
         room = 1
-        why = "ecs-only, no ECS room and one pod: the new pod waits Pending for room while the old one serves"
+        why = "ecs-only, no ECS room, no pod to take down: the new pod waits Pending while the old one serves"
     else:
         room = 1
         why = "the budget allows no pod down and ECS has no room: one pod surges (to ECI, moved back after)"

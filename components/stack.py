@@ -64,8 +64,13 @@ class ServerlessGatewayArgs:
 
     @property
     def rebalances(self) -> bool:
-        """Whether the stack runs the rebalancer: it only ever moves pods towards ECS."""
-        return self.rebalancer.enabled and self.policy is Policy.PREFER_ECS
+        """Whether the stack runs the rebalancer: it only ever moves pods towards ECS, and only
+        of gateways it may move (a descheduler with nothing to do holds rights for nothing)."""
+        return (
+            self.rebalancer.enabled
+            and self.policy is Policy.PREFER_ECS
+            and any(moves(gateway) for gateway in self.gateways)
+        )
 
     @property
     def clusters(self) -> tuple[DataPlaneCluster, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from components.data_plane import DataPlaneCluster
 from components.gateway import API_VERSION as ISTIO_GATEWAY_API_VERSION
 from components.gateway import KIND as ISTIO_GATEWAY_KIND
+from components.rebalancer import NAME as REBALANCER_NAME_BEFORE
 from components.rebalancer import descheduler_rules
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
@@ -24,6 +25,8 @@ from components.virtual_nodes import ECI_PROFILE_NAME, ECI_PROFILE_NAMESPACE
 # and update; an apply that creates is authorised as `create` too), deletes it
 # and watches it go (list, watch).
 MANAGED_OBJECT_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+# What deleting an object the stack made before takes (and watching it go).
+REMOVAL_VERBS = ("get", "list", "watch", "delete")
 # A Patch resource only reads and applies; the eci-profile's is kept on destroy.
 PATCHED_OBJECT_VERBS = ("get", "patch")
 # It also watches the events of the namespace of each object it changes.
@@ -178,26 +181,43 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
 
 def _availability_access(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> list[Access]:
     """The gateways' PodDisruptionBudgets and the rebalancer (components/rebalancer.py), where the
-    stack can reach the cluster's API (else it warns and declares neither)."""
+    stack can reach the cluster's API (else it warns and declares neither). Taking either away
+    (an opt-out, another policy) deletes what an earlier `up` made: those rights stay."""
     if cluster.kubeconfig is None and not args.render_yaml_to:
         return []
     access: list[Access] = []
-    for namespace in sorted({g.namespace for g in args.gateways if g.disruption_budget}):
-        access += _object_access(
-            MANAGED_OBJECT_VERBS, "poddisruptionbudgets", namespace, "the gateways' budgets", group="policy"
-        )
-        access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
-        # The preflight looks for another owner's budget over the gateways' live pods (where
-        # the node marks do not list pods in every namespace already).
-        if cluster.ecs.mode == "none":
-            access.append(
-                Access(
-                    "list", "pods", namespace=namespace, why="budgets of other owners over the gateways' pods"
-                )
+    for namespace in sorted({g.namespace for g in args.gateways}):
+        if any(g.disruption_budget for g in args.gateways if g.namespace == namespace):
+            access += _object_access(
+                MANAGED_OBJECT_VERBS,
+                "poddisruptionbudgets",
+                namespace,
+                "the gateways' budgets",
+                group="policy",
             )
-    if not _runs_rebalancer(args, cluster):
-        return access
+            # The preflight looks for another owner's budget over the gateways' live pods.
+            why = "budgets of other owners over the gateways' pods"
+            access.append(Access("list", "pods", namespace=namespace, why=why))
+        else:
+            removing = "removing budgets of an earlier config"
+            access += _object_access(
+                REMOVAL_VERBS, "poddisruptionbudgets", namespace, removing, group="policy"
+            )
+        access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
+    rbac = "rbac.authorization.k8s.io"
+    if _runs_rebalancer(args, cluster):
+        access += _rebalancer_access(args)
+    removing = "removing a rebalancer an earlier `up` made (this stack's, or the one of earlier versions)"
+    for resource in ("clusterroles", "clusterrolebindings"):
+        access += [Access(verb, resource, rbac, why=removing) for verb in ("list", "watch")]
+        for name in (args.rebalancer.name, REBALANCER_NAME_BEFORE):
+            access += [Access(verb, resource, rbac, name=name, why=removing) for verb in ("get", "delete")]
+    return access
+
+
+def _rebalancer_access(args: ServerlessGatewayArgs) -> list[Access]:
     namespace, why = args.rebalancer.namespace, "the rebalancer (the descheduler)"
+    access: list[Access] = []
     for resource, group in (("serviceaccounts", ""), ("configmaps", ""), ("deployments", "apps")):
         access += _object_access(MANAGED_OBJECT_VERBS, resource, namespace, why, group=group)
     access += _object_access(EVENT_VERBS, "events", namespace, PROGRESS)
@@ -245,8 +265,13 @@ def stack_needs(args: ServerlessGatewayArgs) -> tuple[ApiNeeds, ...]:
 
 
 def _unique(access: Iterable[Access]) -> tuple[Access, ...]:
-    """One entry per verb and object, the first reason kept."""
+    """One entry per verb and object, the first reason kept; none for one namespace or one name
+    where the same verb is needed on every object of the kind (it could never fail alone)."""
     seen: dict[tuple[str, str, str, str | None, str | None], Access] = {}
     for entry in access:
         seen.setdefault((entry.verb, entry.resource, entry.group, entry.namespace, entry.name), entry)
-    return tuple(seen.values())
+    return tuple(
+        entry
+        for key, entry in seen.items()
+        if not ((entry.namespace or entry.name) and (*key[:3], None, None) in seen)
+    )

@@ -18,7 +18,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from pulumi import automation as auto
 
 import stack_config
 from components.gateway import GATEWAY_POD_LABEL
-from components.scheduling import Taint
+from components.scheduling import Policy, Taint
 from node_marks_plugin.cluster import Cluster
 from node_marks_plugin.marks import RESTRICT, Marks, owner_annotation
 from preflight.needs import stack_needs
@@ -328,9 +328,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             project = EngineProject(tmp)
             credentials = Credentials(plane, api, tmp)
             stack = project.stack_on_cluster("local", credentials.kubeconfig(), point_at_cluster)
-            # The stack's identity may do what the generated RBAC grants, and nothing else.
+            # The stack's identity may do what the generated RBAC grants, and nothing else: for
+            # prefer-ecs, which some tests switch to (it adds the rebalancer's needs to ecs-only's).
             declared = stack_config.from_stack_file("local", project.stack_file("local"))
-            for needs in stack_needs(declared.gateway):
+            for needs in stack_needs(replace(declared.gateway, policy=Policy.PREFER_ECS)):
                 grant(api, rbac_documents(needs, "local", DEPLOYER))
             stack.up()
             yield Live(plane, api, project, stack, mesh, watch, credentials)

@@ -135,6 +135,35 @@ def test_rbac_merges_verbs_per_kind_and_names_a_single_object() -> None:
     assert yaml.safe_load(yaml.safe_dump(binding)) == binding
 
 
+def test_opting_out_keeps_the_rights_that_remove_what_an_earlier_up_made() -> None:
+    on_ecs = {
+        "placementPolicy": "prefer-ecs",
+        "ecsCapacity": {"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
+        "virtualNodes": {"mode": "existing"},
+    }
+    removed = [
+        declare(**on_ecs, rebalancer={"enabled": False}),
+        declare(**{**on_ecs, "placementPolicy": "ecs-only"}),
+        declare(**on_ecs, gateways=[{"name": "gw", "podDisruptionBudget": False}]),
+    ]
+    own = object_name(stack_config.PROJECT, "test")
+    for config in removed:
+        assert not config.gateway.rebalances
+        (cluster, *_) = stack_needs(config.gateway)
+        held = {(a.verb, a.resource, a.name) for a in cluster.access}
+        for resource in ("clusterroles", "clusterrolebindings"):
+            for name in (own, "asm-gateway-rebalancer"):
+                assert {("get", resource, name), ("delete", resource, name)} <= held
+            assert ("create", resource, None) not in held
+    # A gateway without its budget any more: its old budget can still be deleted, not made.
+    budgets = {
+        a.verb
+        for a in stack_needs(removed[2].gateway)[0].access
+        if a.resource == "poddisruptionbudgets" and a.namespace == "istio-system"
+    }
+    assert budgets == {"get", "list", "watch", "delete"}
+
+
 def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_holds() -> None:
     config = declare(
         placementPolicy="prefer-ecs",
@@ -153,11 +182,13 @@ def test_the_rebalancers_grants_give_the_deployer_no_way_to_grant_more_than_it_h
     verbs = {verb for rule in rules for verb in rule["verbs"]}
     assert not verbs & {"escalate", "bind", "impersonate", "*"}
     rbac_rules = [r for r in rules if "rbac.authorization.k8s.io" in r["apiGroups"]]
-    # Changing or deleting a role or binding: only this stack's rebalancer's own.
+    # Changing a role or binding: only this stack's rebalancer's own; deleting: that one, or the
+    # one an earlier version made under its single name.
+    own = object_name(stack_config.PROJECT, "test")
     for rule in rbac_rules:
-        assert set(rule["verbs"]) <= {"create", "list", "watch"} or rule["resourceNames"] == [
-            object_name(stack_config.PROJECT, "test")
-        ], rule
+        named = set(rule["verbs"]) - {"create", "list", "watch"}
+        assert not named or set(rule["resourceNames"]) <= {own, "asm-gateway-rebalancer"}, rule
+        assert "patch" not in named or rule["resourceNames"] == [own], rule
     # What the descheduler's role grants, the deployer holds itself (RBAC's rule for granting).
     held = {
         (g, r, v)

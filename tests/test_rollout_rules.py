@@ -90,6 +90,9 @@ def test_a_count_budget_is_worked_out_at_the_fewest_pods_and_a_rollout_never_tak
     scaled_out = gateway(replicaCount=5, minReplicas=1, maxReplicas=5)
     assert rolling_strategy(scaled_out, Policy.ECS_ONLY, 0).pods(5) == (1, 0)
     assert rolling_strategy(scaled_out, Policy.ECS_ONLY, 0, pods_now=5).pods(5) == (0, 1)
+    # None down, as extraSpec says, is kept under ecs-only too: one surges and waits Pending.
+    kept = gateway(extraSpec={"rollingMaxUnavailable": 0})
+    assert rolling_strategy(kept, Policy.ECS_ONLY, 0).pods(5) == (1, 0)
 
 
 def test_where_a_rollout_ends_with_asms_surge_and_with_the_derived_one() -> None:
