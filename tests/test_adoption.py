@@ -174,7 +174,7 @@ def test_up_adopts_it_keeping_the_object_its_service_and_every_field_it_does_not
     live.project.edit_config("local", adopting(adopt=True))
     preview = live.stack.preview()
     print("\n" + preview.stdout[-1500:])
-    assert f"takes over spec.affinity from {CONSOLE}" in preview.stdout
+    assert f"takes over spec.affinity.nodeAffinity from {CONSOLE}" in preview.stdout
     live.stack.up()
     after = live.gateway()
     spec = after["spec"]
