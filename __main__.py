@@ -13,6 +13,8 @@ stack = ServerlessGateway("asm-gateway", config.gateway, options, observed)
 
 pulumi.export("nodePoolId", stack.node_pool_id)
 pulumi.export("nodeNames", stack.node_names)
+if config.gateway.clusters[0].ecs.node_pool_id is not None:  # what the adopted pool had of its own
+    pulumi.export("poolMarksBefore", stack.pool_marks_before)
 pulumi.export("virtualNodeMode", stack.virtual_node_mode)
 pulumi.export("meshId", stack.mesh_id)
 pulumi.export("gateways", stack.gateways)

@@ -22,11 +22,14 @@ import pulumi
 from components.gateway import Gateway
 from components.node_marks import TolerationRollout, node_marks_provider
 from components.node_pool import (
+    AdoptedNodePool,
+    AdoptedNodePoolArgs,
     EcsCapacity,
     GatewayNodePool,
     GatewayNodePoolArgs,
     LabelledNodes,
     LabelledNodesArgs,
+    PoolMarks,
     TaintedNodes,
 )
 from components.providers import kubernetes_provider
@@ -137,6 +140,8 @@ class DataPlane:
         self._labelled_args: LabelledNodesArgs | None = None
         self.node_pool_id: pulumi.Output[str | None] = pulumi.Output.from_input(None)
         self.node_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+        # An adopted pool's labels and taints before the stack's: what to put back to undo.
+        self.pool_marks_before: pulumi.Output[dict[str, Any] | None] = pulumi.Output.from_input(None)
 
     def _child(self, **options: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self.parent, **options)
@@ -192,7 +197,7 @@ class DataPlane:
         if args.availability_objects and self.cluster_provider is not None:
             # After the labels: the rebalancer's pod keeps off the nodes they mark.
             self._availability(self.cluster_provider)
-        if ecs.mode == "nodePool" and args.joining:
+        if ecs.has_pool and args.joining:
             self.ready_first.append(self._pool(waits_for=[]))
         if cluster.retiring:
             # The gateways leave it: nothing there holds up their changes in the other clusters.
@@ -243,7 +248,7 @@ class DataPlane:
 
     def after_gateways(self, gateways: Sequence[pulumi.Resource]) -> None:
         """What waits for the gateways to tolerate the cluster's taints: the pool, and the taints."""
-        if self.args.cluster.ecs.mode == "nodePool" and not self._pool_made:
+        if self.args.cluster.ecs.has_pool and not self._pool_made:
             self._pool(waits_for=gateways)
         if self._labelled_args is not None and self.marks_provider is not None:
             TaintedNodes(
@@ -252,7 +257,7 @@ class DataPlane:
                 self._child(providers=[self.marks_provider], depends_on=list(gateways)),
             )
 
-    def _pool(self, waits_for: Sequence[pulumi.Resource]) -> GatewayNodePool:
+    def _pool(self, waits_for: Sequence[pulumi.Resource]) -> GatewayNodePool | AdoptedNodePool:
         """The cluster's pool, after the gateways it waits for tolerate its taints.
 
         Tolerate before taint, for a pool too: ACK puts the pool's taints on
@@ -268,15 +273,29 @@ class DataPlane:
                 TolerationRollout(
                     f"{self.name}-ecs-rollout",
                     waits_for="the gateway's node pool",
-                    node_labels=ecs.labels,
+                    node_labels=ecs.pool_nodes,
                     taints=ecs.taints,
                     rollout=args.rollout,
                     opts=self._child(provider=self.marks_provider, depends_on=list(waits_for) or None),
                 )
             ]
-        pool = _node_pool(
-            f"{self.name}-ecs", args.cluster, args.protect, self._child(depends_on=pool_waits_for or None)
-        )
+        pool_options = self._child(depends_on=pool_waits_for or None)
+        pool: GatewayNodePool | AdoptedNodePool
+        if ecs.node_pool_id is not None:
+            pool = AdoptedNodePool(
+                f"{self.name}-ecs",
+                AdoptedNodePoolArgs(
+                    args.cluster.cluster_id,
+                    ecs.node_pool_id,
+                    PoolMarks(ecs.labels, ecs.taints),
+                    f"{args.cluster.config_path}ecsCapacity",
+                    args.protect,
+                ),
+                pool_options,
+            )
+            self.pool_marks_before = pool.marks_before
+        else:
+            pool = _node_pool(f"{self.name}-ecs", args.cluster, args.protect, pool_options)
         self.node_pool_id = pool.node_pool_id
         self._pool_made = True
         return pool

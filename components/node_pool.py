@@ -9,6 +9,7 @@ Two ways to get it, chosen by `ecsCapacity.mode`:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,10 @@ from components import child_options, type_token
 from components.forecast import Inventory, declared_inventory, instance_type_size
 from components.node_marks import ADMIT, RESTRICT, NodeMarks
 from components.scheduling import NodeGroup, NodeKind, Taint
+from node_marks_plugin.marks import show, taints_from
+
+# ACK's label on every node of a pool, with the pool's id as its value.
+NODE_POOL_ID_LABEL = "alibabacloud.com/nodepool-id"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,20 @@ class EcsCapacity:
     # Whether a NoExecute taint the stack adds may evict other owners' pods.
     evict_other_pods: bool = False
     instance_type: str | None = None  # existingNodes only: their type, for the forecast
+    node_pool_id: str | None = None  # existingNodePool only: the pool adopted
+
+    @property
+    def has_pool(self) -> bool:
+        """Whether an ACK node pool carries the marks, so that ACK puts them on its nodes."""
+        return self.mode in ("nodePool", "existingNodePool")
+
+    @property
+    def pool_nodes(self) -> Mapping[str, str]:
+        """The labels that find the pool's nodes now: an adopted pool's carry its id before the
+        stack's labels (ACK gives every node of a pool that label)."""
+        if self.node_pool_id is not None:
+            return {NODE_POOL_ID_LABEL: self.node_pool_id}
+        return self.labels
 
     def declared_inventory(self) -> Inventory:
         """The ECS nodes as declared (instance types), for a forecast without the cluster."""
@@ -72,6 +91,10 @@ class EcsCapacity:
             return declared_inventory(largest, names, why)
         if self.mode == "existingNodes":
             return declared_inventory(self.instance_type, self.nodes)
+        if self.mode == "existingNodePool":
+            return Inventory(
+                None, f"unknown: node pool {self.node_pool_id} is read through clusterKubeconfig"
+            )
         return Inventory((), "none (ecsCapacity.mode: none)")
 
     def node_group(self) -> NodeGroup | None:
@@ -148,6 +171,205 @@ class GatewayNodePool(pulumi.ComponentResource):
         )
         self.node_pool_id = pool.id
         self.register_outputs({"node_pool_id": self.node_pool_id})
+
+
+@dataclass(frozen=True)
+class PoolMarks:
+    """A node pool's labels and taints, as ACK keeps them on the pool and puts them on its nodes."""
+
+    labels: Mapping[str, str]
+    taints: tuple[Taint, ...]
+
+    def as_props(self) -> dict[str, Any]:
+        return {
+            "labels": dict(sorted(self.labels.items())),
+            "taints": [t.as_node_taint() for t in sorted(self.taints)],
+        }
+
+    @staticmethod
+    def from_props(props: Mapping[str, Any] | None) -> PoolMarks:
+        props = props or {}
+        return PoolMarks(dict(props.get("labels") or {}), taints_from(props.get("taints")))
+
+    @staticmethod
+    def of_live_pool(
+        labels: Sequence[Mapping[str, Any]] | None, taints: Sequence[Mapping[str, Any]] | None
+    ) -> PoolMarks:
+        """From the provider's `labels` and `taints` outputs (its output types are mappings too)."""
+        return PoolMarks(
+            {label["key"]: label.get("value") or "" for label in labels or ()},
+            # The provider's default effect, where a taint was made without one.
+            tuple(
+                Taint(t["key"], t.get("value") or "", t.get("effect") or "NoSchedule") for t in taints or ()
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AdoptionPlan:
+    """What the stack sets on an adopted pool, and what it says about the pool's own marks."""
+
+    marks: PoolMarks  # the pool's labels and taints after this `up`
+    untolerated: tuple[Taint, ...]  # the pool's own taints the gateway's pods do not tolerate
+    left: PoolMarks  # marks neither the pool had when adopted nor the stack declares
+
+
+def plan_adoption(before: PoolMarks, live: PoolMarks, declared: PoolMarks, where: str) -> AdoptionPlan:
+    """The pool's marks with the stack's added: everything else on the pool stays as it is.
+
+    `before` is what the pool carried when the stack adopted it, `live` what it
+    carries now. A mark of the pool's own that the stack would change is refused
+    (ValueError naming `where`, the config key): the pool's other users rely on it.
+    """
+    problems = [
+        f"{where}.labels sets {key}={value}, but the node pool's own label is {key}={before.labels[key]}"
+        for key, value in sorted(declared.labels.items())
+        if key in before.labels and before.labels[key] != value
+    ]
+    own = {(t.key, t.effect): t for t in before.taints}
+    problems += [
+        f"{where}.taints sets {t.key}={t.value}:{t.effect}, but the node pool's own taint is"
+        f" {t.key}={own[(t.key, t.effect)].value}:{t.effect}"
+        for t in sorted(declared.taints)
+        if (t.key, t.effect) in own and own[(t.key, t.effect)] != t
+    ]
+    if problems:
+        raise ValueError(
+            "; ".join(problems)
+            + ". The stack never changes a mark the pool had before it adopted the pool: pick another key,"
+            " or change the pool's own mark in the console first"
+        )
+    labels = {**live.labels, **declared.labels}
+    declared_pairs = {(t.key, t.effect) for t in declared.taints}
+    taints = {t for t in live.taints if (t.key, t.effect) not in declared_pairs} | set(declared.taints)
+    left = PoolMarks(
+        {k: v for k, v in live.labels.items() if k not in before.labels and k not in declared.labels},
+        tuple(
+            sorted(
+                t for t in live.taints if t not in before.taints and (t.key, t.effect) not in declared_pairs
+            )
+        ),
+    )
+    untolerated = tuple(sorted(t for t in before.taints if (t.key, t.effect) not in declared_pairs))
+    return AdoptionPlan(PoolMarks(labels, tuple(sorted(taints))), untolerated, left)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def node_pool_inputs_but_marks() -> list[str]:
+    """Every input of the provider's NodePool but the marks: what an adopted pool keeps as it is.
+
+    Read from the SDK, so that an input a newer provider adds is left alone too.
+    """
+    import pulumi_alicloud as alicloud  # noqa: PLC0415
+
+    names = inspect.signature(alicloud.cs.NodePoolArgs.__init__).parameters
+    return sorted(_camel(n) for n in names if n not in ("__self__", "cluster_id", *ADOPTED_POOL_SETS))
+
+
+# What the stack sets on an adopted pool: ACK puts the marks on the pool's nodes in place.
+ADOPTED_POOL_SETS = ("labels", "taints", "update_nodes")
+
+
+@dataclass
+class AdoptedNodePoolArgs:
+    cluster_id: str
+    node_pool_id: str
+    marks: PoolMarks  # the stack's labels and taints
+    config_key: str  # where they are set, for messages: `ecsCapacity` or `clusters[i].ecsCapacity`
+    protect: bool = False
+
+
+class AdoptedNodePool(pulumi.ComponentResource):
+    """An ACK node pool that exists, given the gateway's labels and taints and nothing else.
+
+    The pool is imported (the `import` resource option, through the stack's own
+    Alibaba Cloud provider) with every input but its marks in `ignore_changes`,
+    so the first `up` changes the labels and taints only, and no later config
+    can replace or resize it. `retain_on_delete` releases it on `destroy` or
+    when it leaves the config. What the pool carried when adopted is kept in a
+    `Stash`, so that the stack never changes those marks and can say what to
+    put back.
+    """
+
+    node_pool_id: pulumi.Output[str]
+    marks_before: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: AdoptedNodePoolArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(type_token("AdoptedNodePool"), name, None, opts)
+        import pulumi_alicloud as alicloud  # noqa: PLC0415
+
+        # The provider's id for a pool, and what `pulumi import` takes.
+        import_id = f"{args.cluster_id}:{args.node_pool_id}"
+        live_pool = alicloud.cs.NodePool.get(f"{name}-live", import_id, opts=child_options(self, opts))
+        live = pulumi.Output.all(live_pool.labels, live_pool.taints).apply(
+            lambda lt: PoolMarks.of_live_pool(lt[0], lt[1])
+        )
+        # Named by the pool: another pool id is another adoption, with its own record.
+        before_stash = pulumi.Stash(
+            f"{name}-{args.node_pool_id}-before",
+            input=live.apply(PoolMarks.as_props),
+            opts=child_options(self, opts),
+        )
+        before = before_stash.output.apply(PoolMarks.from_props)
+        where = args.config_key
+
+        def planned(marks: list[PoolMarks]) -> AdoptionPlan:
+            plan = plan_adoption(marks[0], marks[1], args.marks, where)
+            pool = f"node pool {args.node_pool_id}"
+            if plan.untolerated:
+                pulumi.log.warn(
+                    f"{pool} has taint(s) of its own that the gateway does not tolerate:"
+                    f" {', '.join(show(t) for t in plan.untolerated)}; its pods never run there until"
+                    f" {where}.taints lists them",
+                    self,
+                )
+            if plan.left.labels or plan.left.taints:
+                shown = [f"{k}={v}" for k, v in sorted(plan.left.labels.items())]
+                shown += [show(t) for t in plan.left.taints]
+                pulumi.log.info(
+                    f"{pool} carries {', '.join(shown)}, which it did not carry when the stack adopted it"
+                    f" and {where} does not declare: the stack leaves them (it cannot tell a mark an earlier"
+                    " config of this stack put there from another writer's); remove them in the console"
+                    " if they were the stack's",
+                    self,
+                )
+            return plan
+
+        plan = pulumi.Output.all(before, live).apply(planned)
+        pool = alicloud.cs.NodePool(
+            f"{name}-pool",
+            cluster_id=args.cluster_id,
+            labels=plan.apply(
+                lambda p: [
+                    alicloud.cs.NodePoolLabelArgs(key=k, value=v) for k, v in sorted(p.marks.labels.items())
+                ]
+            ),
+            taints=plan.apply(
+                lambda p: [
+                    alicloud.cs.NodePoolTaintArgs(key=t.key, value=t.value, effect=t.effect)
+                    for t in p.marks.taints
+                ]
+            ),
+            # ACK puts the marks on the pool's nodes in place, not only on nodes it adds later.
+            update_nodes=True,
+            opts=child_options(
+                self,
+                opts,
+                import_=import_id,
+                ignore_changes=node_pool_inputs_but_marks(),
+                retain_on_delete=True,
+                protect=args.protect,
+            ),
+        )
+        self.node_pool_id = pool.id
+        self.marks_before = before_stash.output
+        self.register_outputs({"node_pool_id": self.node_pool_id, "marks_before": self.marks_before})
 
 
 @dataclass

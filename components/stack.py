@@ -158,7 +158,7 @@ class ServerlessGatewayArgs:
         declared = cluster.ecs.declared_inventory()
         pool_changing = (
             observed is not None
-            and cluster.ecs.mode == "nodePool"
+            and cluster.ecs.has_pool
             and declared.nodes is not None
             and len(observed.nodes or ()) != len(declared.nodes)
         )
@@ -189,7 +189,7 @@ class ServerlessGatewayArgs:
     @property
     def needs_cloud(self) -> bool:
         return self.mesh.mode == "create" or any(
-            c.ecs.mode == "nodePool" or c.virtual_nodes.mode == "addon" for c in self.clusters
+            c.ecs.has_pool or c.virtual_nodes.mode == "addon" for c in self.clusters
         )
 
 
@@ -244,6 +244,7 @@ class ServerlessGateway(pulumi.ComponentResource):
     """An ASM ingress gateway on a tainted ECS pool first, bursting onto ECI, in each cluster of a mesh."""
 
     node_pool_id: pulumi.Output[str | None]
+    pool_marks_before: pulumi.Output[dict[str, Any] | None]
     node_names: pulumi.Output[list[str]]
     virtual_node_mode: pulumi.Output[str]
     mesh_id: pulumi.Output[str | None]
@@ -269,7 +270,7 @@ class ServerlessGateway(pulumi.ComponentResource):
         observed = observed or Observed()
         for cluster in args.clusters:
             no_execute = any(t.effect == "NoExecute" for t in cluster.ecs.taints)
-            if cluster.ecs.mode == "nodePool" and cluster.kubeconfig is None and no_execute:
+            if cluster.ecs.has_pool and cluster.kubeconfig is None and no_execute:
                 # ACK puts a pool's taints on its nodes itself: only the wait holds them back.
                 pulumi.log.warn(
                     f"cluster {cluster.cluster_id}: without {cluster.kubeconfig_key} the stack cannot"
@@ -377,10 +378,20 @@ class ServerlessGateway(pulumi.ComponentResource):
 
         self.node_pool_id = planes[0].node_pool_id
         self.node_names = planes[0].node_names
+        # An adopted pool's own labels and taints, from before the stack's: what to put back to undo.
+        self.pool_marks_before = planes[0].pool_marks_before
         self.clusters = (
             pulumi.Output.from_input(
                 {
-                    p.args.cluster.cluster_id: {"nodePoolId": p.node_pool_id, "nodeNames": p.node_names}
+                    p.args.cluster.cluster_id: {
+                        "nodePoolId": p.node_pool_id,
+                        "nodeNames": p.node_names,
+                        **(
+                            {"poolMarksBefore": p.pool_marks_before}
+                            if p.args.cluster.ecs.node_pool_id
+                            else {}
+                        ),
+                    }
                     for p in planes
                 }
             )
@@ -391,6 +402,7 @@ class ServerlessGateway(pulumi.ComponentResource):
             {
                 "node_pool_id": self.node_pool_id,
                 "node_names": self.node_names,
+                "pool_marks_before": self.pool_marks_before,
                 "virtual_node_mode": self.virtual_node_mode,
                 "mesh_id": self.mesh_id,
                 "gateways": self.gateways,

@@ -118,7 +118,7 @@ def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[st
     gateways in a cluster they do not run in yet, and after them where they do.
     """
     args = config.gateway
-    if "client" not in seen or not any(c.ecs.mode == "nodePool" for c in args.clusters):
+    if "client" not in seen or not any(c.ecs.has_pool for c in args.clusters):
         return None
     from kubernetes.client import ApiException  # noqa: PLC0415
 

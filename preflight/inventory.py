@@ -163,6 +163,9 @@ def read_inventory(
     # The rules admit every node that carries the labels; with existingNodes, the named
     # nodes get them in this `up` too.
     group = [n for n in listing if carries(n, ecs.labels)] if ecs.labels else []
+    if ecs.node_pool_id is not None:
+        # An adopted pool's nodes get the labels in this `up`.
+        group += [n for n in listing if carries(n, ecs.pool_nodes) and n not in group]
     if ecs.mode == "existingNodes":
         named = set(ecs.nodes)
         unlisted = [n for n in group if n["metadata"]["name"] not in named]

@@ -152,6 +152,13 @@ NODE_POOL_ACTIONS = (
     "cs:RemoveClusterNodes",
     "cs:DescribeTaskInfo",
 )
+# An adopted pool is read and its marks changed; the stack never creates, upgrades or deletes it.
+ADOPTED_POOL_ACTIONS = (
+    "cs:DescribeClusterNodePoolDetail",
+    "cs:ModifyClusterNodePool",
+    "cs:DescribeClusterNodes",
+    "cs:DescribeTaskInfo",
+)
 ADDON_ACTIONS = (
     "cs:GetClusterAddonInstance",
     "cs:DescribeAddon",
@@ -188,6 +195,8 @@ def ram_policy(args: ServerlessGatewayArgs) -> dict[str, Any] | None:
     actions: set[str] = set()
     if any(c.ecs.mode == "nodePool" for c in args.clusters):
         actions.update(NODE_POOL_ACTIONS)
+    if any(c.ecs.mode == "existingNodePool" for c in args.clusters):
+        actions.update(ADOPTED_POOL_ACTIONS)
     if any(c.virtual_nodes.mode == "addon" for c in args.clusters):
         actions.update(ADDON_ACTIONS)
     if args.mesh.mode == "create":

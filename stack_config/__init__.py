@@ -39,6 +39,7 @@ from stack_config.model import (
     ClusterConfig,
     ClusterOverrideConfig,
     EcsCapacityConfig,
+    EcsExistingNodePool,
     EcsExistingNodes,
     EcsNodePool,
     GatewayConfig,
@@ -47,6 +48,7 @@ from stack_config.model import (
     MoreProblems,
     ResourcesConfig,
     Secret,
+    TaintedNodesConfig,
     VirtualNodesAddon,
     VirtualNodesConfig,
     VirtualNodesExisting,
@@ -152,7 +154,17 @@ def _needs_problems(config: GatewayStackConfig, args: ServerlessGatewayArgs) -> 
     if args.needs_cloud and not config.region:
         problems.append(Problem("region", "is required: the stack declares Alibaba Cloud resources", PROJECT))
     for cluster in args.clusters:
-        if cluster.needs_api(args.ack_resource_policy) and cluster.kubeconfig is None and applying:
+        if cluster.ecs.mode == "existingNodePool" and cluster.kubeconfig is None:
+            problems.append(
+                Problem(
+                    cluster.kubeconfig_key,
+                    f"is required to adopt node pool {cluster.ecs.node_pool_id}: its nodes exist and may"
+                    " serve, so the stack reads them, and waits for the gateway's pods there to tolerate"
+                    " the taints before ACK puts them on",
+                    PROJECT,
+                )
+            )
+        elif cluster.needs_api(args.ack_resource_policy) and cluster.kubeconfig is None and applying:
             why = (
                 "label and taint existing nodes"
                 if cluster.ecs.mode == "existingNodes"
@@ -320,9 +332,10 @@ def _ecs_capacity(ecs: EcsCapacityConfig) -> EcsCapacity:
             security_group_ids=tuple(pool.security_group_ids),
         )
     nodes = tuple(ecs.nodes) if isinstance(ecs, EcsExistingNodes) else ()
-    evict = ecs.evict_other_pods if isinstance(ecs, EcsNodePool | EcsExistingNodes) else False
+    evict = ecs.evict_other_pods if isinstance(ecs, TaintedNodesConfig) else False
     instance_type = ecs.instance_type if isinstance(ecs, EcsExistingNodes) else None
-    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict, instance_type)
+    pool_id = ecs.node_pool_id if isinstance(ecs, EcsExistingNodePool) else None
+    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict, instance_type, pool_id)
 
 
 def _virtual_nodes(virtual: VirtualNodesConfig) -> VirtualNodes:

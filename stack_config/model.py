@@ -46,11 +46,13 @@ from stack_config.syntax import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     LABEL_VALUE_PATTERN,
+    NODE_POOL_ID_PATTERN,
     QUALIFIED_NAME_PATTERN,
     QUANTITY_PATTERN,
     dns_label_problem,
     dns_subdomain_problem,
     label_value_problem,
+    node_pool_id_problem,
     qualified_name_problem,
     quantity_problem,
 )
@@ -201,6 +203,7 @@ UniqueTexts = Annotated[
 QualifiedName = Annotated[str, KubernetesSyntax(qualified_name_problem, QUALIFIED_NAME_PATTERN)]
 LabelValue = Annotated[str, KubernetesSyntax(label_value_problem, LABEL_VALUE_PATTERN)]
 DnsLabel = Annotated[str, KubernetesSyntax(dns_label_problem, DNS_LABEL_PATTERN)]
+NodePoolId = Annotated[str, KubernetesSyntax(node_pool_id_problem, NODE_POOL_ID_PATTERN)]
 NodeNames = Annotated[
     list[Annotated[str, KubernetesSyntax(dns_subdomain_problem, DNS_SUBDOMAIN_PATTERN)]],
     AfterValidator(_no_duplicates),
@@ -389,6 +392,17 @@ class EcsExistingNodes(TaintedNodesConfig):
     )
 
 
+class EcsExistingNodePool(TaintedNodesConfig):
+    mode: Literal["existingNodePool"] = Field(
+        description="An ACK node pool that exists (made in the console or by hand), adopted by its id."
+    )
+    node_pool_id: NodePoolId = Field(
+        description="The pool's id (`np-...`). The first `up` imports it and adds `labels` and `taints` to"
+        " the pool and, in place, to its nodes; every other setting stays the pool's. `destroy` leaves"
+        " the pool.",
+    )
+
+
 class EcsNone(MarkedNodes):
     mode: Literal["none"] = Field(description="No ECS capacity (only with `eci-only`).")
 
@@ -396,8 +410,9 @@ class EcsNone(MarkedNodes):
 EcsCapacityConfig = Annotated[
     Annotated[EcsNodePool, Tag("nodePool")]
     | Annotated[EcsExistingNodes, Tag("existingNodes")]
+    | Annotated[EcsExistingNodePool, Tag("existingNodePool")]
     | Annotated[EcsNone, Tag("none")],
-    modes_of_one_section(EcsNodePool, EcsExistingNodes, EcsNone),
+    modes_of_one_section(EcsNodePool, EcsExistingNodes, EcsExistingNodePool, EcsNone),
 ]
 
 

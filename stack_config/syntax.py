@@ -58,6 +58,17 @@ def dns_subdomain_problem(value: str) -> str | None:
     return None
 
 
+# How ACK names a node pool (`np-` and lowercase hex); not a Kubernetes rule, checked the same way.
+NODE_POOL_ID_PATTERN = r"^np-[0-9a-z]+$"
+_NODE_POOL_ID = re.compile(NODE_POOL_ID_PATTERN)
+
+
+def node_pool_id_problem(value: str) -> str | None:
+    if len(value) > 64 or not _NODE_POOL_ID.fullmatch(value):
+        return "is not an ACK node pool id: 'np-' then lowercase letters and digits, as the console shows it"
+    return None
+
+
 # Kubernetes' quantity grammar (apimachinery's resource.Quantity): a signed
 # decimal number, then a binary suffix, a decimal suffix or an exponent. Not
 # the Python client's `parse_quantity`: it accepts what the API server refuses

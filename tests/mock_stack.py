@@ -130,6 +130,13 @@ EVERY_KEY: list[dict[str, Any]] = [
         },
         "gateways": [{"maxUnavailable": "25%"}],
     },
+    {
+        "clusterId": "c-1",
+        "region": "cn-hangzhou",
+        "clusterKubeconfig": TEST_KUBECONFIG,
+        "renderYamlTo": "r",
+        "ecsCapacity": {"mode": "existingNodePool", "nodePoolId": "np-1a", "labels": {"a": "b"}},
+    },
 ]
 
 
@@ -145,6 +152,9 @@ class Registered:
     inputs: dict[str, Any]
     ignore_changes: list[str]
     additional_secret_outputs: list[str]
+    import_id: str = ""  # what it imports, or reads (`read`)
+    retain_on_delete: bool = False
+    read: bool = False  # a `.get()` of something that exists, not a resource of the stack's
     dependencies: list[str] = field(default_factory=list)
     # Parent URNs this resource was once under (`Alias(parent=...)`).
     alias_parents: list[str] = field(default_factory=list)
@@ -168,13 +178,33 @@ class Deployment:
         return next(r for r in self.resources if r.urn == urn)
 
 
+NODE_POOL_TYPE = "alicloud:cs/nodePool:NodePool"
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Answers every registration as the cloud would, with ids and echoed inputs."""
+    """Answers every registration as the cloud would, with ids and echoed inputs.
+
+    `cloud` holds what exists before the stack, by provider id: a read (`.get`)
+    or an import of one of them answers with its state, of anything else fails
+    as the provider does for a missing resource.
+    """
+
+    def __init__(self, cloud: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.cloud = dict(cloud or {})
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.resource_id:
+            if args.resource_id not in self.cloud:
+                raise LookupError(f"{args.typ} {args.resource_id} does not exist")
+            existing = dict(self.cloud[args.resource_id])
+            # An import then applies the program's inputs, as `up` does after importing.
+            return args.resource_id, {**existing, **args.inputs} if args.inputs else existing
         outputs = dict(args.inputs)
         if args.typ == "alicloud:servicemesh/serviceMesh:ServiceMesh":
             outputs["kubeconfig"] = TEST_KUBECONFIG
+        if args.typ == "pulumi:index:Stash":
+            # The engine's builtin: `output` keeps the first input (one run is a first run here).
+            outputs["output"] = outputs["input"]
         return (f"{args.name}-id" if args.custom else None), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -185,6 +215,26 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks, registered: list[Registered] | None = None) -> None:
         super().__init__(mocks)
         self.registered: list[Registered] = [] if registered is None else registered
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        self.registered.append(
+            Registered(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                parent=request.parent,
+                provider=request.provider,
+                custom=True,
+                protect=False,
+                inputs={},
+                ignore_changes=[],
+                additional_secret_outputs=[],
+                import_id=request.id,
+                read=True,
+            )
+        )
+        return response
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
@@ -201,6 +251,8 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
                     inputs=pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True),
                     ignore_changes=list(request.ignoreChanges),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
+                    import_id=request.importId,
+                    retain_on_delete=bool(request.retainOnDelete),
                     dependencies=list(request.dependencies),
                     alias_parents=[a.spec.parentUrn for a in request.aliases if a.spec.parentUrn],
                 )
@@ -288,12 +340,13 @@ def run_stack(
     program: Callable[[], ServerlessGateway | None] | None = None,
     alicloud: Mapping[str, str] | None = None,
     registered: list[Registered] | None = None,
+    cloud: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Deployment:
     """Run the program for `stack` with `values` as its config, under mocks.
 
     `program` defaults to what __main__.py does: load the config, build the stack.
     """
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(cloud)
     # `registered`, if given, sees every registration even when the program raises.
     monitor = RecordingMonitor(mocks, registered)
     # Each run is its own stack: a fresh root Stack resource, not the last run's.
@@ -328,6 +381,7 @@ def run_stack(
             node_names=component.node_names,
             virtual_node_mode=component.virtual_node_mode,
             mesh_id=component.mesh_id,
+            pool_marks_before=component.pool_marks_before,
         ).apply(deployment.outputs.update)
 
     run()

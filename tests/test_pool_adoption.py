@@ -1,0 +1,208 @@
+"""Adopting an ACK node pool that exists, under Pulumi mocks at the provider boundary.
+
+Nothing reaches Alibaba Cloud: the mocks answer the provider's read and import
+of the pool with the state a hand-made pool has (`POOL`). What is checked is
+what the stack declares: an import by id through the stack's own provider, the
+marks added to the pool's own (ACK puts them on its nodes in place), every
+other input left to the pool, `retainOnDelete` so that `destroy` leaves it,
+and the refusals that come before anything changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import pulumi
+import pulumi_alicloud as alicloud
+import pytest
+from mock_stack import NODE_POOL_TYPE, TEST_KUBECONFIG, Registered, run_stack
+
+import stack_config
+from components.node_marks import TOLERATION_ROLLOUT
+from components.node_pool import (
+    NODE_POOL_ID_LABEL,
+    PoolMarks,
+    node_pool_inputs_but_marks,
+    plan_adoption,
+)
+from components.scheduling import Taint
+from preflight.permissions import ram_policy
+
+POOL_ID = "np-0a1b2c3d"
+IMPORT_ID = f"c-prod:{POOL_ID}"
+# A pool made in the console: a label of its own, three nodes, its own disk and types.
+POOL = {
+    "clusterId": "c-prod",
+    "nodePoolName": "made-by-hand",
+    "instanceTypes": ["ecs.g7.xlarge"],
+    "vswitchIds": ["vsw-a"],
+    "desiredSize": "3",
+    "systemDiskCategory": "cloud_auto",
+    "systemDiskSize": 200,
+    "labels": [{"key": "team", "value": "edge"}],
+    "taints": [],
+}
+SECRETS = ["clusterKubeconfig", "meshKubeconfig"]
+
+
+def adopting(**ecs: Any) -> dict[str, Any]:
+    return {
+        "clusterId": "c-prod",
+        "region": "cn-hangzhou",
+        "clusterKubeconfig": TEST_KUBECONFIG,
+        "meshKubeconfig": TEST_KUBECONFIG,
+        "ecsCapacity": {
+            "mode": "existingNodePool",
+            "nodePoolId": POOL_ID,
+            "labels": {"mykey4pod": "asmgateway"},
+            "taints": [{"key": "mykey", "value": "myvalue", "effect": "NoSchedule"}],
+            **ecs,
+        },
+        "virtualNodes": {"mode": "existing"},
+        "gateways": [{"name": "ingressgateway"}],
+    }
+
+
+def the_pool(resources: list[Registered]) -> Registered:
+    (pool,) = [r for r in resources if r.type == NODE_POOL_TYPE and not r.read]
+    return pool
+
+
+def test_an_existing_pool_is_imported_by_id_and_given_only_the_gateways_marks_under_mocks() -> None:
+    deployment = run_stack("prod", adopting(), SECRETS, cloud={IMPORT_ID: POOL})
+    pool = the_pool(deployment.resources)
+    assert pool.import_id == IMPORT_ID
+    # The pool's own label stays; the guide's label and taint are added; ACK puts them on its nodes.
+    assert pool.inputs == {
+        "clusterId": "c-prod",
+        "labels": [{"key": "mykey4pod", "value": "asmgateway"}, {"key": "team", "value": "edge"}],
+        "taints": [{"key": "mykey", "value": "myvalue", "effect": "NoSchedule"}],
+        "updateNodes": True,
+    }
+    # Every other setting is the pool's: no size, type, disk or network of the stack's, ever.
+    for kept in ("instanceTypes", "vswitchIds", "desiredSize", "scalingConfig", "systemDiskCategory", "name"):
+        assert kept in pool.ignore_changes
+    assert not {"labels", "taints", "updateNodes", "clusterId"} & set(pool.ignore_changes)
+    # `destroy`, or the pool leaving the config, releases it.
+    assert pool.retain_on_delete
+    # Read and imported through the stack's own Alibaba Cloud provider, never a default one.
+    (read,) = [r for r in deployment.resources if r.read]
+    assert read.import_id == IMPORT_ID
+    for used in (pool, read):
+        assert "$pulumi:providers:alicloud::asm-gateway-alicloud::" in used.provider
+
+
+def test_the_adopted_pool_changes_after_its_nodes_gateway_pods_tolerate_the_taints_under_mocks() -> None:
+    deployment = run_stack("prod", adopting(), SECRETS, cloud={IMPORT_ID: POOL})
+    gate = deployment.one(TOLERATION_ROLLOUT)
+    # The pool's nodes carry its id before they carry the stack's labels.
+    assert gate.inputs["nodeLabels"] == {NODE_POOL_ID_LABEL: POOL_ID}
+    assert gate.urn in the_pool(deployment.resources).dependencies
+
+
+def test_the_marks_the_pool_had_are_recorded_once_and_exported_for_undoing_under_mocks() -> None:
+    deployment = run_stack("prod", adopting(), SECRETS, cloud={IMPORT_ID: POOL})
+    (stash,) = deployment.of_type("pulumi:index:Stash")
+    assert POOL_ID in stash.name
+    assert stash.inputs["input"] == {"labels": {"team": "edge"}, "taints": []}
+    assert deployment.outputs["pool_marks_before"] == {"labels": {"team": "edge"}, "taints": []}
+
+
+def test_a_pool_label_of_its_own_that_the_stack_would_change_is_refused_under_mocks() -> None:
+    pool = {**POOL, "labels": [{"key": "mykey4pod", "value": "batch"}]}
+    registered: list[Registered] = []
+    with pytest.raises(Exception, match=r"ecsCapacity\.labels sets mykey4pod=asmgateway.*mykey4pod=batch"):
+        run_stack("prod", adopting(), SECRETS, cloud={IMPORT_ID: pool}, registered=registered)
+    assert [r for r in registered if r.type == NODE_POOL_TYPE and not r.read] == []
+
+
+def test_a_pool_that_does_not_exist_fails_on_its_read_before_any_change_under_mocks() -> None:
+    registered: list[Registered] = []
+    with pytest.raises(Exception, match="does not exist"):
+        run_stack("prod", adopting(), SECRETS, cloud={}, registered=registered)
+    assert [r for r in registered if r.type == NODE_POOL_TYPE and not r.read] == []
+
+
+def test_a_stack_made_pool_is_not_imported_nor_retained_under_mocks() -> None:
+    values = adopting()
+    values["ecsCapacity"] = {
+        **{k: v for k, v in values["ecsCapacity"].items() if k not in ("mode", "nodePoolId")},
+        "mode": "nodePool",
+        "nodePool": {"instanceTypes": ["ecs.g7.xlarge"], "vswitchIds": ["vsw-a"]},
+    }
+    pool = the_pool(run_stack("prod", values, SECRETS).resources)
+    assert pool.import_id == ""
+    assert not pool.retain_on_delete
+
+
+# -- pure: what the stack sets on the pool ------------------------------------------------
+
+TAINT = Taint("mykey", "myvalue", "NoSchedule")
+DECLARED = PoolMarks({"mykey4pod": "asmgateway"}, (TAINT,))
+
+
+def test_plan_keeps_the_pools_own_marks_and_names_the_taints_the_gateway_does_not_tolerate() -> None:
+    own = PoolMarks({"team": "edge"}, (Taint("gpu", "", "NoSchedule"),))
+    plan = plan_adoption(own, own, DECLARED, "ecsCapacity")
+    assert plan.marks == PoolMarks(
+        {"team": "edge", "mykey4pod": "asmgateway"}, (Taint("gpu", "", "NoSchedule"), TAINT)
+    )
+    assert plan.untolerated == (Taint("gpu", "", "NoSchedule"),)
+    assert plan.left == PoolMarks({}, ())
+
+
+def test_plan_replaces_the_stacks_earlier_value_and_says_what_it_leaves() -> None:
+    before = PoolMarks({}, ())
+    # Live: an earlier config's taint value and label, and another writer's label.
+    live = PoolMarks({"old": "x", "mykey4pod": "asmgateway"}, (Taint("mykey", "v0", "NoSchedule"),))
+    plan = plan_adoption(before, live, DECLARED, "ecsCapacity")
+    assert plan.marks.taints == (TAINT,)
+    assert plan.marks.labels == {"old": "x", "mykey4pod": "asmgateway"}
+    assert plan.left == PoolMarks({"old": "x"}, ())
+
+
+def test_plan_refuses_to_change_a_taint_the_pool_had_naming_the_key() -> None:
+    before = PoolMarks({}, (Taint("mykey", "theirs", "NoSchedule"),))
+    with pytest.raises(ValueError, match=r"clusters\[0\]\.ecsCapacity\.taints sets mykey=myvalue:NoSchedule"):
+        plan_adoption(before, before, DECLARED, "clusters[0].ecsCapacity")
+
+
+def test_the_inputs_left_to_the_pool_are_every_input_of_the_sdk_but_the_marks() -> None:
+    names = pulumi._types.input_type_py_to_pulumi_names(alicloud.cs.NodePoolArgs)
+    every = set(names.values())
+    assert set(node_pool_inputs_but_marks()) == every - {"clusterId", "labels", "taints", "updateNodes"}
+    assert len(inspect.signature(alicloud.cs.NodePoolArgs.__init__).parameters) - 1 == len(every)
+
+
+# -- config and permissions ---------------------------------------------------------------
+
+
+def errors_of(values: dict[str, Any]) -> list[str]:
+    with pytest.raises(stack_config.ConfigError) as raised:
+        stack_config.parse("prod", values, SECRETS)
+    return [f"{p.path}: {p.message}" for p in raised.value.problems]
+
+
+def test_a_pool_id_that_is_not_one_is_refused_naming_the_key() -> None:
+    errors = errors_of(adopting(nodePoolId="my-pool"))
+    assert any(e.startswith("ecsCapacity.nodePoolId: 'my-pool'") for e in errors), errors
+
+
+def test_adopting_a_pool_needs_the_clusters_kubeconfig() -> None:
+    values = adopting()
+    del values["clusterKubeconfig"]
+    errors = errors_of(values)
+    assert any(
+        e.startswith(f"clusterKubeconfig: is required to adopt node pool {POOL_ID}") for e in errors
+    ), errors
+
+
+def test_the_ram_policy_for_an_adopted_pool_can_neither_create_nor_delete_a_pool() -> None:
+    config = stack_config.parse("prod", copy.deepcopy(adopting()), SECRETS)
+    policy = ram_policy(config.gateway)
+    assert policy is not None
+    actions = set(policy["Statement"][0]["Action"])
+    assert "cs:ModifyClusterNodePool" in actions
+    assert not {"cs:CreateClusterNodePool", "cs:DeleteClusterNodepool", "cs:RemoveClusterNodes"} & actions
