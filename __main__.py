@@ -1,11 +1,16 @@
 """Reads this stack's config, runs the preflight, and declares the serverless ASM gateway stack."""
 
+import os
+
 import pulumi
 
 import preflight
 import stack_config
 from components.stack import ServerlessGateway
 
+# The engine's backend token is the engine's: nothing this program starts (a kubeconfig's `exec`
+# credential plugin, for one) needs it.
+os.environ.pop("PULUMI_ACCESS_TOKEN", None)
 config = stack_config.load()
 observed = preflight.require(config)  # refuses before anything is declared; what it read of each cluster
 options = stack_config.provider_options(config, "asm-gateway")

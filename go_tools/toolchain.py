@@ -544,17 +544,21 @@ def positional(args: list[str]) -> list[str]:
 
 
 def stack_named(args: list[str]) -> str | None:
-    """The stack a `pulumi` command line names (`--stack X`, `-s X`, `-sX`, `stack init X`), if any."""
+    """The stack a `pulumi` command line names, read as the engine reads it: the last `--stack X`,
+    `-s X`, `-sX` or `--stack=X` (a repeated flag's last value wins), else the stack that
+    `stack init X` or `stack select X` (with `--create`, it makes X) names."""
+    named = None
     for index, arg in enumerate(args):
         if arg in ("--stack", "-s") and index + 1 < len(args):
-            return args[index + 1]
-        for prefix in ("--stack=", "-s="):
-            if arg.startswith(prefix):
-                return arg.removeprefix(prefix)
-        if arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
-            return arg[2:]
+            named = args[index + 1]
+        elif arg.startswith(("--stack=", "-s=")):
+            named = arg.partition("=")[2]
+        elif arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
+            named = arg[2:]
+    if named is not None:
+        return named
     words = positional(args)
-    if words[:2] == ["stack", "init"] and len(words) > 2:
+    if words[:2] in (["stack", "init"], ["stack", "select"]) and len(words) > 2:
         return words[2]
     return None
 
@@ -713,6 +717,11 @@ def run_pulumi(args: list[str]) -> int:
         and command[0] in ("up", "preview", "refresh", "destroy", "config", "import")
     ):
         stack = current_stack(env)  # the selected stack, which the checks below are for too
+    if stack == LOCAL_STACK and "PULUMI_BACKEND_URL" not in os.environ:
+        # A login chooses where other stacks live; `local`, whose secrets are under the
+        # published passphrase, stays in the project's folder unless the backend is exported.
+        env["PULUMI_BACKEND_URL"] = PROJECT_STATE.resolve().as_uri()
+        env.pop("PULUMI_ACCESS_TOKEN", None)
     problem = problem or backend_problem(stack, env) or secrets_problem(stack, args, env)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -30,6 +30,7 @@ from node_marks_plugin.marks import (
     Marks,
     MarksConflict,
     Node,
+    Owner,
     Pod,
     Tainting,
     gateway_blockers,
@@ -179,9 +180,9 @@ class Cluster:
 
     def hand_over(self, name: str, marks: Marks, stage: str) -> None:
         """An earlier version's resource leaving: marks.handover_patch, on the node as read."""
-        self._patch(name, lambda node: handover_patch(node, marks, stage), "handing the marks over")
+        self.patch_node(name, lambda node: handover_patch(node, marks, stage), "handing the marks over")
 
-    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
         """Bring one node to one stage's half of `declared` (marks.stage_patch). False if the node is gone.
 
         Each try reads the node afresh, so a value another writer put in a
@@ -194,9 +195,9 @@ class Cluster:
             except MarksConflict as conflict:
                 raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
 
-        return self._patch(name, patch, "patching")
+        return self.patch_node(name, patch, "patching")
 
-    def _patch(self, name: str, make_patch: Callable[[Node], dict[str, Any] | None], doing: str) -> bool:
+    def patch_node(self, name: str, make_patch: Callable[[Node], dict[str, Any] | None], doing: str) -> bool:
         """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
         again on a conflict. False if the node is gone."""
         for _ in range(CONFLICT_RETRIES):

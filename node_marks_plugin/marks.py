@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,24 +102,62 @@ NO_MARKS = Marks()
 # never in the record, so nothing takes it off.
 
 OWNER_ANNOTATION_PREFIX = "asm-serverless-gateway/marks."
+# An annotation's name: at most 63 characters, alphanumeric at both ends.
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def owner_annotation(stack: str) -> str:
-    """The annotation key that holds one stack's record (an annotation name is at most 63 characters)."""
-    name = f"marks.{stack}"
-    if len(name) > 63:
-        name = f"marks.{hashlib.sha256(stack.encode()).hexdigest()[:32]}"
-    return f"asm-serverless-gateway/{name}"
+@dataclass(frozen=True)
+class Owner:
+    """A stack whose record a node carries: its project and its name, as its URNs say."""
+
+    project: str
+    stack: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.project}/{self.stack}"
+
+    @property
+    def key(self) -> str:
+        """The annotation that holds its record: the stack's name for people, a hash of project
+        and stack for uniqueness; valid for any name Pulumi accepts (`prod-`, `a.b_`, 100 chars)."""
+        digest = hashlib.sha256(self.name.encode()).hexdigest()[:10]
+        readable = _NOT_IN_A_NAME.sub("", self.stack)[:44].strip("-_.")
+        return OWNER_ANNOTATION_PREFIX + (f"{readable}-{digest}" if readable else digest)
+
+    @property
+    def legacy_key(self) -> str:
+        """Where versions before the project was in the key kept the record (the stack name only)."""
+        name = f"marks.{self.stack}"
+        if len(name) > 63:
+            name = f"marks.{hashlib.sha256(self.stack.encode()).hexdigest()[:32]}"
+        return f"asm-serverless-gateway/{name}"
+
+    @staticmethod
+    def of_urn(urn: str) -> Owner:
+        """`urn:pulumi:<stack>::<project>::<type>::<name>` -> its stack's owner."""
+        stack, project = urn.removeprefix("urn:pulumi:").split("::")[:2]
+        return Owner(project, stack)
+
+    def record_text(self, marks: Marks) -> str:
+        return json.dumps({"stack": self.name, **marks.as_props()}, sort_keys=True)
 
 
 class MarksConflict(Exception):  # noqa: N818 - a refusal, raised to the operator as it is
     """A declared mark whose slot another writer holds with another value."""
 
 
-def owned(node: Node, key: str) -> Marks:
-    """What this stack put on the node, as its record says; only what the node still carries."""
+def owned(node: Node, owner: Owner) -> Marks:
+    """What this stack put on the node, as its record says; only what the node still carries.
+
+    A record under the earlier key (the stack's name only) counts as this
+    stack's: those versions could not tell two projects' stacks of one name apart.
+    """
     annotations = node.get("metadata", {}).get("annotations") or {}
-    return _record(annotations.get(key, "{}")).found_on(node)
+    record = _record(annotations.get(owner.key, "{}"))
+    if owner.legacy_key in annotations:
+        record = record.union(_record(annotations[owner.legacy_key]))
+    return record.found_on(node)
 
 
 def handover_patch(node: Node, marks: Marks, stage: str) -> dict[str, Any] | None:
@@ -177,30 +216,99 @@ def _record(text: str) -> Marks:
         return NO_MARKS
 
 
-def others_records(node: Node, key: str) -> Marks:
-    """What other stacks of this project recorded on the node: never this stack's to take off."""
+def others_records(node: Node, owner: Owner) -> dict[str, Marks]:
+    """What other stacks recorded on the node, by the stack each record names (or its key, for a
+    record of an earlier version): never this stack's to change or take off."""
     annotations = node.get("metadata", {}).get("annotations") or {}
-    found = NO_MARKS
-    for other, text in annotations.items():
-        if other.startswith(OWNER_ANNOTATION_PREFIX) and other != key:
-            found = found.union(_record(text))
+    found: dict[str, Marks] = {}
+    for key, text in annotations.items():
+        if key.startswith(OWNER_ANNOTATION_PREFIX) and key not in (owner.key, owner.legacy_key):
+            found[_record_stack(text) or key] = _record(text)
     return found
 
 
-def conflicts(node: Node, declared: Marks, record: Marks) -> list[str]:
-    """Declared marks whose slot the node holds with a value the stack did not put there.
+def _record_stack(text: str) -> str | None:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    stack = document.get("stack") if isinstance(document, dict) else None
+    return stack if isinstance(stack, str) else None
+
+
+def _union(records: Mapping[str, Marks]) -> Marks:
+    found = NO_MARKS
+    for marks in records.values():
+        found = found.union(marks)
+    return found
+
+
+def records(node: Node) -> dict[str, tuple[str, Marks]]:
+    """Every stack's record on the node: annotation key -> (the stack it names, or the key for a
+    record of an earlier version, which names none; what it says the stack put there)."""
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    return {
+        key: (_record_stack(text) or key, _record(text))
+        for key, text in sorted(annotations.items())
+        if key.startswith(OWNER_ANNOTATION_PREFIX)
+    }
+
+
+def release_patch(node: Node, whose: str, take_marks_off: bool) -> dict[str, Any] | None:
+    """A merge patch that drops the record of a stack that no longer exists, or None where the
+    node has none; `whose` is the stack (`project/stack`) or the record's annotation key.
+
+    The marks it names stay on the node unless `take_marks_off`: then those
+    that no other record names go too (what that stack's `destroy` would have
+    done). With the record gone, no stack counts them as its own, and every
+    stack treats them as marks put on by hand.
+    """
+    found = records(node)
+    keys = [key for key, (stack, _) in found.items() if whose in (key, stack)]
+    if not keys:
+        return None
+    metadata = node.get("metadata", {})
+    patch: dict[str, Any] = {
+        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": dict.fromkeys(keys)}
+    }
+    if take_marks_off:
+        released = _union({key: found[key][1] for key in keys}).found_on(node)
+        kept = _union({key: marks for key, (_, marks) in found.items() if key not in keys})
+        labels = {k: None for k, v in released.labels.items() if kept.labels.get(k) != v}
+        gone = [t for t in released.taints if t not in kept.taints]
+        if labels:
+            patch["metadata"]["labels"] = labels
+        if gone:
+            current = node.get("spec", {}).get("taints") or []
+            patch["spec"] = {"taints": [t for t in current if not any(g.on([t]) for g in gone)]}
+    return patch
+
+
+def conflicts(node: Node, declared: Marks, record: Marks, others: Mapping[str, Marks]) -> list[str]:
+    """Declared marks whose slot the node holds with a value this stack may not replace.
 
     A node holds one value per label key, and one taint per key and effect.
     `kubectl label` and `kubectl taint` without `--overwrite` refuse to
     replace another value, and so does the stack, unless the value on the node
-    is its own (an earlier declaration).
+    is its own (an earlier declaration) and no other stack records it too
+    (`others`): that stack's gateway relies on it.
     """
     name = node.get("metadata", {}).get("name")
     problems = []
     labels = node.get("metadata", {}).get("labels") or {}
+
     for key, value in declared.labels.items():
         held = labels.get(key)
-        if held is not None and held != value and record.labels.get(key) != held:
+        if held is None or held == value:
+            continue
+        holders = sorted(stack for stack, marks in others.items() if marks.labels.get(key) == held)
+        if holders:
+            problems.append(
+                f"node {name}: the label {key}={held} is recorded by stack {', '.join(holders)} as well;"
+                f" this stack declares '{value}', and changing it would take the node from that stack's"
+                " gateway"
+            )
+        elif record.labels.get(key) != held:
             problems.append(
                 f"node {name}: the label {key} is already on the node with the value '{held}'"
                 f" (not put there by this stack); the stack declares '{value}'"
@@ -208,11 +316,17 @@ def conflicts(node: Node, declared: Marks, record: Marks) -> list[str]:
     for taint in declared.taints:
         for other in node.get("spec", {}).get("taints") or []:
             value = other.get("value") or ""
-            if (
-                taint.same_slot(other)
-                and value != taint.value
-                and Taint(taint.key, value, taint.effect) not in record.taints
-            ):
+            if not taint.same_slot(other) or value == taint.value:
+                continue
+            old = Taint(taint.key, value, taint.effect)
+            holders = sorted(stack for stack, marks in others.items() if old in marks.taints)
+            if holders:
+                problems.append(
+                    f"node {name}: the taint {show(old)} is recorded by stack {', '.join(holders)} as well;"
+                    f" this stack declares '{taint.value}', and changing it would break that stack's"
+                    " gateway's tolerations"
+                )
+            elif old not in record.taints:
                 problems.append(
                     f"node {name}: the taint {taint.key}:{taint.effect} is already on the node with the"
                     f" value '{value}' (not put there by this stack); the stack declares '{taint.value}'"
@@ -220,7 +334,7 @@ def conflicts(node: Node, declared: Marks, record: Marks) -> list[str]:
     return problems
 
 
-def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dict[str, Any] | None:
+def stage_patch(node: Node, stage: str, declared: Marks | None, owner: Owner) -> dict[str, Any] | None:
     """A JSON merge patch that brings `node` to one stage's half of `declared`, or None.
 
     `declared` None unmarks the node (the stack no longer lists it, or is
@@ -238,10 +352,11 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
     labels: Mapping[str, str] = metadata.get("labels") or {}
     current: list[Mapping[str, Any]] = list(node.get("spec", {}).get("taints") or [])
     handover, adopted = released_node_patch_claims(node, wanted)
-    record = owned(node, key).union(adopted)
-    shared = others_records(node, key)
+    record = owned(node, owner).union(adopted)
+    others = others_records(node, owner)
+    shared = _union(others)
     checked = Marks(wanted.labels, ()) if stage == ADMIT else Marks({}, wanted.taints)
-    problems = conflicts(node, checked, record)
+    problems = conflicts(node, checked, record, others)
     if problems:
         raise MarksConflict("; ".join(problems))
 
@@ -294,12 +409,21 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, key: str) -> dic
     # The record stays while the stack marks the node, even empty: it says the
     # stack has been here (an earlier version's marks are handed over to it).
     # Unmarked for good (admit, last), it goes.
-    unmarked = declared is None and (stage == ADMIT or key not in annotations)
-    record_text = None if unmarked else json.dumps(new_record.as_props(), sort_keys=True)
-    if not label_patch and taints == current and handover is None and annotations.get(key) == record_text:
+    unmarked = declared is None and (stage == ADMIT or owner.key not in annotations)
+    record_text = None if unmarked else owner.record_text(new_record)
+    legacy = owner.legacy_key in annotations
+    if (
+        not label_patch
+        and taints == current
+        and handover is None
+        and not legacy
+        and annotations.get(owner.key) == record_text
+    ):
         return None
+    # The record moves from the earlier key in the same write.
+    records = {owner.key: record_text, **({owner.legacy_key: None} if legacy else {})}
     patch: dict[str, Any] = {
-        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": {key: record_text}}
+        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": records}
     }
     if handover is not None:
         patch["metadata"]["managedFields"] = handover

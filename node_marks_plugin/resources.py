@@ -29,8 +29,10 @@ from node_marks_plugin.marks import (
     STAGES,
     Marks,
     Node,
+    Owner,
     Tainting,
     conflicts,
+    others_records,
     owned,
     show,
     taints_from,
@@ -115,13 +117,19 @@ def _read_listed(names: list[str], every_node: Mapping[str, Node]) -> dict[str, 
     return nodes
 
 
-def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, owner: str) -> None:
-    problems = [p for node in nodes.values() for p in conflicts(node, declared, owned(node, owner))]
+def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, owner: Owner) -> None:
+    problems = [
+        p
+        for node in nodes.values()
+        for p in conflicts(node, declared, owned(node, owner), others_records(node, owner))
+    ]
     if problems:
         raise NodeMarksError(
             "; ".join(problems)
-            + ". Nothing was changed. Change or remove that mark on the node first (`kubectl label`,"
-            " `kubectl taint`), or declare its value in ecsCapacity."
+            + ". Nothing was changed. Declare the value on the node in ecsCapacity, or change the mark"
+            " where it comes from: on the node (`kubectl label`, `kubectl taint`), or in the other stack's"
+            " config and `up` there first. A record of a stack that no longer exists is released with"
+            " `scripts/node-marks.sh release`."
         )
 
 
@@ -130,7 +138,7 @@ class NodeMarksResource:
     """Create, update and delete of one stage's marks on every named node."""
 
     cluster: Cluster
-    owner: str  # the node annotation that holds this stack's record
+    owner: Owner  # the stack whose record on each node says what it put there
     cancelled: threading.Event
     log: Log
 
@@ -187,8 +195,18 @@ class NodeMarksResource:
         for name in _node_list(olds):
             self._mark(name, olds["stage"], None)
 
-    def read(self, state: Props) -> dict[str, Any]:
-        """The state with this stage's marks narrowed to what every listed node still carries."""
+    def read(self, state: Props, inputs: Props) -> dict[str, Any]:
+        """`refresh`: the state with this stage's marks narrowed to what every listed node still carries.
+
+        From what is declared (the inputs), so that a mark put back by hand reads
+        as declared again; but the nodes are the state's as well as the declared:
+        after a partial failure the state names nodes still to clean (a node that
+        left the list and whose unmark failed), and dropping them would leave the
+        stack's marks and record on it for good.
+        """
+        declared_nodes = _node_list(inputs)
+        nodes_to_keep = [*declared_nodes, *(n for n in _node_list(state) if n not in declared_nodes)]
+        state = {**state, **inputs, "nodes": nodes_to_keep}
         declared = Marks.from_props(state)
         every_node = self.cluster.nodes()
         nodes = [every_node[n] for n in _node_list(state) if n in every_node]
@@ -224,7 +242,7 @@ class NodeMarksResource:
         return Diff(changed, drift)
 
 
-def warn_label_value_changes(nodes: Mapping[str, Node], declared: Marks, owner: str, log: Log) -> None:
+def warn_label_value_changes(nodes: Mapping[str, Node], declared: Marks, owner: Owner, log: Log) -> None:
     """A label's new value goes on before the gateways' rules follow it: say so in the preview."""
     changing = set()
     for node in nodes.values():

@@ -28,7 +28,7 @@ from google.rpc import status_pb2
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, plugin_pb2, provider_pb2, provider_pb2_grpc
 
 from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client
-from node_marks_plugin.marks import owner_annotation
+from node_marks_plugin.marks import Owner
 from node_marks_plugin.resources import (
     TOLERATION_ROLLOUT,
     NodeMarksResource,
@@ -79,11 +79,6 @@ def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 def resource_name(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
-
-
-def stack_of(urn: str) -> str:
-    """`urn:pulumi:<stack>::<project>::<type>::<name>` -> the stack."""
-    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
 
 
 class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
@@ -176,7 +171,7 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     def _marks(self, urn: str) -> NodeMarksResource:
         return NodeMarksResource(
-            self._cluster(), owner_annotation(stack_of(urn)), self.cancelled, lambda m: self._log(urn, m)
+            self._cluster(), Owner.of_urn(urn), self.cancelled, lambda m: self._log(urn, m)
         )
 
     def _rollout(self, urn: str) -> TolerationRolloutResource:
@@ -269,8 +264,7 @@ class NodeMarksProvider(provider_pb2_grpc.ResourceProviderServicer):
             )
 
         def read() -> provider_pb2.ReadResponse:
-            # From what is declared (the inputs), so that a mark put back by hand reads as declared again.
-            found = self._marks(request.urn).read({**state, **props(request.inputs)})
+            found = self._marks(request.urn).read(state, props(request.inputs))
             return provider_pb2.ReadResponse(id=request.id, properties=struct(found), inputs=request.inputs)
 
         return self._guard(context, request.urn, read)
@@ -291,6 +285,8 @@ def exit_with_the_engine() -> None:
 
 def main() -> None:
     exit_with_the_engine()
+    # The backend's token is the engine's; a kubeconfig's `exec` plugin, started from here, must not get it.
+    os.environ.pop("PULUMI_ACCESS_TOKEN", None)
     # The engine's address is the last argument; flags (`--tracing <url>`, `-v=9`) come before it.
     arguments = [a for a in sys.argv[1:] if not a.startswith("-")]
     engine_address = arguments[-1] if arguments else None

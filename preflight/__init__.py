@@ -162,12 +162,13 @@ def _observed_inventory(
     """One cluster's nodes as read through the preflight's client for it (none without one)."""
     if "client" not in seen or cluster.ecs.mode == "none":
         return None
-    from node_marks_plugin.marks import owner_annotation  # noqa: PLC0415
+    from node_marks_plugin.marks import Owner  # noqa: PLC0415
     from preflight.inventory import read_inventory  # noqa: PLC0415
+    from stack_config import PROJECT  # noqa: PLC0415
 
     gateways = [g.in_cluster(cluster.cluster_id) for g in config.gateway.gateways]
     try:
-        owner = owner_annotation(config.stack)
+        owner = Owner(PROJECT, config.stack)
         return read_inventory(seen["client"], cluster.ecs, gateways, seen.get("nodes"), owner)
     except Exception as error:  # noqa: BLE001 - the forecast advises; it never stops a preview
         where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"

@@ -23,7 +23,7 @@ from components.forecast import Inventory, NodeRoom, amounts, gateway_key
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODE_LABELS, Taint
-from node_marks_plugin.marks import owned
+from node_marks_plugin.marks import Owner, owned
 from preflight.checks import carries, get
 from stack_config.syntax import parse_quantity
 
@@ -150,7 +150,7 @@ def read_inventory(
     ecs: EcsCapacity,
     gateways: Sequence[Gateway],
     nodes: Sequence[Node] | None = None,
-    owner: str = "",
+    owner: Owner | None = None,
 ) -> Inventory:
     """The gateway's ECS nodes with their room now, and where its pods run now. `owner`: the
     annotation that holds the stack's record of the marks it put on nodes."""

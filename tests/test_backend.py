@@ -91,6 +91,45 @@ def test_without_a_chosen_backend_only_the_local_stack_lives_in_the_project(
     ).is_file()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stack", "init", "--stack", "local", "--stack", "prodx"],
+        ["stack", "select", "--create", "prodx"],
+        ["stack", "select", "-c", "prodx"],
+    ],
+)
+def test_the_guard_reads_the_stack_as_the_engine_does(
+    project: EngineProject, tmp_path: Path, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    refused = run(project, home, *args, PULUMI_CONFIG_PASSPHRASE="team-secret")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "stack 'prodx' would keep its state in" in refused.stderr
+    assert not (
+        project.dir / ".pulumi-state" / ".pulumi" / "stacks" / "asm-serverless-gateway" / "prodx.json"
+    ).exists()
+
+
+def test_after_a_login_the_local_stack_stays_in_the_project_unless_the_backend_is_exported(
+    project: EngineProject, tmp_path: Path
+) -> None:
+    home, backend = tmp_path / "home", tmp_path / "team-backend"
+    backend.mkdir()
+    home.mkdir()
+    assert run(project, home, "login", backend.as_uri()).returncode == 0
+    local = run(project, home, "stack", "init", "local")
+    assert local.returncode == 0, local.stderr
+    stacks = ".pulumi", "stacks", "asm-serverless-gateway", "local.json"
+    assert project.dir.joinpath(".pulumi-state", *stacks).is_file()
+    assert not backend.joinpath(*stacks).exists()
+    # Asked for, by exporting the backend: it goes there.
+    exported = run(project, home, "stack", "init", "local", PULUMI_BACKEND_URL=backend.as_uri())
+    assert exported.returncode == 0, exported.stderr
+    assert backend.joinpath(*stacks).is_file()
+
+
 @pytest.mark.parametrize("how", ["PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"])
 def test_the_published_passphrase_exported_never_creates_another_stack(
     project: EngineProject, tmp_path: Path, how: str

@@ -35,7 +35,7 @@ import stack_config
 from components.gateway import GATEWAY_POD_LABEL
 from components.scheduling import Policy, Taint
 from node_marks_plugin.cluster import Cluster
-from node_marks_plugin.marks import RESTRICT, Marks, owner_annotation
+from node_marks_plugin.marks import ADMIT, RESTRICT, Marks, Owner, show
 from preflight.needs import stack_needs
 from preflight.permissions import Subject, rbac_documents
 
@@ -54,6 +54,7 @@ MAINTENANCE = {"key": "team.example.com/maintenance", "value": "true", "effect":
 RESERVED = {"key": "team.example.com/reserved", "value": "batch", "effect": "PreferNoSchedule"}
 TEAM_LABEL = {"team.example.com/owner": "platform"}
 DEPLOYER = Subject("ServiceAccount", "deployer", "kube-system")
+NODE_MARKS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "node-marks.sh"
 INVENTORY = [
     NodeSpec("edge-a", cpu="7800m", memory="30Gi", labels=TEAM_LABEL),
     NodeSpec("edge-b", cpu="15800m", memory="60Gi", labels=TEAM_LABEL, taints=(MAINTENANCE, RESERVED)),
@@ -571,6 +572,60 @@ def test_a_taint_another_writer_holds_with_another_value_is_refused_before_anyth
     live.stack.up()
 
 
+def test_a_mark_another_stack_records_is_never_changed_and_a_dead_stacks_record_is_released(
+    live: Live,
+) -> None:
+    """A second stack of this project records the same label and taint on edge-a (written by the
+    plugin's own code, as that stack's `up` would). Changing the taint's value here is refused
+    before anything changes, naming that stack and the node; `scripts/node-marks.sh release`
+    then drops its record (the stack is gone), leaving the marks."""
+    core = kubernetes.client.CoreV1Api(live.api)
+    other = Owner(stack_config.PROJECT, "other-team")
+    dedicated = Taint(DEDICATED["key"], DEDICATED["value"], DEDICATED["effect"])
+    shared = Marks({ROLE: "gateway"}, (dedicated,))
+    for stage in (ADMIT, RESTRICT):
+        Cluster(live.api).mark_node("edge-a", stage, shared, other)
+    gateway_before = asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"]
+
+    def retaint(value: str) -> Callable[[dict[str, Any]], None]:
+        return lambda config: config["ecsCapacity"].__setitem__("taints", [{**DEDICATED, "value": value}])
+
+    live.project.edit_config("local", retaint("gateway-2"))
+    try:
+        with pytest.raises(auto.errors.CommandError) as refused:
+            live.stack.up()
+        message = _failure(refused.value)
+        print(f"\nrefused: {message[message.find('node edge-a') :][:300]}")
+        assert f"node edge-a: the taint {show(dedicated)} is recorded by stack {other.name}" in message
+        values = {t.value for t in core.read_node("edge-a").spec.taints if t.key == DEDICATED["key"]}
+        assert values == {DEDICATED["value"]}
+        assert (
+            asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"] == gateway_before
+        )
+        release = [
+            str(NODE_MARKS_SCRIPT),
+            *("release", "--kubeconfig", str(live.plane.kubeconfig_path), "--stack", other.name),
+        ]
+        dry = subprocess.run(release, capture_output=True, text=True, check=True)
+        assert "would release on node edge-a: the record" in dry.stdout
+        assert other.key in (core.read_node("edge-a").metadata.annotations or {})
+        subprocess.run([*release, "--yes"], capture_output=True, text=True, check=True)
+        node = core.read_node("edge-a")
+        assert other.key not in (node.metadata.annotations or {})
+        assert node.metadata.labels[ROLE] == "gateway"  # the marks stay: this stack records them too
+    finally:
+        live.project.edit_config("local", retaint(DEDICATED["value"]))
+        subprocess.run(
+            [
+                str(NODE_MARKS_SCRIPT),
+                *("release", "--kubeconfig", str(live.plane.kubeconfig_path), "--stack", other.name, "--yes"),
+            ],
+            capture_output=True,
+            check=False,
+        )
+    live.stack.up()
+
+
 def test_a_wait_that_cannot_end_fails_once_with_a_message_that_helps(live: Live) -> None:
     stuck = {"key": "edge.example.com/stuck", "value": "yes", "effect": "NoSchedule"}
 
@@ -743,7 +798,7 @@ def test_an_up_killed_halfway_converges_after_cancel(live: Live) -> None:
     assert len(live.serving_pods()) == REPLICAS
 
 
-RACE_RECORD = owner_annotation("race")
+RACE_RECORD = Owner("asm-serverless-gateway", "race")
 
 
 def test_a_concurrent_writer_is_not_overwritten(live: Live) -> None:

@@ -29,7 +29,7 @@ from components.forecast import Demand, Forecast, PodSize, forecast, gateway_key
 from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODES, NodeGroup, NodeKind, Policy, Taint, derive_rules
-from node_marks_plugin.marks import Marks, owner_annotation
+from node_marks_plugin.marks import Marks, Owner
 from preflight.inventory import read_inventory
 from stack_config import parse_quantity
 
@@ -279,7 +279,7 @@ def test_labelled_nodes_off_the_list_count_unless_the_stack_is_taking_its_labels
     create_nodes(
         live.api, [NodeSpec(n, cpu="4", memory="8Gi", labels=labels, taints=(taint,)) for n in names]
     )
-    owner = owner_annotation("local")
+    owner = Owner("asm-serverless-gateway", "local")
     record = json.dumps(Marks(labels, (TAINT,)).as_props(), sort_keys=True)
     kubernetes.client.CoreV1Api(live.api).patch_node(
         "offlist-leaving", {"metadata": {"annotations": {owner: record}}}
@@ -291,5 +291,5 @@ def test_labelled_nodes_off_the_list_count_unless_the_stack_is_taking_its_labels
     notes = " ".join(inventory.notes)
     assert "offlist-leaving left ecsCapacity.nodes" in notes and "offlist-by-hand carry" in notes
     # Another stack's record is not this one's: its node is counted.
-    other = read_inventory(live.api, ecs, [gateway], owner=owner_annotation("prod"))
+    other = read_inventory(live.api, ecs, [gateway], owner=Owner("asm-serverless-gateway", "prod"))
     assert len(other.nodes or ()) == 3

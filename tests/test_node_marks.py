@@ -12,17 +12,20 @@ from components.scheduling import Taint
 from node_marks_plugin.cluster import NodeMarksError
 from node_marks_plugin.marks import (
     ADMIT,
+    OWNER_ANNOTATION_PREFIX,
     RESTRICT,
     Marks,
     MarksConflict,
+    Owner,
     Tainting,
     gateway_blockers,
     handover_patch,
     others_evicted,
-    owner_annotation,
+    release_patch,
     stage_patch,
 )
 from node_marks_plugin.resources import NodeMarksResource, PartlyAppliedError
+from stack_config.syntax import qualified_name_problem
 
 OURS = Taint("mykey", "myvalue", "NoSchedule")
 NEW = Taint("dedicated", "gateway", "NoExecute")
@@ -33,7 +36,9 @@ NOT_READY = {
 }
 UNSCHEDULABLE = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 TEAM = {"key": "team.example.com/maintenance", "value": "true", "effect": "NoSchedule"}
-KEY = owner_annotation("prod")
+PROJECT = "asm-serverless-gateway"
+OWNER = Owner(PROJECT, "prod")
+KEY = OWNER.key
 
 
 def node(labels: dict[str, str], taints: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,7 +70,7 @@ def applied(before: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, A
 
 def run(before: dict[str, Any], *steps: tuple[str, Marks | None]) -> dict[str, Any]:
     for stage, declared in steps:
-        before = applied(before, stage_patch(before, stage, declared, KEY))
+        before = applied(before, stage_patch(before, stage, declared, OWNER))
     return before
 
 
@@ -78,7 +83,7 @@ DECLARED = Marks({"mykey4pod": "asmgateway"}, (OURS,))
 
 def test_adding_a_taint_keeps_every_foreign_taint_as_it_was_and_in_place() -> None:
     before = node({}, [NOT_READY, TEAM, UNSCHEDULABLE])
-    patch = stage_patch(before, RESTRICT, Marks({}, (OURS,)), KEY)
+    patch = stage_patch(before, RESTRICT, Marks({}, (OURS,)), OWNER)
     assert patch is not None
     assert patch["spec"]["taints"] == [NOT_READY, TEAM, UNSCHEDULABLE, OURS.as_node_taint()]
     # Optimistic concurrency: the write fails if anyone wrote since the read.
@@ -93,7 +98,7 @@ def test_each_stage_writes_only_its_half_and_unmarking_takes_back_only_the_stack
     assert marks_of(admitted) == ({"team": "x", "mykey4pod": "asmgateway"}, [TEAM])
     marked = run(admitted, (RESTRICT, DECLARED))
     assert marks_of(marked) == ({"team": "x", "mykey4pod": "asmgateway"}, [TEAM, OURS.as_node_taint()])
-    assert stage_patch(marked, ADMIT, DECLARED, KEY) is None  # already holds: nothing written
+    assert stage_patch(marked, ADMIT, DECLARED, OWNER) is None  # already holds: nothing written
     # Unmarking runs restrict first, then admit (destroy's order).
     unmarked = run(marked, (RESTRICT, None), (ADMIT, None))
     assert marks_of(unmarked) == ({"team": "x"}, [TEAM])
@@ -145,16 +150,16 @@ def test_the_stack_changes_its_own_value_in_place_like_kubectl_taint_overwrite()
 def test_another_writers_value_in_a_declared_slot_is_refused(stage: str, declared: Marks, says: str) -> None:
     theirs = node({"mykey4pod": "theirs"}, [{"key": "mykey", "value": "theirs", "effect": "NoSchedule"}])
     with pytest.raises(MarksConflict, match=f"node n: {says}"):
-        stage_patch(theirs, stage, declared, KEY)
+        stage_patch(theirs, stage, declared, OWNER)
     # Another effect is another slot.
-    assert stage_patch(theirs, RESTRICT, Marks({}, (Taint("mykey", "v", "NoExecute"),)), KEY) is not None
+    assert stage_patch(theirs, RESTRICT, Marks({}, (Taint("mykey", "v", "NoExecute"),)), OWNER) is not None
 
 
 def test_a_value_that_was_there_before_the_stack_is_not_the_stacks_to_change() -> None:
     by_hand = node({}, [OURS.as_node_taint()])
     adopted = run(by_hand, (RESTRICT, Marks({}, (OURS,))))
     with pytest.raises(MarksConflict, match="value 'myvalue'"):
-        stage_patch(adopted, RESTRICT, Marks({}, (Taint("mykey", "other", "NoSchedule"),)), KEY)
+        stage_patch(adopted, RESTRICT, Marks({}, (Taint("mykey", "other", "NoSchedule"),)), OWNER)
 
 
 def test_the_version_without_records_hands_its_marks_over_when_its_resources_go() -> None:
@@ -183,20 +188,23 @@ def test_where_this_version_never_marked_the_node_the_earlier_resource_takes_its
 
 def test_an_earlier_mark_another_stack_records_is_left_to_it() -> None:
     n = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
-    n["metadata"]["annotations"][owner_annotation("a")] = json.dumps(DECLARED.as_props())
-    n["metadata"]["annotations"][owner_annotation("b")] = "{}"
+    n["metadata"]["annotations"][Owner(PROJECT, "a").key] = json.dumps(DECLARED.as_props())
+    n["metadata"]["annotations"][Owner(PROJECT, "b").key] = "{}"
     assert handover_patch(n, Marks({}, (OURS,)), RESTRICT) is None
     assert handover_patch(n, Marks({"mykey4pod": "asmgateway"}, ()), ADMIT) is None
 
 
 def test_a_mark_two_stacks_hold_stays_until_neither_does() -> None:
     """prod marks the node first; staging then declares the same label and taint."""
-    staging = owner_annotation("staging")
+    staging = Owner(PROJECT, "staging")
     shared = Marks({"pool": "gw"}, (OURS,))
     both = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
     for stage in (ADMIT, RESTRICT):
         both = applied(both, stage_patch(both, stage, shared, staging))
-    assert json.loads(both["metadata"]["annotations"][staging]) == shared.as_props()
+    assert json.loads(both["metadata"]["annotations"][staging.key]) == {
+        "stack": staging.name,
+        **shared.as_props(),
+    }
     prod_gone = run(both, (RESTRICT, None), (ADMIT, None))
     assert marks_of(prod_gone) == ({"pool": "gw"}, [OURS.as_node_taint()])
     for stage in (RESTRICT, ADMIT):
@@ -208,7 +216,7 @@ def test_unmarking_a_node_the_stack_has_no_record_on_writes_nothing() -> None:
     """A node dropped from `nodes`: admit (first) removes the record; restrict then adds none."""
     marked = run(node({}, []), (ADMIT, DECLARED), (RESTRICT, DECLARED))
     dropped = run(marked, (ADMIT, None))
-    assert stage_patch(dropped, RESTRICT, None, KEY) is None
+    assert stage_patch(dropped, RESTRICT, None, OWNER) is None
 
 
 def test_unmarking_in_restrict_leaves_the_labels_for_admit_after_the_gateways() -> None:
@@ -235,7 +243,7 @@ def test_an_earlier_versions_node_patch_claim_is_released_and_its_marks_are_the_
     }
     kubelet = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
     before["metadata"]["managedFields"] = [kubelet, node_patch_claim]
-    patch = stage_patch(before, ADMIT, DECLARED, KEY)
+    patch = stage_patch(before, ADMIT, DECLARED, OWNER)
     assert patch is not None
     assert patch["metadata"]["managedFields"] == [kubelet]
     assert "labels" not in patch["metadata"] and "spec" not in patch
@@ -256,14 +264,75 @@ def test_an_other_programs_node_patch_claim_is_not_released() -> None:
         "fieldsV1": {"f:metadata": {"f:labels": {"f:mykey4pod": {}, "f:team": {}}}},
     }
     before["metadata"]["managedFields"] = [other_stack, mixed]
-    patch = stage_patch(before, ADMIT, DECLARED, KEY)
+    patch = stage_patch(before, ADMIT, DECLARED, OWNER)
     assert patch is None or "managedFields" not in patch["metadata"]
 
 
-def test_each_stack_has_its_own_record_and_a_long_stack_name_still_makes_a_valid_key() -> None:
-    assert owner_annotation("prod") == "asm-serverless-gateway/marks.prod"
-    long = owner_annotation("x" * 100)
-    assert len(long.split("/", 1)[1]) <= 63 and long != owner_annotation("y" * 100)
+# Every stack name Pulumi accepts (letters, digits, '-', '_', '.'; up to 100), and the awkward ones.
+STACK_NAMES = [
+    "prod",
+    "prod-",
+    "prod_",
+    "prod.",
+    "a.b_c-d",
+    "-x-",
+    "___",
+    "x" * 100,
+    "y" * 100,
+    "P" * 44 + "-z",
+]
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_every_stack_name_pulumi_accepts_makes_a_valid_record_key(stack: str) -> None:
+    key = Owner(PROJECT, stack).key
+    assert key.startswith(OWNER_ANNOTATION_PREFIX)
+    assert qualified_name_problem(key) is None, key
+
+
+def test_the_record_key_names_the_project_and_the_stack() -> None:
+    keys = {Owner(project, stack).key for project in ("gw-a", "gw-b") for stack in STACK_NAMES}
+    assert len(keys) == 2 * len(STACK_NAMES)
+    assert Owner(PROJECT, "prod").key.startswith(f"{OWNER_ANNOTATION_PREFIX}prod-")
+
+
+def test_a_value_another_stack_records_is_refused_naming_that_stack() -> None:
+    """prod and staging both record the label and the taint; prod changing either is refused."""
+    staging = Owner(PROJECT, "staging")
+    shared = Marks({"mykey4pod": "asmgateway"}, (Taint("mykey", "v1", "NoSchedule"),))
+    both = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
+    for stage in (ADMIT, RESTRICT):
+        both = applied(both, stage_patch(both, stage, shared, staging))
+    relabelled = Marks({"mykey4pod": "gw2"}, shared.taints)
+    with pytest.raises(MarksConflict, match=f"mykey4pod=asmgateway is recorded by stack {staging.name}"):
+        stage_patch(both, ADMIT, relabelled, OWNER)
+    retainted = Marks(shared.labels, (Taint("mykey", "v2", "NoSchedule"),))
+    with pytest.raises(MarksConflict, match=f"mykey=v1:NoSchedule is recorded by stack {staging.name}"):
+        stage_patch(both, RESTRICT, retainted, OWNER)
+    # Alone on the node, prod may change its own value as before.
+    alone = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
+    assert stage_patch(alone, ADMIT, relabelled, OWNER) is not None
+
+
+def test_a_record_under_the_earlier_key_is_moved_to_the_new_one_in_the_same_write() -> None:
+    earlier = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    earlier["metadata"]["annotations"][OWNER.legacy_key] = json.dumps(DECLARED.as_props())
+    moved = run(earlier, (ADMIT, DECLARED), (RESTRICT, DECLARED))
+    annotations = moved["metadata"]["annotations"]
+    assert OWNER.legacy_key not in annotations
+    assert json.loads(annotations[KEY]) == {"stack": OWNER.name, **DECLARED.as_props()}
+    # The marks are still the stack's: destroy takes them off.
+    assert marks_of(run(moved, (RESTRICT, None), (ADMIT, None))) == ({}, [])
+
+
+def test_another_project_with_a_stack_of_the_same_name_keeps_its_own_record() -> None:
+    other = Owner("another-project", "prod")
+    theirs = run(node({}, []))
+    for stage in (ADMIT, RESTRICT):
+        theirs = applied(theirs, stage_patch(theirs, stage, DECLARED, other))
+    both = run(theirs, (ADMIT, DECLARED), (RESTRICT, DECLARED))
+    gone = run(both, (RESTRICT, None), (ADMIT, None))
+    assert marks_of(gone) == marks_of(theirs)  # the other project's prod still holds them
 
 
 @pytest.mark.parametrize(
@@ -371,16 +440,28 @@ class FailingCluster:
     def nodes(self, names: Any = None, label_selector: str = "") -> dict[str, Any]:
         return self.listed
 
-    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: str) -> bool:
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
         if self.patched:
             raise NodeMarksError(f"patching node {name}: 500 Internal Server Error")
         self.patched.append(name)
         return True
 
 
+class RecordingCluster(FailingCluster):
+    """The same, where every patch succeeds: which node got what (None: unmarked)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.patched: list[tuple[str, dict[str, str] | None]] = []  # type: ignore[assignment]
+
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
+        self.patched.append((name, dict(declared.labels) if declared is not None else None))
+        return True
+
+
 def test_a_failure_after_some_nodes_changed_saves_which_in_state() -> None:
     cluster = FailingCluster(["a", "b", "c"])
-    resource = NodeMarksResource(cluster, KEY, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    resource = NodeMarksResource(cluster, OWNER, threading.Event(), lambda _: None)  # type: ignore[arg-type]
     olds = {"stage": ADMIT, "nodes": ["a"], "labels": {}, "taints": []}
     news = {"stage": ADMIT, "nodes": ["b", "c"], "labels": {"k": "v"}, "taints": []}
     with pytest.raises(PartlyAppliedError, match="500 Internal Server Error") as failed:
@@ -395,13 +476,45 @@ def test_refresh_reads_the_marks_every_listed_node_still_carries() -> None:
     cluster = FailingCluster(["a", "b"])
     cluster.listed["a"]["spec"]["taints"] = [OURS.as_node_taint(), NEW.as_node_taint()]
     cluster.listed["b"]["spec"]["taints"] = [OURS.as_node_taint()]  # NEW taken off by hand
-    resource = NodeMarksResource(cluster, KEY, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    resource = NodeMarksResource(cluster, OWNER, threading.Event(), lambda _: None)  # type: ignore[arg-type]
     state = {
         "stage": RESTRICT,
         "nodes": ["a", "b"],
         "labels": {"k": "v"},
         "taints": Marks({}, (OURS, NEW)).as_props()["taints"],
     }
-    read = resource.read(state)
+    read = resource.read(state, state)
     assert read["taints"] == [OURS.as_node_taint()]
     assert read["labels"] == {"k": "v"}  # restrict's state keeps the labels as declared
+
+
+def test_refresh_after_a_partial_failure_keeps_the_nodes_still_to_clean() -> None:
+    """`a` left the list and its unmark failed: state names it, the declared inputs do not."""
+    cluster = FailingCluster(["a", "b"])
+    resource = NodeMarksResource(cluster, OWNER, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    declared = {"stage": ADMIT, "nodes": ["b"], "labels": {"k": "v"}, "taints": []}
+    state = {**declared, "nodes": ["a", "b"]}
+    read = resource.read(state, declared)
+    assert read["nodes"] == ["b", "a"]
+    # The next `up` then takes the stack's marks off `a` (its olds name it, its news do not).
+    healthy = RecordingCluster(["a", "b"])
+    NodeMarksResource(healthy, OWNER, threading.Event(), lambda _: None).apply(read, declared)  # type: ignore[arg-type]
+    assert healthy.patched == [("b", {"k": "v"}), ("a", None)]
+    # Without a partial failure the list reads back exactly as declared: no change to show.
+    assert resource.read(declared, declared)["nodes"] == ["b"]
+
+
+def test_releasing_a_dead_stacks_record_keeps_its_marks_unless_asked_and_never_another_stacks() -> None:
+    gone = Owner(PROJECT, "gone")
+    shared = Marks({"pool": "gw"}, (OURS,))
+    both = run(node({}, []), (ADMIT, shared), (RESTRICT, shared))
+    only_gone = Marks({"gone-only": "yes"}, (NEW,))
+    for stage in (ADMIT, RESTRICT):
+        both = applied(both, stage_patch(both, stage, shared.union(only_gone), gone))
+    assert release_patch(both, "someone/else", take_marks_off=False) is None
+    kept = applied(both, release_patch(both, gone.name, take_marks_off=False))
+    assert gone.key not in kept["metadata"]["annotations"] and KEY in kept["metadata"]["annotations"]
+    assert marks_of(kept) == marks_of(both)
+    # By key too (a record of an earlier version names no stack), taking off what only it named.
+    taken = applied(both, release_patch(both, gone.key, take_marks_off=True))
+    assert marks_of(taken) == ({"pool": "gw"}, [OURS.as_node_taint()])

@@ -21,6 +21,12 @@ from go_tools import toolchain
         (["up", "-s=prod"], "prod"),
         (["stack", "init", "--copy-config-from", "local", "prod"], "prod"),
         (["-C", "elsewhere", "stack", "init", "prod"], "prod"),
+        # The engine reads a repeated flag's last value.
+        (["stack", "init", "--stack", "local", "--stack", "prodx"], "prodx"),
+        (["up", "-s", "local", "--stack=prodx"], "prodx"),
+        (["stack", "select", "--create", "prodx"], "prodx"),
+        (["stack", "select", "-c", "prodx"], "prodx"),
+        (["stack", "select", "prod"], "prod"),
     ],
 )
 def test_the_stack_a_command_line_names(args: list[str], stack: str | None) -> None:
