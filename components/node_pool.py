@@ -198,40 +198,44 @@ class PoolMarks:
         """From the provider's `labels` and `taints` outputs (its output types are mappings too)."""
         return PoolMarks(
             {label["key"]: label.get("value") or "" for label in labels or ()},
-            # The provider's default effect, where a taint was made without one.
-            tuple(
-                Taint(t["key"], t.get("value") or "", t.get("effect") or "NoSchedule") for t in taints or ()
-            ),
+            tuple(Taint(t["key"], t.get("value") or "", t.get("effect") or "") for t in taints or ()),
         )
 
 
 @dataclass(frozen=True)
 class AdoptionPlan:
-    """What the stack sets on an adopted pool, and what it says about the pool's own marks."""
+    """What the stack sets on an adopted pool, and what it says about the pool's marks."""
 
     marks: PoolMarks  # the pool's labels and taints after this `up`
     untolerated: tuple[Taint, ...]  # the pool's own taints the gateway's pods do not tolerate
-    left: PoolMarks  # marks neither the pool had when adopted nor the stack declares
+    labels_left: Mapping[str, str]  # labels neither the pool had when adopted nor the stack declares
+    taints_removed: tuple[Taint, ...]  # taints neither the pool had nor the stack declares
 
 
 def plan_adoption(before: PoolMarks, live: PoolMarks, declared: PoolMarks, where: str) -> AdoptionPlan:
-    """The pool's marks with the stack's added: everything else on the pool stays as it is.
+    """The pool's marks with the stack's: the pool's own kept, the stack's declared set.
 
     `before` is what the pool carried when the stack adopted it, `live` what it
-    carries now. A mark of the pool's own that the stack would change is refused
-    (ValueError naming `where`, the config key): the pool's other users rely on it.
+    carries now. A mark of the pool's own that it still carries and that the
+    stack would change is refused (ValueError naming `where`, the config key):
+    the pool's other users rely on it. A taint that is neither the pool's own
+    nor declared (an earlier config's, or one added since) is taken off: the
+    gateway tolerates only the declared ones, so a stale taint would keep its
+    pods off the pool, or evict them. A label of that kind stays, since it keeps
+    no pod away; `preview` names it.
     """
+    own_labels = {k: v for k, v in before.labels.items() if live.labels.get(k) == v}
+    own_taints = {(t.key, t.effect): t for t in before.taints if t in live.taints}
     problems = [
-        f"{where}.labels sets {key}={value}, but the node pool's own label is {key}={before.labels[key]}"
+        f"{where}.labels sets {key}={value}, but the node pool's own label is {key}={own_labels[key]}"
         for key, value in sorted(declared.labels.items())
-        if key in before.labels and before.labels[key] != value
+        if own_labels.get(key, value) != value
     ]
-    own = {(t.key, t.effect): t for t in before.taints}
     problems += [
-        f"{where}.taints sets {t.key}={t.value}:{t.effect}, but the node pool's own taint is"
-        f" {t.key}={own[(t.key, t.effect)].value}:{t.effect}"
+        f"{where}.taints sets {show(t)}, but the node pool's own taint is"
+        f" {show(own_taints[(t.key, t.effect)])}"
         for t in sorted(declared.taints)
-        if (t.key, t.effect) in own and own[(t.key, t.effect)] != t
+        if own_taints.get((t.key, t.effect), t) != t
     ]
     if problems:
         raise ValueError(
@@ -239,19 +243,20 @@ def plan_adoption(before: PoolMarks, live: PoolMarks, declared: PoolMarks, where
             + ". The stack never changes a mark the pool had before it adopted the pool: pick another key,"
             " or change the pool's own mark in the console first"
         )
-    labels = {**live.labels, **declared.labels}
     declared_pairs = {(t.key, t.effect) for t in declared.taints}
-    taints = {t for t in live.taints if (t.key, t.effect) not in declared_pairs} | set(declared.taints)
-    left = PoolMarks(
-        {k: v for k, v in live.labels.items() if k not in before.labels and k not in declared.labels},
-        tuple(
-            sorted(
-                t for t in live.taints if t not in before.taints and (t.key, t.effect) not in declared_pairs
-            )
-        ),
+    kept_taints = [t for k, t in own_taints.items() if k not in declared_pairs]
+    taints = tuple(sorted({*kept_taints, *declared.taints}))
+    labels_left = {k: v for k, v in live.labels.items() if k not in own_labels and k not in declared.labels}
+    return AdoptionPlan(
+        PoolMarks({**live.labels, **declared.labels}, taints),
+        untolerated=tuple(sorted(kept_taints)),
+        labels_left=labels_left,
+        taints_removed=tuple(sorted(t for t in live.taints if t not in taints)),
     )
-    untolerated = tuple(sorted(t for t in before.taints if (t.key, t.effect) not in declared_pairs))
-    return AdoptionPlan(PoolMarks(labels, tuple(sorted(taints))), untolerated, left)
+
+
+def _shown(labels: Mapping[str, str], taints: Sequence[Taint]) -> str:
+    return ", ".join([f"{k}={v}" for k, v in sorted(labels.items())] + [show(t) for t in taints])
 
 
 def _camel(snake: str) -> str:
@@ -267,11 +272,18 @@ def node_pool_inputs_but_marks() -> list[str]:
     import pulumi_alicloud as alicloud  # noqa: PLC0415
 
     names = inspect.signature(alicloud.cs.NodePoolArgs.__init__).parameters
-    return sorted(_camel(n) for n in names if n not in ("__self__", "cluster_id", *ADOPTED_POOL_SETS))
+    left_out = ("__self__", "cluster_id", *ADOPTED_POOL_SETS, *READ_BACK_TWICE)
+    return sorted(_camel(n) for n in names if n not in left_out)
 
 
 # What the stack sets on an adopted pool: ACK puts the marks on the pool's nodes in place.
 ADOPTED_POOL_SETS = ("labels", "taints", "update_nodes")
+# Deprecated inputs the provider's read fills beside the current ones (`name` beside
+# `node_pool_name`, `node_count` beside `desired_size` and `scaling_config`, `platform`
+# beside `image_type`, `security_group_id` beside `security_group_ids`). Kept from the
+# import, each pair fails the provider's own checks (exactly one of, conflicts with);
+# left out, they are computed, so they keep their value and show no change.
+READ_BACK_TWICE = ("name", "node_count", "platform", "security_group_id")
 
 
 @dataclass
@@ -314,36 +326,54 @@ class AdoptedNodePool(pulumi.ComponentResource):
         before_stash = pulumi.Stash(
             f"{name}-{args.node_pool_id}-before",
             input=live.apply(PoolMarks.as_props),
-            opts=child_options(self, opts),
+            # Only the first value counts; later ones (the stack's marks among them) are no change.
+            opts=child_options(self, opts, ignore_changes=["input"]),
         )
         before = before_stash.output.apply(PoolMarks.from_props)
         where = args.config_key
 
         def planned(marks: list[PoolMarks]) -> AdoptionPlan:
-            plan = plan_adoption(marks[0], marks[1], args.marks, where)
+            before, live = marks
+            plan = plan_adoption(before, live, args.marks, where)
             pool = f"node pool {args.node_pool_id}"
+            # Every run: `destroy` takes the stack's outputs with it, and this is what undoes it.
+            pulumi.log.info(
+                f"{pool}: its own labels and taints, from before the stack adopted it:"
+                f" {_shown(before.labels, before.taints) or 'none'}",
+                self,
+            )
             if plan.untolerated:
                 pulumi.log.warn(
                     f"{pool} has taint(s) of its own that the gateway does not tolerate:"
-                    f" {', '.join(show(t) for t in plan.untolerated)}; its pods never run there until"
-                    f" {where}.taints lists them",
+                    f" {_shown({}, plan.untolerated)}; its pods never run there until {where}.taints"
+                    " lists them",
                     self,
                 )
-            if plan.left.labels or plan.left.taints:
-                shown = [f"{k}={v}" for k, v in sorted(plan.left.labels.items())]
-                shown += [show(t) for t in plan.left.taints]
+            if plan.taints_removed:
+                pulumi.log.warn(
+                    f"{pool}: the stack takes off {_shown({}, plan.taints_removed)}, which the pool did"
+                    f" not carry when adopted and {where}.taints does not declare (an earlier config's, or"
+                    " one added since): the gateway does not tolerate it",
+                    self,
+                )
+            if plan.labels_left:
                 pulumi.log.info(
-                    f"{pool} carries {', '.join(shown)}, which it did not carry when the stack adopted it"
-                    f" and {where} does not declare: the stack leaves them (it cannot tell a mark an earlier"
-                    " config of this stack put there from another writer's); remove them in the console"
-                    " if they were the stack's",
+                    f"{pool} carries {_shown(plan.labels_left, ())}, which it did not carry when adopted"
+                    f" and {where}.labels does not declare: the stack leaves it (it keeps no pod away);"
+                    " remove it in the console if an earlier config of this stack put it there",
                     self,
                 )
             return plan
 
         plan = pulumi.Output.all(before, live).apply(planned)
+        # Named by the pool: a changed id adopts that pool and releases this one, never a
+        # replacement of one by the other. The alias is the pool this stack made under
+        # `ecsCapacity.mode: nodePool`: adopting it by its id updates it in place (same id,
+        # no import), where a new name would delete it at the end of the `up`.
+        parent = opts.parent if opts else None
+        made_here = pulumi.create_urn(name, type_token("GatewayNodePool"), parent=parent)
         pool = alicloud.cs.NodePool(
-            f"{name}-pool",
+            f"{name}-{args.node_pool_id}",
             cluster_id=args.cluster_id,
             labels=plan.apply(
                 lambda p: [
@@ -352,7 +382,7 @@ class AdoptedNodePool(pulumi.ComponentResource):
             ),
             taints=plan.apply(
                 lambda p: [
-                    alicloud.cs.NodePoolTaintArgs(key=t.key, value=t.value, effect=t.effect)
+                    alicloud.cs.NodePoolTaintArgs(key=t.key, value=t.value, effect=t.effect or None)
                     for t in p.marks.taints
                 ]
             ),
@@ -365,6 +395,7 @@ class AdoptedNodePool(pulumi.ComponentResource):
                 ignore_changes=node_pool_inputs_but_marks(),
                 retain_on_delete=True,
                 protect=args.protect,
+                aliases=[pulumi.Alias(name=f"{name}-pool", parent=made_here)],
             ),
         )
         self.node_pool_id = pool.id

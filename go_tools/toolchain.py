@@ -17,18 +17,20 @@ Go module, where that download fails (an air-gapped machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -699,6 +701,77 @@ def secrets_problem(stack: str | None, args: list[str], env: dict[str, str]) -> 
     )
 
 
+def runs_folder() -> Path:
+    """Where each run's private temporary folder lives: in memory where the system has a tmpfs
+    (`/dev/shm`), else beside the tools; one per user, readable by them only."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else cache_root()
+    return base / f"asm-serverless-gateway-runs-{os.getuid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_runs(runs: Path) -> list[Path]:
+    """Remove the folders of runs whose wrapper and engine are both gone (a `kill -9`); the ones
+    removed. A folder is named `<wrapper pid>-...` and holds `.pids` (the engine's too)."""
+    removed = []
+    for folder in runs.iterdir() if runs.is_dir() else ():
+        pids = [folder.name.split("-", 1)[0]]
+        with contextlib.suppress(OSError):
+            pids += (folder / ".pids").read_text().split()
+        if not any(p.isdigit() and _alive(int(p)) for p in pids):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+@contextlib.contextmanager
+def private_temp() -> Iterator[Path]:
+    """A temporary folder for one run and everything it starts, removed when the run ends.
+
+    The Kubernetes provider writes each kubeconfig it is configured with to a
+    new file in the temporary folder (for Helm) and never removes it: with
+    TMPDIR pointed here, those files, tokens and keys in them, go with the run.
+    A run killed outright leaves its folder (mode 0700) to the next run's sweep.
+    """
+    runs = runs_folder()
+    runs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sweep_runs(runs)
+    folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runs))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_until_done(command: list[str], env: dict[str, str], folder: Path) -> int:
+    """Run the engine as a child and wait for it, whatever signal the wrapper gets meanwhile.
+
+    Ctrl-C reaches the engine from the terminal itself (it cancels gracefully,
+    a second one forcibly), so the wrapper ignores SIGINT rather than send a
+    second; SIGTERM and SIGHUP are passed on.
+    """
+    child = subprocess.Popen(command, env=env)
+    (folder / ".pids").write_text(f"{os.getpid()} {child.pid}")
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    return child.wait()
+
+
 def run_pulumi(args: list[str]) -> int:
     """`scripts/pulumi.sh`: the engine's environment, the stack's secrets rule, then `pulumi`."""
     words = positional(args)
@@ -727,9 +800,11 @@ def run_pulumi(args: list[str]) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     PROJECT_STATE.mkdir(exist_ok=True)
-    if stack is not None and command in (["up"], ["preview"]):
-        _create_if_missing(stack, env)
-    os.execvpe("pulumi", ["pulumi", *args], env)
+    with private_temp() as folder:
+        env["TMPDIR"] = str(folder)
+        if stack is not None and command in (["up"], ["preview"]):
+            _create_if_missing(stack, env)
+        return _run_until_done(["pulumi", *args], env, folder)
 
 
 def _create_if_missing(stack: str, env: dict[str, str]) -> None:

@@ -61,7 +61,10 @@ def require(config: StackConfig) -> Observed:
             f" `scripts/preflight.sh permissions --stack {config.stack}` writes the RBAC to grant."
         )
     conflicts = _adoption_problems(config, seen.get("mesh", {})) + [
-        line for c in config.gateway.clusters for line in _budget_conflicts(config, c, seen.get(c.api, {}))
+        line
+        for c in config.gateway.clusters
+        for line in _budget_conflicts(config, c, seen.get(c.api, {}))
+        + _pool_nodes_marked_by_the_stack(config, c, seen.get(c.api, {}))
     ]
     if conflicts:
         raise PreflightError(
@@ -136,6 +139,39 @@ def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[st
         except Exception:  # noqa: BLE001 - unread: every pool keeps the safe order, after the gateways
             return None
     return frozenset(listed)
+
+
+def _pool_nodes_marked_by_the_stack(
+    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]
+) -> list[str]:
+    """Nodes of a pool being adopted that this stack marked itself (`existingNodes` before):
+    the node marks' delete at the end of the `up` would take off what ACK just put on."""
+    pool_id = cluster.ecs.node_pool_id
+    if pool_id is None or "client" not in seen:
+        return []
+    from components.node_pool import NODE_POOL_ID_LABEL  # noqa: PLC0415
+    from node_marks_plugin.marks import Owner  # noqa: PLC0415
+    from preflight.checks import get  # noqa: PLC0415
+    from stack_config import PROJECT  # noqa: PLC0415
+
+    nodes = seen.get("nodes")
+    if nodes is None:
+        nodes = get(seen["client"], "/api/v1/nodes?resourceVersion=0").get("items") or []
+    owner = Owner(PROJECT, config.stack)
+    marked = sorted(
+        node["metadata"]["name"]
+        for node in nodes
+        if (node["metadata"].get("labels") or {}).get(NODE_POOL_ID_LABEL) == pool_id
+        and {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
+    )
+    if not marked:
+        return []
+    return [
+        f"{cluster.config_path}ecsCapacity: node(s) {', '.join(marked)} of node pool {pool_id} carry"
+        " marks this stack put on them itself (ecsCapacity.nodes); adopting the pool in the same `up`"
+        " would take them off again at its end. Hand them to the pool first, keeping the marks:"
+        f" `scripts/node-marks.sh release --kubeconfig <admin kubeconfig> --stack {owner.name} --yes`"
+    ]
 
 
 def _budget_conflicts(config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]) -> list[str]:

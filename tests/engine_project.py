@@ -60,6 +60,11 @@ def engine_env(state_dir: Path) -> dict[str, str]:
         # The Automation API runs `pulumi version` without the workspace's env
         # vars; without this it would write its logs into the user's ~/.pulumi.
         os.environ.setdefault("PULUMI_HOME", env["PULUMI_HOME"])
+        # The test's own temporary folder (as scripts/pulumi.sh gives each run one): the
+        # Kubernetes provider leaves a copy of each kubeconfig there.
+        private = state_dir.parent / "engine-tmp"
+        private.mkdir(mode=0o700, exist_ok=True)
+        env["TMPDIR"] = str(private)
         return env
     except toolchain.ToolsMissingError as missing:
         if os.environ.get("ASM_GATEWAY_REQUIRE_TOOLS"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,13 +28,14 @@ import kubernetes
 import pytest
 import yaml
 from control_plane import ControlPlane, PodWatch, grant, running_control_plane
-from engine_project import EngineProject
+from engine_project import ROOT, EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
 
 import stack_config
 from components.gateway import GATEWAY_POD_LABEL
 from components.scheduling import Policy, Taint
+from go_tools import toolchain
 from node_marks_plugin.cluster import Cluster
 from node_marks_plugin.marks import ADMIT, RESTRICT, Marks, Owner, show
 from preflight.needs import stack_needs
@@ -182,13 +184,14 @@ class Credentials:
             assert secret not in text, "a credential from the kubeconfig reached the output"
 
     def files_holding_the_key(self, *folders: Path, top: bool = False) -> list[Path]:
-        key_line = self.key_pem.decode().splitlines()[5].encode()
+        """Files that hold the token or the private key (as PEM, or base64 as a kubeconfig has it)."""
+        needles = [secret.encode() for secret in self.secrets()]
         found = []
         for folder in folders:
-            for path in folder.iterdir() if top else folder.rglob("*"):
+            for path in (folder.iterdir() if top else folder.rglob("*")) if folder.is_dir() else ():
                 try:
                     small = path.is_file() and not path.is_symlink() and path.stat().st_size < 10_000_000
-                    if small and key_line in path.read_bytes():
+                    if small and any(needle in path.read_bytes() for needle in needles):
                         found.append(path)
                 except OSError:
                     continue
@@ -847,6 +850,54 @@ def test_negative_control_a_taint_put_on_by_hand_in_one_step_does_evict(live: Li
     finally:
         _drop_taint_by_hand(live.api, "edge-a", surprise["key"])
     live.wait_serving()
+
+
+def test_no_run_through_the_wrapper_leaves_the_kubeconfig_on_disk(live: Live, tmp_path: Path) -> None:
+    """`preview`, `up`, `refresh`, a Ctrl-C and a `kill -9` through scripts/pulumi.sh: the Kubernetes
+    provider's copies of the kubeconfig live in the run's private folder and go with it."""
+    scripts = live.project.dir / "scripts"
+    if not scripts.exists():
+        shutil.copytree(ROOT / "scripts", scripts)
+    wrapper = [str(scripts / "pulumi.sh")]
+    env = {**live.project.env, "HOME": str(tmp_path)}
+    runs = toolchain.runs_folder()
+
+    def key_files() -> list[Path]:
+        system_temp = Path(tempfile.gettempdir())
+        return live.credentials.files_holding_the_key(system_temp, top=True) + (
+            live.credentials.files_holding_the_key(runs)
+        )
+
+    assert key_files() == []
+    for args in (["preview"], ["up", "--yes"], ["refresh", "--yes"]):
+        done = subprocess.run(
+            [*wrapper, *args, "--stack", "local", "--non-interactive"],
+            cwd=live.project.dir, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert key_files() == [], f"`{args[0]}` left the kubeconfig on disk"
+    for signum in (signal.SIGINT, signal.SIGKILL):
+        running = subprocess.Popen(
+            [*wrapper, "preview", "--stack", "local", "--non-interactive"],
+            cwd=live.project.dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        # Until the provider has written its copy into the run's folder.
+        deadline = time.monotonic() + 60
+        while not live.credentials.files_holding_the_key(runs):
+            assert running.poll() is None and time.monotonic() < deadline, "the provider wrote nothing"
+            time.sleep(0.1)
+        os.killpg(running.pid, signum)  # a terminal's Ctrl-C, or a kill, reaches the whole group
+        running.wait(timeout=120)
+        if signum == signal.SIGKILL:
+            kill_processes_in(live.project.dir)
+            # Nothing can clean up after a kill -9: the next run sweeps the folder.
+            assert live.credentials.files_holding_the_key(runs) != []
+            deadline = time.monotonic() + 10  # until the killed engine has been reaped
+            while not toolchain.sweep_runs(runs):
+                assert time.monotonic() < deadline, "the next run's sweep left the killed run's folder"
+                time.sleep(0.2)
+        assert key_files() == [], f"a run ended by {signum.name} left the kubeconfig on disk"
 
 
 def test_a_broken_or_unreachable_kubeconfig_stops_the_preview_without_showing_its_contents(

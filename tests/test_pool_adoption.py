@@ -45,6 +45,8 @@ POOL = {
     "taints": [],
 }
 SECRETS = ["clusterKubeconfig", "meshKubeconfig"]
+TYPES = "asm-serverless-gateway:index"
+PROJECT_TYPE = f"pulumi:pulumi:Stack${TYPES}:ServerlessGateway"
 
 
 def adopting(**ecs: Any) -> dict[str, Any]:
@@ -82,11 +84,16 @@ def test_an_existing_pool_is_imported_by_id_and_given_only_the_gateways_marks_un
         "updateNodes": True,
     }
     # Every other setting is the pool's: no size, type, disk or network of the stack's, ever.
-    for kept in ("instanceTypes", "vswitchIds", "desiredSize", "scalingConfig", "systemDiskCategory", "name"):
+    for kept in ("instanceTypes", "vswitchIds", "desiredSize", "scalingConfig", "systemDiskCategory"):
         assert kept in pool.ignore_changes
     assert not {"labels", "taints", "updateNodes", "clusterId"} & set(pool.ignore_changes)
     # `destroy`, or the pool leaving the config, releases it.
     assert pool.retain_on_delete
+    # Named by its id: another id adopts that pool and releases this one, never replaces it.
+    assert pool.name.endswith(POOL_ID)
+    # A pool this stack made (`mode: nodePool`) and now adopts by its id is the same resource.
+    made = f"urn:pulumi:prod::{stack_config.PROJECT}::{PROJECT_TYPE}${TYPES}:GatewayNodePool::asm-gateway-ecs"
+    assert pool.alias_parents == [made]
     # Read and imported through the stack's own Alibaba Cloud provider, never a default one.
     (read,) = [r for r in deployment.resources if r.read]
     assert read.import_id == IMPORT_ID
@@ -107,6 +114,7 @@ def test_the_marks_the_pool_had_are_recorded_once_and_exported_for_undoing_under
     (stash,) = deployment.of_type("pulumi:index:Stash")
     assert POOL_ID in stash.name
     assert stash.inputs["input"] == {"labels": {"team": "edge"}, "taints": []}
+    assert stash.ignore_changes == ["input"]  # only the first value counts: no change on later runs
     assert deployment.outputs["pool_marks_before"] == {"labels": {"team": "edge"}, "taints": []}
 
 
@@ -150,17 +158,35 @@ def test_plan_keeps_the_pools_own_marks_and_names_the_taints_the_gateway_does_no
         {"team": "edge", "mykey4pod": "asmgateway"}, (Taint("gpu", "", "NoSchedule"), TAINT)
     )
     assert plan.untolerated == (Taint("gpu", "", "NoSchedule"),)
-    assert plan.left == PoolMarks({}, ())
+    assert plan.labels_left == {} and plan.taints_removed == ()
 
 
-def test_plan_replaces_the_stacks_earlier_value_and_says_what_it_leaves() -> None:
+def test_plan_takes_off_a_stale_taint_and_leaves_a_stale_label() -> None:
+    """An earlier config's taint (another value, another effect) would keep the gateway off the
+    pool or evict it; an earlier label keeps no pod away."""
     before = PoolMarks({}, ())
-    # Live: an earlier config's taint value and label, and another writer's label.
-    live = PoolMarks({"old": "x", "mykey4pod": "asmgateway"}, (Taint("mykey", "v0", "NoSchedule"),))
+    stale = (Taint("mykey", "v0", "NoSchedule"), Taint("mykey", "myvalue", "NoExecute"))
+    live = PoolMarks({"old": "x", "mykey4pod": "asmgateway"}, stale)
     plan = plan_adoption(before, live, DECLARED, "ecsCapacity")
     assert plan.marks.taints == (TAINT,)
+    assert plan.taints_removed == tuple(sorted(stale))
     assert plan.marks.labels == {"old": "x", "mykey4pod": "asmgateway"}
-    assert plan.left == PoolMarks({"old": "x"}, ())
+    assert plan.labels_left == {"old": "x"}
+
+
+def test_a_pool_mark_changed_in_the_console_since_adoption_is_no_longer_refused() -> None:
+    """The refusal's own advice: change the pool's mark first. The record keeps the old value."""
+    before = PoolMarks({"mykey4pod": "batch"}, ())
+    with pytest.raises(ValueError, match="mykey4pod=batch"):
+        plan_adoption(before, before, DECLARED, "ecsCapacity")
+    changed = PoolMarks({"mykey4pod": "asmgateway"}, ())
+    assert plan_adoption(before, changed, DECLARED, "ecsCapacity").marks.labels == {"mykey4pod": "asmgateway"}
+
+
+def test_a_taint_without_an_effect_is_kept_as_the_pool_has_it() -> None:
+    own = PoolMarks.of_live_pool([], [{"key": "legacy", "value": "x"}])
+    plan = plan_adoption(own, own, DECLARED, "ecsCapacity")
+    assert Taint("legacy", "x", "") in plan.marks.taints
 
 
 def test_plan_refuses_to_change_a_taint_the_pool_had_naming_the_key() -> None:
@@ -172,8 +198,28 @@ def test_plan_refuses_to_change_a_taint_the_pool_had_naming_the_key() -> None:
 def test_the_inputs_left_to_the_pool_are_every_input_of_the_sdk_but_the_marks() -> None:
     names = pulumi._types.input_type_py_to_pulumi_names(alicloud.cs.NodePoolArgs)
     every = set(names.values())
-    assert set(node_pool_inputs_but_marks()) == every - {"clusterId", "labels", "taints", "updateNodes"}
     assert len(inspect.signature(alicloud.cs.NodePoolArgs.__init__).parameters) - 1 == len(every)
+    read_back_twice = {"name", "nodeCount", "platform", "securityGroupId"}
+    assert set(node_pool_inputs_but_marks()) == every - {"clusterId", "labels", "taints", "updateNodes"} - (
+        read_back_twice
+    )
+
+
+# The provider's own rules (terraform-provider-alicloud's node pool schema) on inputs that
+# its read fills: kept together from an import, each pair fails its Check.
+EXACTLY_ONE_OR_CONFLICTING = [
+    ("nodePoolName", "name"),
+    ("desiredSize", "nodeCount"),
+    ("scalingConfig", "nodeCount"),
+]
+
+
+@pytest.mark.parametrize(("current", "deprecated"), EXACTLY_ONE_OR_CONFLICTING)
+def test_no_pair_of_inputs_the_provider_refuses_together_is_kept_from_the_import(
+    current: str, deprecated: str
+) -> None:
+    kept = set(node_pool_inputs_but_marks())
+    assert current in kept and deprecated not in kept
 
 
 # -- config and permissions ---------------------------------------------------------------
