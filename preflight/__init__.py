@@ -64,7 +64,7 @@ def require(config: StackConfig) -> Observed:
         line
         for c in config.gateway.clusters
         for line in _budget_conflicts(config, c, seen.get(c.api, {}))
-        + _pool_nodes_marked_by_the_stack(config, c, seen.get(c.api, {}))
+        + pool_nodes_marked_by_the_stack(config, c, seen.get(c.api, {}))
     ]
     if conflicts:
         raise PreflightError(
@@ -141,7 +141,7 @@ def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[st
     return frozenset(listed)
 
 
-def _pool_nodes_marked_by_the_stack(
+def pool_nodes_marked_by_the_stack(
     config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]
 ) -> list[str]:
     """Nodes of a pool being adopted that this stack marked itself (`existingNodes` before):

@@ -28,6 +28,8 @@ from components.node_pool import (
     plan_adoption,
 )
 from components.scheduling import Taint
+from node_marks_plugin.marks import Owner
+from preflight import pool_nodes_marked_by_the_stack
 from preflight.permissions import ram_policy
 
 POOL_ID = "np-0a1b2c3d"
@@ -252,3 +254,28 @@ def test_the_ram_policy_for_an_adopted_pool_can_neither_create_nor_delete_a_pool
     actions = set(policy["Statement"][0]["Action"])
     assert "cs:ModifyClusterNodePool" in actions
     assert not {"cs:CreateClusterNodePool", "cs:DeleteClusterNodepool", "cs:RemoveClusterNodes"} & actions
+
+
+def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_handed_over() -> None:
+    """`existingNodes` before, on the pool's nodes: the end of the adopting `up` would delete the
+    node marks and take off what ACK had just put on."""
+    config = stack_config.parse("prod", copy.deepcopy(adopting()), SECRETS)
+    owner = Owner(stack_config.PROJECT, "prod")
+
+    def pool_node(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        labels = {NODE_POOL_ID_LABEL: POOL_ID}
+        return {"metadata": {"name": name, "labels": labels, "annotations": annotations}}
+
+    nodes = [pool_node("a", {owner.key: "{}"}), pool_node("b", {}), pool_node("c", {owner.legacy_key: "{}"})]
+    (problem,) = pool_nodes_marked_by_the_stack(
+        config, config.gateway.clusters[0], {"client": object(), "nodes": nodes}
+    )
+    assert problem.startswith(f"ecsCapacity: node(s) a, c of node pool {POOL_ID}")
+    assert (
+        f"scripts/node-marks.sh release --kubeconfig <admin kubeconfig> --stack {owner.name} --yes" in problem
+    )
+    unmarked = [pool_node("a", {}), pool_node("b", {})]
+    assert (
+        pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], {"client": 1, "nodes": unmarked})
+        == []
+    )
