@@ -284,7 +284,7 @@ def eci_while_ecs_has_room(gateway: str, on_eci: Sequence[PodPlacement], free: i
     )
     return [
         f"  {gateway}: {drift.describe()} (at its requests; ECI rounds up). The rebalancer moves them"
-        " within a few of its intervals where it runs; else a rollout does (see the README)"
+        " within a few of its intervals where it runs; else a rollout does (see docs/architecture.md)"
     ]
 
 

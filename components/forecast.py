@@ -542,7 +542,7 @@ def _warnings(policy: Policy, inventory: Inventory, gateways: Iterable[GatewayFo
             warnings.append(
                 f"{g.gateway}: a rollout now (any change to its spec) leaves {rollout.ecs} on ECS and"
                 f" {rollout.eci} on ECI where {g.at_replicas.ecs} fit on ECS; the rebalancer moves them"
-                " back, or set its rollout strategy (see rollingMaxSurge in the README)"
+                " back, or set its rollout strategy (see rollingMaxSurge in docs/architecture.md)"
             )
         running = inventory.running.get(g.gateway, {})
         moved = running.get("ecs", 0) if policy is Policy.ECI_ONLY else 0

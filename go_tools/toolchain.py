@@ -10,8 +10,8 @@ plugins are installed as a connected user gets them, with `pulumi plugin
 install` at the SDKs' versions; only the Kubernetes provider is built from its
 Go module, where that download fails (an air-gapped machine).
 
-    python -m tools.toolchain build [engine|cluster|all]   # build what is missing
-    python -m tools.toolchain env                          # print the engine's exports
+    python -m go_tools.toolchain build [engine|cluster|all]   # build what is missing
+    python -m go_tools.toolchain env                          # print the engine's exports
 """
 
 from __future__ import annotations
@@ -235,8 +235,9 @@ PYTHON_LANGUAGE_HOST = GoTool(
             "github.com/pulumi/pulumi/sdk/v3",
             "python/cmd/pulumi-language-python-exec",
         ),
-        # Serves Pulumi dynamic providers (components/node_marks.py); the engine
-        # looks for it beside `pulumi`, as the official install lays it out.
+        # Serves Pulumi dynamic providers: the earlier versions' node marks
+        # (components/node_marks.py) are still deleted through it on upgrade. The
+        # engine looks for it beside `pulumi`, as the official install lays it out.
         "pulumi-resource-pulumi-python": (
             "github.com/pulumi/pulumi/sdk/v3",
             "python/dist/pulumi-resource-pulumi-python",
@@ -444,7 +445,7 @@ def install_alicloud_plugin(pulumi: Path) -> str:
         return "downloaded"
     return (
         f"not installed: the download failed ({_last_line(downloaded.stderr)}); only stacks that declare"
-        " Alibaba Cloud resources need it (see the README's troubleshooting)"
+        " Alibaba Cloud resources need it (see docs/troubleshooting.md)"
     )
 
 
@@ -829,7 +830,7 @@ def _create_if_missing(stack: str, env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.toolchain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m go_tools.toolchain", description=__doc__)
     parser.add_argument("action", choices=("build", "env", "pulumi"))
     parser.add_argument("group", nargs="?", default="all", choices=sorted(GROUPS))
     argv = sys.argv[1:] if argv is None else argv

@@ -1,7 +1,7 @@
 """What a stack will do to each Kubernetes API, derived from its inputs alone (pure).
 
 One derivation serves three readers: the preflight asks the API about exactly
-these verbs, the generated RBAC grants exactly these, and the README's
+these verbs, the generated RBAC grants exactly these, and the
 permission documents are generated from it, so none can drift from the stack.
 """
 

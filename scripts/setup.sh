@@ -21,7 +21,7 @@ elif ! is_311 .venv/bin/python; then
 fi
 echo "installing the Python packages into .venv ..." >&2
 # Exactly the locked versions, each checked against its hash (requirements.lock,
-# compiled from requirements-dev.txt; see the README to update it).
+# compiled from requirements-dev.txt; docs/tests-and-figures.md says how to update it).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 group="${1:-engine}"   # engine, cluster or all
 .venv/bin/python -m go_tools.toolchain build "$group" >/dev/null

@@ -2,8 +2,8 @@
 
 One pydantic model per config object. A field's name is the Python spelling of
 its key (`eci_vswitch_ids` is `eciVswitchIds`), its `description` is the one
-line the README's reference and the JSON Schema of `stacks/Pulumi.*.yaml` are
-generated from (`python -m stack_config.reference`). A key whose meaning
+line the reference (docs/configuration.md) and the JSON Schema of
+`stacks/Pulumi.*.yaml` are generated from (`python -m stack_config.reference`). A key whose meaning
 depends on a mode lives in that mode's model, and the modes are a union told
 apart by `mode`. Rules that tie keys together are model validators that name
 the key they are about (`related_problems`).
@@ -11,6 +11,7 @@ the key they are about (`related_problems`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -567,12 +568,27 @@ class ClusterOverrideConfig(ConfigModel):
     )
 
 
+# ASM's docs: a gateway elsewhere cannot fetch its configuration (Istio 1.6 and later) and never starts.
+ASM_GATEWAY_NAMESPACE = "istio-system"
+# ASM's docs: before this version a gateway port's protocol must be TCP.
+FIRST_ASM_WITH_PORT_PROTOCOLS = (1, 9, 7, 107)
+
+
+def asm_version(text: str) -> tuple[int, ...] | None:
+    """`v1.22.6.71-g1a2b-aliyun` or `1.9.7.107` as numbers; None if it does not start with one."""
+    match = re.match(r"v?(\d+(?:\.\d+)*)", text.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
 class GatewayConfig(ConfigModel):
     name: DnsLabel = Field(
         "ingressgateway",
         description="The `IstioGateway`'s name, also its pods' `asm-serverless-gateway/gateway` label.",
     )
-    namespace: DnsLabel = Field("istio-system", description="The `IstioGateway`'s namespace.")
+    namespace: DnsLabel = Field(
+        ASM_GATEWAY_NAMESPACE,
+        description="The `IstioGateway`'s namespace; ASM starts gateways only in `istio-system`.",
+    )
     replica_count: WholeNumber = Field(
         2, ge=0, le=1000, description="Replicas; within min..max when autoscaling."
     )
@@ -1076,13 +1092,33 @@ def _agreement_problems(parts: dict[str, Any]) -> list[tuple[str, str]]:
             ("placementPolicy", f"{policy.value} needs virtual nodes, but virtualNodes.mode is none")
         )
     seen: set[tuple[str, str]] = set()
+    mesh = parts.get("mesh")
+    mesh_version = mesh.version if isinstance(mesh, MeshCreate) else None
+    version = asm_version(mesh_version) if mesh_version else None
     for index, gateway in enumerate(parts.get("gateways") or []):
+        if gateway.namespace != ASM_GATEWAY_NAMESPACE:
+            problems.append(
+                (
+                    f"gateways[{index}].namespace",
+                    f"is {gateway.namespace}: ASM starts gateways only in {ASM_GATEWAY_NAMESPACE} (elsewhere,"
+                    " since Istio 1.6, a gateway cannot fetch its configuration and never starts)",
+                )
+            )
+        if version is not None and version < FIRST_ASM_WITH_PORT_PROTOCOLS:
+            problems += [
+                (
+                    f"gateways[{index}].ports[{p}].protocol",
+                    f"is {port.protocol}, but ASM before 1.9.7.107 (mesh.version {mesh_version})"
+                    " takes TCP only",
+                )
+                for p, port in enumerate(gateway.ports)
+                if port.protocol != "TCP"
+            ]
         if (gateway.namespace, gateway.name) in seen:
             problems.append(
                 (f"gateways[{index}].name", f"'{gateway.name}' is declared twice in {gateway.namespace}")
             )
         seen.add((gateway.namespace, gateway.name))
-        mesh = parts.get("mesh")
         if gateway.adopt:
             problems += _adoption_problems(index, gateway, parts)
         if gateway.adopt and mesh is not None and mesh.mode == "create":

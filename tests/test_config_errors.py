@@ -45,6 +45,8 @@ def with_change(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]
 
 BAD_CONFIGS = [
     # (base, key path, bad value, the key named in the message, words in the message)
+    ("local", "gateways[0].namespace", "edge", "gateways[0].namespace", "only in istio-system"),
+    ("dev", "mesh.version", "1.8.6.41", "gateways[0].ports[0].protocol", "before 1.9.7.107"),
     ("local", "preferredWeight", 0, "preferredWeight", "must be from 1 to 100"),
     ("local", "preferredWeight", 101, "preferredWeight", "must be from 1 to 100"),
     ("local", "overflowWeight", "20.5", "overflowWeight", "whole number"),
@@ -436,11 +438,25 @@ def test_real_istio_gateway_fields_pass_through_extra_spec() -> None:
     assert stack_config.parse("local", values, secrets).gateway.gateways[0].extra_spec == extra
 
 
-def test_the_readme_example_error_is_what_the_stack_prints() -> None:
-    readme = (ROOT / "README.md").read_text()
-    example = readme[readme.index("    error: stack 'local'") :].split("\n\n")[0]
+def test_the_documented_example_error_is_what_the_stack_prints() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    example = doc[doc.index("    error: stack 'local'") :].split("\n\n")[0]
     values = with_change(local_values(), "ecsCapacity.colour", "red")
     values = with_change(values, "preferredWeight", 0)
     with pytest.raises(ConfigError) as raised:
         stack_config.parse("local", values)
     assert example == "\n".join(f"    {line}" for line in f"error: {raised.value}".splitlines())
+
+
+@pytest.mark.parametrize(("version", "refused"), [("1.9.7.107", False), ("v1.22.6.71-g1a2b-aliyun", False),
+                                                  ("1.9.7.93", True), ("v1.8.6", True)])  # fmt: skip
+def test_port_protocols_need_an_asm_version_that_takes_them(version: str, refused: bool) -> None:
+    values = {**with_change(dev_values(), "mesh.version", version), "renderYamlTo": "rendered"}
+    values["gateways"] = [{"ports": [{"name": "http", "port": 80, "protocol": "HTTP"}]}]
+    if not refused:
+        stack_config.parse("dev", values)
+        return
+    with pytest.raises(ConfigError, match=r"gateways\[0\]\.ports\[0\]\.protocol: is HTTP, but ASM before"):
+        stack_config.parse("dev", values)
+    values["gateways"][0]["ports"][0]["protocol"] = "TCP"
+    stack_config.parse("dev", values)

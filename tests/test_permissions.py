@@ -111,7 +111,7 @@ def test_rbac_merges_verbs_per_kind_and_names_a_single_object() -> None:
     config = declare(
         ecsCapacity={"mode": "existingNodes", "nodes": ["n1"], "labels": {"a": "b"}},
         virtualNodes={"mode": "existing", "eciSecurityGroupId": "sg-1"},
-        gateways=[{"name": "a", "namespace": "ns-a"}, {"name": "b", "namespace": "ns-b"}],
+        gateways=[{"name": "a"}, {"name": "b"}],
         rebalancer={"enabled": False},
     )
     subject = Subject.parse("serviceaccount:kube-system/deployer")
@@ -129,7 +129,7 @@ def test_rbac_merges_verbs_per_kind_and_names_a_single_object() -> None:
         "resourceNames": ["eci-profile"],
         "verbs": ["get", "patch"],
     }
-    assert {("Role", "ns-a"), ("Role", "ns-b"), ("RoleBinding", "ns-a")} <= set(documents)
+    assert {("Role", "istio-system"), ("RoleBinding", "istio-system")} <= set(documents)
     binding = documents[("ClusterRoleBinding", None)]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deployer", "namespace": "kube-system"}]
     assert yaml.safe_load(yaml.safe_dump(binding)) == binding

@@ -88,7 +88,7 @@ class Sample:
 
 @dataclass
 class Figures:
-    """One scenario's row in the README."""
+    """One scenario's row in docs/tests-and-figures.md."""
 
     scenario: str
     before: tuple[int, int]

@@ -1,4 +1,4 @@
-"""The README's config reference and the stack files' JSON Schema are what the model generates.
+"""The config reference (docs/configuration.md) and the stack files' JSON Schema are generated.
 
 Both are generated (`python -m stack_config.reference`); these tests fail when
 a committed copy differs, when a documented key is one the config refuses,
@@ -23,9 +23,9 @@ from stack_config.model import GatewayStackConfig, TaintConfig
 from stack_config.problems import keys_of, mode_variants
 
 
-def test_the_readme_reference_is_the_one_the_model_generates() -> None:
-    readme = reference.README.read_text()
-    assert readme == reference.readme_with_reference(readme), "run: python -m stack_config.reference"
+def test_the_documented_reference_is_the_one_the_model_generates() -> None:
+    doc = reference.REFERENCE_DOC.read_text()
+    assert doc == reference.doc_with_reference(doc), "run: python -m stack_config.reference"
 
 
 def test_the_committed_schema_is_the_one_the_model_generates() -> None:

@@ -1,6 +1,6 @@
 // Command pulumi-resource-kubernetes serves the pinned pulumi-kubernetes
 // provider. The upstream main embeds two files that `go generate` writes and
-// the module does not ship; tools/toolchain.py writes them beside this file
+// the module does not ship; go_tools/toolchain.py writes them beside this file
 // (the schema with the release version stamped in) before it builds.
 package main
 
