@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -533,14 +534,46 @@ FLAGS_WITH_VALUES = frozenset(
 )  # fmt: skip
 
 
+def _short_flags(arg: str) -> list[tuple[str, str | None]]:
+    """A cluster of short flags as cobra reads it (`-ys`, `-csprodx`): each letter, and for one
+    that takes a value, that value (the rest of the word, or None: the next word)."""
+    flags: list[tuple[str, str | None]] = []
+    letters = arg[1:].partition("=")
+    for at, letter in enumerate(letters[0]):
+        if f"-{letter}" in FLAGS_WITH_VALUES:
+            rest = letters[0][at + 1 :] or (letters[2] if letters[1] else None)
+            flags.append((letter, rest))
+            break
+        flags.append((letter, ""))
+    return flags
+
+
+def _flag_value(args: list[str], index: int) -> tuple[str | None, str | None, bool]:
+    """The flag at `args[index]`: (its name, its value, whether the value is the next word)."""
+    arg = args[index]
+    if arg.startswith("--"):
+        name, equals, value = arg.partition("=")
+        if equals:
+            return name, value, False
+        if name in FLAGS_WITH_VALUES:
+            return name, args[index + 1] if index + 1 < len(args) else None, True
+        return name, None, False
+    letter, short_value = _short_flags(arg)[-1] if len(arg) > 1 else ("", "")
+    if short_value is None:  # the last letter takes the next word
+        return f"-{letter}", args[index + 1] if index + 1 < len(args) else None, True
+    if short_value:
+        return f"-{letter}", short_value, False
+    return None, None, False
+
+
 def positional(args: list[str]) -> list[str]:
     """The words of a command line that are not flags or flag values."""
     words, skip = [], False
-    for arg in args:
+    for index, arg in enumerate(args):
         if skip:
             skip = False
         elif arg.startswith("-"):
-            skip = arg in FLAGS_WITH_VALUES
+            skip = _flag_value(args, index)[2]
         else:
             words.append(arg)
     return words
@@ -548,16 +581,15 @@ def positional(args: list[str]) -> list[str]:
 
 def stack_named(args: list[str]) -> str | None:
     """The stack a `pulumi` command line names, read as the engine reads it: the last `--stack X`,
-    `-s X`, `-sX` or `--stack=X` (a repeated flag's last value wins), else the stack that
-    `stack init X` or `stack select X` (with `--create`, it makes X) names."""
+    `-s X`, `-sX`, `--stack=X` or a cluster ending in `s` (`-csprodx`, `-cs X`: a repeated flag's
+    last value wins), else the stack that `stack init X` or `stack select X` (with `--create`, it
+    makes X) names."""
     named = None
     for index, arg in enumerate(args):
-        if arg in ("--stack", "-s") and index + 1 < len(args):
-            named = args[index + 1]
-        elif arg.startswith(("--stack=", "-s=")):
-            named = arg.partition("=")[2]
-        elif arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
-            named = arg[2:]
+        if arg.startswith("-"):
+            name, value, _ = _flag_value(args, index)
+            if name in ("--stack", "-s") and value is not None:
+                named = value
     if named is not None:
         return named
     words = positional(args)
@@ -734,6 +766,12 @@ def sweep_runs(runs: Path) -> list[Path]:
     return removed
 
 
+def _owned_privately(folder: Path) -> bool:
+    """Whether `folder` is a real folder of this user that no one else may enter."""
+    info = os.lstat(folder)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 @contextlib.contextmanager
 def private_temp() -> Iterator[Path]:
     """A temporary folder for one run and everything it starts, removed when the run ends.
@@ -742,35 +780,65 @@ def private_temp() -> Iterator[Path]:
     new file in the temporary folder (for Helm) and never removes it: with
     TMPDIR pointed here, those files, tokens and keys in them, go with the run.
     A run killed outright leaves its folder (mode 0700) to the next run's sweep.
+    A runs folder that another user made or can enter is not used.
     """
     runs = runs_folder()
     runs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    sweep_runs(runs)
-    folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runs))
+    if _owned_privately(runs):
+        sweep_runs(runs)
+        parent = runs
+    else:  # someone else's, or a link: a fresh folder of our own, at an unpredictable name
+        parent = Path(tempfile.mkdtemp(prefix="asm-serverless-gateway-runs-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder if parent == runs else parent, ignore_errors=True)
+
+
+def _die_with_the_wrapper() -> Callable[[], None] | None:
+    """For the engine's process, before it starts: SIGTERM (a graceful cancel) when the wrapper
+    dies, however (Linux's parent-death signal), so a `kill -9` of the wrapper still stops it."""
+    try:
+        import ctypes  # noqa: PLC0415 - Linux only, and only here
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _run_until_done(command: list[str], env: dict[str, str], folder: Path) -> int:
-    """Run the engine as a child and wait for it, whatever signal the wrapper gets meanwhile.
+    """Run the engine as a child and wait for it, passing each signal on once.
 
-    Ctrl-C reaches the engine from the terminal itself (it cancels gracefully,
-    a second one forcibly), so the wrapper ignores SIGINT rather than send a
-    second; SIGTERM and SIGHUP are passed on.
+    At a terminal, Ctrl-C reaches the engine itself (its foreground group;
+    the engine cancels gracefully on the first, forcibly on a second), so the
+    wrapper ignores SIGINT there. Without a terminal (CI, `timeout`,
+    systemd) the engine runs in its own process group and every signal comes
+    through the wrapper, once. SIGHUP becomes SIGTERM, which the engine handles.
     """
-    child = subprocess.Popen(command, env=env)
-    (folder / ".pids").write_text(f"{os.getpid()} {child.pid}")
+    interactive = sys.stdin.isatty()
+    passed_on: dict[int, int] = {signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
+    if not interactive:
+        passed_on[signal.SIGINT] = signal.SIGINT
+    child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(passed_on[signum])
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, forward if not interactive else signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
-    return child.wait()
+    # The wrapper runs no threads, so a function before exec is safe here.
+    group = None if interactive else 0
+    before_exec = _die_with_the_wrapper()
+    child = subprocess.Popen(command, env=env, process_group=group, preexec_fn=before_exec)  # noqa: PLW1509
+    (folder / ".pids").write_text(f"{os.getpid()} {child.pid}")
+    code = child.wait()
+    return 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
 
 
 def run_pulumi(args: list[str]) -> int:

@@ -183,10 +183,12 @@ def handover_patch(node: Node, marks: Marks, stage: str) -> dict[str, Any] | Non
         merged = record.union(found)
         if merged == record:
             return None
+        stack = _record_stack(annotations[keys[0]])
+        document = {**({"stack": stack} if stack else {}), **merged.as_props()}
         return {
             "metadata": {
                 "resourceVersion": metadata.get("resourceVersion"),
-                "annotations": {keys[0]: json.dumps(merged.as_props(), sort_keys=True)},
+                "annotations": {keys[0]: json.dumps(document, sort_keys=True)},
             }
         }
     claimed = NO_MARKS
@@ -217,14 +219,14 @@ def _record(text: str) -> Marks:
 
 
 def others_records(node: Node, owner: Owner) -> dict[str, Marks]:
-    """What other stacks recorded on the node, by the stack each record names (or its key, for a
-    record of an earlier version): never this stack's to change or take off."""
-    annotations = node.get("metadata", {}).get("annotations") or {}
-    found: dict[str, Marks] = {}
-    for key, text in annotations.items():
-        if key.startswith(OWNER_ANNOTATION_PREFIX) and key not in (owner.key, owner.legacy_key):
-            found[_record_stack(text) or key] = _record(text)
-    return found
+    """What other stacks recorded on the node, by how messages name each (the stack its record
+    names; a record of an earlier version names none, so its key): never this stack's to change
+    or take off."""
+    return {
+        name: marks
+        for key, (name, marks) in records(node).items()
+        if key not in (owner.key, owner.legacy_key)
+    }
 
 
 def _record_stack(text: str) -> str | None:
@@ -244,38 +246,53 @@ def _union(records: Mapping[str, Marks]) -> Marks:
 
 
 def records(node: Node) -> dict[str, tuple[str, Marks]]:
-    """Every stack's record on the node: annotation key -> (the stack it names, or the key for a
-    record of an earlier version, which names none; what it says the stack put there)."""
+    """Every stack's record on the node: annotation key -> (how messages name it: the stack it
+    names, or for a record of an earlier version, which names none, "the record <key>"; what it
+    says the stack put there)."""
     annotations = node.get("metadata", {}).get("annotations") or {}
     return {
-        key: (_record_stack(text) or key, _record(text))
+        key: (_record_stack(text) or f"the record {key}", _record(text))
         for key, text in sorted(annotations.items())
         if key.startswith(OWNER_ANNOTATION_PREFIX)
     }
 
 
-def release_patch(node: Node, whose: str, take_marks_off: bool) -> dict[str, Any] | None:
-    """A merge patch that drops the record of a stack that no longer exists, or None where the
-    node has none; `whose` is the stack (`project/stack`) or the record's annotation key.
+def release_patch(
+    node: Node, whose: str, take_marks_off: bool = False, to: Owner | None = None
+) -> dict[str, Any] | None:
+    """A merge patch that drops a stack's record (a stack that no longer exists), or None where
+    the node has none. `whose` is the stack (`project/stack`, its earlier key included) or the
+    record's annotation key.
 
-    The marks it names stay on the node unless `take_marks_off`: then those
-    that no other record names go too (what that stack's `destroy` would have
-    done). With the record gone, no stack counts them as its own, and every
-    stack treats them as marks put on by hand.
+    The marks it names stay on the node unless `take_marks_off`: then those that
+    no other record names go too (what that stack's `destroy` would have done).
+    With `to`, the record moves to that stack instead (a renamed stack), joined
+    with what that stack recorded there already.
     """
     found = records(node)
-    keys = [key for key, (stack, _) in found.items() if whose in (key, stack)]
-    if not keys:
+    project, _, stack = whose.partition("/")
+    former = Owner(project, stack) if stack else None
+    keys = [
+        key
+        for key, (name, _) in found.items()
+        if whose in (key, name) or (former is not None and key in (former.key, former.legacy_key))
+    ]
+    if not keys or (to is not None and keys == [to.key]):
         return None
     metadata = node.get("metadata", {})
+    annotations: dict[str, str | None] = dict.fromkeys(keys)
     patch: dict[str, Any] = {
-        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": dict.fromkeys(keys)}
+        "metadata": {"resourceVersion": metadata.get("resourceVersion"), "annotations": annotations}
     }
-    if take_marks_off:
-        released = _union({key: found[key][1] for key in keys}).found_on(node)
+    released = _union({key: found[key][1] for key in keys})
+    if to is not None:
+        joined = released.union(found[to.key][1] if to.key in found else NO_MARKS)
+        annotations[to.key] = to.record_text(joined)
+    elif take_marks_off:
+        on_node = released.found_on(node)
         kept = _union({key: marks for key, (_, marks) in found.items() if key not in keys})
-        labels = {k: None for k, v in released.labels.items() if kept.labels.get(k) != v}
-        gone = [t for t in released.taints if t not in kept.taints]
+        labels = {k: None for k, v in on_node.labels.items() if kept.labels.get(k) != v}
+        gone = [t for t in on_node.taints if t not in kept.taints]
         if labels:
             patch["metadata"]["labels"] = labels
         if gone:
@@ -409,7 +426,8 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, owner: Owner) ->
     # The record stays while the stack marks the node, even empty: it says the
     # stack has been here (an earlier version's marks are handed over to it).
     # Unmarked for good (admit, last), it goes.
-    unmarked = declared is None and (stage == ADMIT or owner.key not in annotations)
+    recorded = owner.key in annotations or owner.legacy_key in annotations
+    unmarked = declared is None and (stage == ADMIT or not recorded)
     record_text = None if unmarked else owner.record_text(new_record)
     legacy = owner.legacy_key in annotations
     if (

@@ -1,13 +1,16 @@
 """`scripts/node-marks.sh`: the stacks' records on a cluster's nodes, and releasing a dead stack's.
 
     scripts/node-marks.sh list --kubeconfig FILE
-    scripts/node-marks.sh release --kubeconfig FILE --stack PROJECT/STACK [--take-marks-off] [--yes]
+    scripts/node-marks.sh release --kubeconfig FILE --stack PROJECT/STACK
+        [--to PROJECT/STACK | --take-marks-off] [--selector LABEL=VALUE] [--yes]
 
 A stack that `pulumi stack rm --force` removed, or that was renamed, leaves
 its record on each node it marked, and the marks it names count as its own
 for good: another stack never changes them. `release` drops that record (and,
-with `--take-marks-off`, the marks only it names), one node at a time on the
-`resourceVersion` read. Without `--yes` it only prints what it would do.
+with `--take-marks-off`, the marks only it names), or moves it to the stack's
+new name (`--to`), one node at a time on the `resourceVersion` read, on every
+node or those `--selector` picks. Without `--yes` it only prints what it
+would do.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 
 from node_marks_plugin.cluster import Cluster, NodeMarksError, api_client
-from node_marks_plugin.marks import records, release_patch, show
+from node_marks_plugin.marks import Owner, records, release_patch, show
 
 
 def _cluster(kubeconfig: Path) -> Cluster:
@@ -37,19 +40,28 @@ def list_records(cluster: Cluster) -> int:
     return 0
 
 
-def release(cluster: Cluster, whose: str, take_marks_off: bool, yes: bool) -> int:
+def release(
+    cluster: Cluster,
+    whose: str,
+    take_marks_off: bool,
+    yes: bool,
+    *,
+    to: Owner | None = None,
+    selector: str = "",
+) -> int:
     planned = {
         name: patch
-        for name, node in sorted(cluster.nodes().items())
-        if (patch := release_patch(node, whose, take_marks_off)) is not None
+        for name, node in sorted(cluster.nodes(label_selector=selector).items())
+        if (patch := release_patch(node, whose, take_marks_off, to)) is not None
     }
     if not planned:
         print(f"no node carries a record of {whose}; nothing to release")
         return 1
     for name, patch in planned.items():
-        taken = [k for k in patch["metadata"].get("labels", {})]
+        taken = list(patch["metadata"].get("labels", {}))
         what = "the record" + (f" and the label(s) {', '.join(taken)}" if taken else "")
         what += " and its taints" if "spec" in patch else ""
+        what += f", to {to.name}" if to is not None else ""
         print(f"{'releasing' if yes else 'would release'} on node {name}: {what}")
     if not yes:
         print("Nothing changed. Check that the stack no longer exists (`pulumi stack ls --all`); then --yes.")
@@ -57,7 +69,7 @@ def release(cluster: Cluster, whose: str, take_marks_off: bool, yes: bool) -> in
     for name in planned:
         # Read afresh: another writer may have changed the node since the listing.
         cluster.patch_node(
-            name, lambda node: release_patch(node, whose, take_marks_off), "releasing a record on"
+            name, lambda node: release_patch(node, whose, take_marks_off, to), "releasing a record on"
         )
     return 0
 
@@ -74,16 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     releasing.add_argument(
         "--stack", required=True, help="PROJECT/STACK as `list` shows it, or the record's key"
     )
-    releasing.add_argument(
-        "--take-marks-off", action="store_true", help="also take off the marks only it names"
-    )
+    how = releasing.add_mutually_exclusive_group()
+    how.add_argument("--take-marks-off", action="store_true", help="also take off the marks only it names")
+    how.add_argument("--to", help="PROJECT/STACK: move the record to a renamed stack instead")
+    releasing.add_argument("--selector", default="", help="only the nodes with these labels (k=v,...)")
     releasing.add_argument("--yes", action="store_true", help="change the nodes (otherwise only say what)")
     args = parser.parse_args(argv)
     try:
         cluster = _cluster(args.kubeconfig)
         if args.command == "list":
             return list_records(cluster)
-        return release(cluster, args.stack, args.take_marks_off, args.yes)
+        to = None
+        if args.to:
+            project, _, stack = args.to.partition("/")
+            if not stack:
+                parser.error("--to takes PROJECT/STACK")
+            to = Owner(project, stack)
+        return release(cluster, args.stack, args.take_marks_off, args.yes, to=to, selector=args.selector)
     except (NodeMarksError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -127,8 +127,9 @@ def _refuse_conflicts(nodes: Mapping[str, Node], declared: Marks, owner: Owner) 
         raise NodeMarksError(
             "; ".join(problems)
             + ". Nothing was changed. Declare the value on the node in ecsCapacity, or change the mark"
-            " where it comes from: on the node (`kubectl label`, `kubectl taint`), or in the other stack's"
-            " config and `up` there first. A record of a stack that no longer exists is released with"
+            " where it comes from: on the node (`kubectl label`, `kubectl taint`); for a value another"
+            " stack records, take the mark out of one stack, change it in the other, then declare it"
+            " again. A record of a stack that no longer exists is released with"
             " `scripts/node-marks.sh release`."
         )
 

@@ -170,7 +170,8 @@ def pool_nodes_marked_by_the_stack(
         f"{cluster.config_path}ecsCapacity: node(s) {', '.join(marked)} of node pool {pool_id} carry"
         " marks this stack put on them itself (ecsCapacity.nodes); adopting the pool in the same `up`"
         " would take them off again at its end. Hand them to the pool first, keeping the marks:"
-        f" `scripts/node-marks.sh release --kubeconfig <admin kubeconfig> --stack {owner.name} --yes`"
+        " `scripts/node-marks.sh release --kubeconfig <admin kubeconfig>"
+        f" --stack {owner.name} --selector {NODE_POOL_ID_LABEL}={pool_id} --yes`"
     ]
 
 

@@ -69,8 +69,12 @@ def applied(before: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, A
 
 
 def run(before: dict[str, Any], *steps: tuple[str, Marks | None]) -> dict[str, Any]:
+    return run_as(before, OWNER, *steps)
+
+
+def run_as(before: dict[str, Any], owner: Owner, *steps: tuple[str, Marks | None]) -> dict[str, Any]:
     for stage, declared in steps:
-        before = applied(before, stage_patch(before, stage, declared, OWNER))
+        before = applied(before, stage_patch(before, stage, declared, owner))
     return before
 
 
@@ -518,3 +522,32 @@ def test_releasing_a_dead_stacks_record_keeps_its_marks_unless_asked_and_never_a
     # By key too (a record of an earlier version names no stack), taking off what only it named.
     taken = applied(both, release_patch(both, gone.key, take_marks_off=True))
     assert marks_of(taken) == ({"pool": "gw"}, [OURS.as_node_taint()])
+
+
+def test_destroy_right_after_the_upgrade_takes_off_what_the_earlier_key_recorded() -> None:
+    """`restrict` runs first on destroy: with only the earlier key on the node, it must not drop
+    the record before `admit` has taken the labels off."""
+    earlier = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    earlier["metadata"]["annotations"][OWNER.legacy_key] = json.dumps(DECLARED.as_props())
+    destroyed = run(earlier, (RESTRICT, None), (ADMIT, None))
+    assert marks_of(destroyed) == ({}, [])
+    assert not destroyed["metadata"]["annotations"]
+
+
+def test_a_renamed_stacks_record_moves_to_its_new_name_and_the_earlier_key_is_matched() -> None:
+    renamed = Owner(PROJECT, "prod-eu")
+    earlier = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    earlier["metadata"]["annotations"][OWNER.legacy_key] = json.dumps(DECLARED.as_props())
+    moved = applied(earlier, release_patch(earlier, OWNER.name, to=renamed))
+    annotations = moved["metadata"]["annotations"]
+    assert list(annotations) == [renamed.key]
+    assert json.loads(annotations[renamed.key]) == {"stack": renamed.name, **DECLARED.as_props()}
+    # The renamed stack's destroy takes its marks back.
+    assert marks_of(run_as(moved, renamed, (RESTRICT, None), (ADMIT, None))) == ({}, [])
+
+
+def test_the_hand_over_keeps_the_stack_a_record_names() -> None:
+    n = node({"mykey4pod": "asmgateway"}, [OURS.as_node_taint()])
+    n["metadata"]["annotations"][KEY] = OWNER.record_text(Marks({}, ()))
+    handed = applied(n, handover_patch(n, Marks({"mykey4pod": "asmgateway"}, ()), ADMIT))
+    assert json.loads(handed["metadata"]["annotations"][KEY])["stack"] == OWNER.name

@@ -271,11 +271,11 @@ def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_ha
         config, config.gateway.clusters[0], {"client": object(), "nodes": nodes}
     )
     assert problem.startswith(f"ecsCapacity: node(s) a, c of node pool {POOL_ID}")
-    assert (
-        f"scripts/node-marks.sh release --kubeconfig <admin kubeconfig> --stack {owner.name} --yes" in problem
+    release = (
+        f"scripts/node-marks.sh release --kubeconfig <admin kubeconfig> --stack {owner.name}"
+        f" --selector {NODE_POOL_ID_LABEL}={POOL_ID} --yes"
     )
+    assert release in problem
     unmarked = [pool_node("a", {}), pool_node("b", {})]
-    assert (
-        pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], {"client": 1, "nodes": unmarked})
-        == []
-    )
+    seen = {"client": object(), "nodes": unmarked}
+    assert pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], seen) == []

@@ -1,7 +1,13 @@
-"""The engine's environment: which stacks may use the published passphrase, where plugins go."""
+"""The engine's environment: which stacks may use the published passphrase, where plugins go,
+and how the wrapper runs the engine (signals, its private temporary folder)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +33,12 @@ from go_tools import toolchain
         (["stack", "select", "--create", "prodx"], "prodx"),
         (["stack", "select", "-c", "prodx"], "prodx"),
         (["stack", "select", "prod"], "prod"),
+        # Short flags in one word, as cobra reads them.
+        (["stack", "select", "-csprodx"], "prodx"),
+        (["stack", "select", "-cs", "prodx"], "prodx"),
+        (["up", "-ysprod"], "prod"),
+        (["up", "-Cdir", "--yes"], None),
+        (["up", "-m", "no -s here", "--stack", "prod"], "prod"),
     ],
 )
 def test_the_stack_a_command_line_names(args: list[str], stack: str | None) -> None:
@@ -166,3 +178,88 @@ def test_an_empty_passphrase_or_a_default_provider_off_cloud_is_no_secret_of_a_s
 def test_no_other_stack_keeps_its_state_anywhere_in_the_checkout(where: str) -> None:
     url = "FILE://" + str(toolchain.PROJECT_DIR.resolve()) + where
     assert toolchain.backend_problem("prod", {"PULUMI_BACKEND_URL": url}) is not None
+
+
+# An engine stand-in: says which signals it got, then exits (0 after a SIGINT or SIGTERM).
+FAKE_ENGINE = """
+import os, signal, sys, time
+got = []
+def note(signum, _):
+    got.append(signal.Signals(signum).name)
+    os.write(1, (" ".join(got) + "\\n").encode())  # not print: the signal may land inside one
+    if signum in (signal.SIGINT, signal.SIGTERM):
+        time.sleep(0.5)  # a graceful cancel takes a moment; a second signal would cut it short
+        sys.exit(0)
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+print("ready", flush=True)
+time.sleep(30)
+"""
+WRAPPER = """
+import sys
+from pathlib import Path
+from go_tools.toolchain import _run_until_done
+folder = Path(sys.argv[1])
+sys.exit(_run_until_done([sys.executable, "-c", sys.argv[2]], {"PATH": ""}, folder))
+"""
+
+
+def _wrapped(tmp_path: Path) -> subprocess.Popen[str]:
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, str(tmp_path), FAKE_ENGINE],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.DEVNULL,  # no terminal: the engine gets its own process group
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert wrapper.stdout is not None and wrapper.stdout.readline().strip() == "ready"
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"), [(signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGTERM")]
+)
+def test_without_a_terminal_each_signal_reaches_the_engine_once(
+    tmp_path: Path, sent: signal.Signals, received: str
+) -> None:
+    """Sent to the wrapper's whole group (as `timeout` or CI do): the engine gets it once, as a
+    signal it handles, and cancels gracefully."""
+    wrapper = _wrapped(tmp_path)
+    os.killpg(wrapper.pid, sent)
+    out, err = wrapper.communicate(timeout=20)
+    assert out.split() == [received], err
+    assert wrapper.returncode == 0
+
+
+def test_a_killed_wrapper_still_cancels_the_engine(tmp_path: Path) -> None:
+    wrapper = _wrapped(tmp_path)
+    pids = (tmp_path / ".pids").read_text().split()
+    engine = int(pids[1])
+    wrapper.kill()
+    wrapper.wait(timeout=10)
+    assert wrapper.stdout is not None and wrapper.stdout.read().split() == ["SIGTERM"]
+    deadline = time.monotonic() + 10
+    while toolchain._alive(engine):
+        assert time.monotonic() < deadline, "the engine outlived its wrapper"
+        time.sleep(0.1)
+
+
+def test_an_engine_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -> None:
+    wrapper = _wrapped(tmp_path)
+    os.kill(int((tmp_path / ".pids").read_text().split()[1]), signal.SIGKILL)
+    assert wrapper.wait(timeout=20) == 128 + signal.SIGKILL
+
+
+def test_a_runs_folder_someone_else_can_enter_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "runs"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setattr(toolchain, "runs_folder", lambda: shared)
+    with toolchain.private_temp() as folder:
+        assert not folder.is_relative_to(shared)
+        assert toolchain._owned_privately(folder)
+    assert not folder.exists() and not folder.parent.exists()
