@@ -37,7 +37,7 @@ from components.gateway import GATEWAY_POD_LABEL
 from components.scheduling import Policy, Taint
 from go_tools import toolchain
 from node_marks_plugin.cluster import Cluster
-from node_marks_plugin.marks import ADMIT, RESTRICT, Marks, Owner, show
+from node_marks_plugin.marks import ADMIT, RESTRICT, Marks, Owner, owned, show
 from preflight.needs import stack_needs
 from preflight.permissions import Subject, rbac_documents
 
@@ -585,13 +585,21 @@ def test_a_mark_another_stack_records_is_never_changed_and_a_dead_stacks_record_
     core = kubernetes.client.CoreV1Api(live.api)
     other = Owner(stack_config.PROJECT, "other-team")
     dedicated = Taint(DEDICATED["key"], DEDICATED["value"], DEDICATED["effect"])
-    shared = Marks({ROLE: "gateway"}, (dedicated,))
+    # Exactly what this stack records on edge-a now (earlier tests may have renamed its label).
+    ours = owned(Cluster(live.api).nodes(["edge-a"])["edge-a"], Owner(stack_config.PROJECT, "local"))
+    assert dedicated in ours.taints
+    shared = ours
     for stage in (ADMIT, RESTRICT):
         Cluster(live.api).mark_node("edge-a", stage, shared, other)
     gateway_before = asm_standin.read_gateway(live.api, NAMESPACE, GATEWAY)["metadata"]["generation"]
 
     def retaint(value: str) -> Callable[[dict[str, Any]], None]:
-        return lambda config: config["ecsCapacity"].__setitem__("taints", [{**DEDICATED, "value": value}])
+        def edit(config: dict[str, Any]) -> None:
+            config["ecsCapacity"]["taints"] = [
+                {**t, "value": value} if t["key"] == DEDICATED["key"] else t for t in declared_taints(config)
+            ]
+
+        return edit
 
     live.project.edit_config("local", retaint("gateway-2"))
     try:
@@ -615,13 +623,15 @@ def test_a_mark_another_stack_records_is_never_changed_and_a_dead_stacks_record_
         subprocess.run([*release, "--yes"], capture_output=True, text=True, check=True)
         node = core.read_node("edge-a")
         assert other.key not in (node.metadata.annotations or {})
-        assert node.metadata.labels[ROLE] == "gateway"  # the marks stay: this stack records them too
+        # The marks stay: this stack records them too.
+        assert all(node.metadata.labels.get(k) == v for k, v in shared.labels.items())
     finally:
         live.project.edit_config("local", retaint(DEDICATED["value"]))
         subprocess.run(
             [
                 str(NODE_MARKS_SCRIPT),
-                *("release", "--kubeconfig", str(live.plane.kubeconfig_path), "--stack", other.name, "--yes"),
+                *("release", "--kubeconfig", str(live.plane.kubeconfig_path), "--stack", other.name),
+                *("--take-marks-off", "--yes"),
             ],
             capture_output=True,
             check=False,

@@ -282,7 +282,7 @@ def test_labelled_nodes_off_the_list_count_unless_the_stack_is_taking_its_labels
     owner = Owner("asm-serverless-gateway", "local")
     record = json.dumps(Marks(labels, (TAINT,)).as_props(), sort_keys=True)
     kubernetes.client.CoreV1Api(live.api).patch_node(
-        "offlist-leaving", {"metadata": {"annotations": {owner: record}}}
+        "offlist-leaving", {"metadata": {"annotations": {owner.key: record}}}
     )
     ecs = EcsCapacity("existingNodes", labels, (TAINT,), nodes=("offlist-listed",))
     gateway = _gateway(0, CASES[0])
