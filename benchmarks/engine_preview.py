@@ -118,8 +118,9 @@ def main() -> None:
             (path / "Pulumi.yaml").write_text(EMPTY_PROGRAM)
             (path / "__main__.py").write_text(main)
             (path / ".venv").symlink_to(ROOT / ".venv")
-            for module in ("components", "stack_config"):
-                (path / module).symlink_to(project.dir / module)
+            for module in ("components", "stack_config", "node_marks_plugin", "go_tools"):
+                if (project.dir / module).exists():
+                    (path / module).symlink_to(project.dir / module)
             init_stack(path, project.env)
             return path
 
