@@ -202,18 +202,18 @@ def test_the_fit_check_counts_every_requested_resource_and_pod_level_requests() 
 
 
 def test_the_rebalancer_evicts_only_a_gateways_pods_that_fit_an_ecs_node() -> None:
-    gateways = [gateway(), gateway(name="other", namespace="edge")]
+    gateways = [gateway(), gateway(name="other")]
     policy = descheduler_policy(gateways, {"mykey4pod": "asmgateway", "b": "c"}, 3)
     assert policy["maxNoOfPodsToEvictTotal"] == 3
     profiles = {p["name"]: p for p in policy["profiles"]}
-    assert set(profiles) == {"istio-system-gw", "edge-other"}
-    evictor, plugin = profiles["edge-other"]["pluginConfig"]
+    assert set(profiles) == {"istio-system-gw", "istio-system-other"}
+    evictor, plugin = profiles["istio-system-other"]["pluginConfig"]
     assert evictor["args"]["labelSelector"] == {"matchLabels": {GATEWAY_POD_LABEL: "other"}}
     assert evictor["args"]["nodeFit"] and evictor["args"]["nodeSelector"] == "b=c,mykey4pod=asmgateway"
     # A gateway without a budget is never a profile's.
     unbudgeted = gateway(name="loose", podDisruptionBudget=False)
     assert [p["name"] for p in descheduler_policy([unbudgeted], {"a": "b"}, 1)["profiles"]] == []
-    assert plugin["args"]["namespaces"] == {"include": ["edge"]}
+    assert plugin["args"]["namespaces"] == {"include": ["istio-system"]}
     assert plugin["args"]["nodeAffinityType"] == ["preferredDuringSchedulingIgnoredDuringExecution"]
 
 
