@@ -27,6 +27,7 @@ from components.kubeconfig import KubeconfigProblemError, read_kubeconfig
 from node_marks_plugin.marks import (
     FIELD_MANAGER,
     Blocker,
+    EvictionsAllowed,
     Marks,
     MarksConflict,
     Node,
@@ -253,14 +254,49 @@ def other_owners_evicted(
     return others_evicted(pods, is_gateway_pod(selectors), tainting)
 
 
-def refuse_evicting_others(blockers: Sequence[Blocker]) -> None:
-    if blockers:
-        raise NodeMarksError(
-            "a NoExecute taint the stack is about to add would evict pods it does not own: "
-            + "; ".join(str(b) for b in blockers)
-            + ". Nothing was tainted. Give those pods the toleration, move them off the gateway's"
-            " nodes, or set ecsCapacity.evictOtherPods: true to let the taint evict them."
+def evictions_refused(blockers: Sequence[Blocker], allowed: EvictionsAllowed) -> str:
+    """What a NoExecute taint would evict that the config does not allow, and what to do; "" if none.
+
+    A DaemonSet's pods are named apart, as `kubectl drain` does: evicted, they
+    stay off the node (their controller respects the taint), which is another
+    decision than moving a Deployment's pod.
+    """
+    refused = [b for b in blockers if not allowed.allows(b)]
+    sentences = []
+    others = [str(b) for b in refused if not b.daemon_set]
+    if others:
+        sentences.append(
+            f"It would evict pods the stack does not own: {'; '.join(others)}. Give those pods the"
+            " toleration, move them off the gateway's nodes, or set ecsCapacity.evictOtherPods: true"
+            " to let the taint evict them."
         )
+    daemons = [b for b in refused if b.daemon_set]
+    if daemons:
+        sets = ", ".join(sorted({b.daemon_set or "" for b in daemons}))
+        sentences.append(
+            "It would evict DaemonSet pods, which would then stay off these nodes:"
+            f" {'; '.join(str(b) for b in daemons)}. Add the toleration to {sets} (its pods keep"
+            " running there), or set ecsCapacity.evictDaemonSetPods: true to let the taint keep them"
+            " off the gateway's nodes."
+        )
+    return " ".join(sentences)
+
+
+def refuse_evicting_others(
+    blockers: Sequence[Blocker], allowed: EvictionsAllowed, tainted: Sequence[str] = ()
+) -> None:
+    """Stop before a NoExecute taint that would evict pods the config does not let it evict.
+
+    `tainted` names the nodes this run already tainted, so that the message says what changed.
+    """
+    refused = evictions_refused(blockers, allowed)
+    if refused:
+        done = (
+            f"The taints went on {', '.join(tainted)} only; the other nodes were left as they were."
+            if tainted
+            else "Nothing was tainted."
+        )
+        raise NodeMarksError(f"a NoExecute taint the stack is about to add was not added. {done} {refused}")
 
 
 def wait_for_rollout(
@@ -269,7 +305,7 @@ def wait_for_rollout(
     tainting: Tainting,
     *,
     timeout: float,
-    evict_other_pods: bool,
+    allowed: EvictionsAllowed,
     cancelled: threading.Event,
     log: Callable[[str], None],
 ) -> None:
@@ -281,8 +317,8 @@ def wait_for_rollout(
     """
     if not tainting:
         return
-    if not evict_other_pods:
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+    if not allowed.every_pod:
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting), allowed)
     deadline = time.monotonic() + timeout
     while True:
         pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]
@@ -300,9 +336,9 @@ def wait_for_rollout(
             raise NodeMarksError(rollout_timed_out(blockers, selectors, timeout))
         if cancelled.wait(POLL_SECONDS):
             raise NodeMarksError("cancelled while waiting for the gateway's rollout; nothing was tainted")
-    if not evict_other_pods:
+    if not allowed.every_pod:
         # Pods may have arrived on the nodes during the wait.
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting), allowed)
 
 
 def rollout_timed_out(

@@ -554,11 +554,43 @@ class Blocker:
     node: str | None
     taints: tuple[Taint, ...]
     evicts: bool  # a NoExecute taint on its own node; else the taint would only keep it out
+    daemon_set: str | None = None  # namespace/name of the DaemonSet that runs the pod, if one does
 
     def __str__(self) -> str:
         where = f"on {self.node}" if self.node else "not scheduled"
+        if self.daemon_set:
+            where += f", of DaemonSet {self.daemon_set}"
         effect = "would be evicted by" if self.evicts else "does not tolerate"
         return f"{self.pod} ({where}) {effect} {', '.join(show(t) for t in self.taints)}"
+
+
+def daemon_set_of(pod: Pod) -> str | None:
+    """The DaemonSet that controls a pod (namespace/name), as `kubectl drain` tells them apart.
+
+    Its controller would not put such a pod back on a node whose taint it does
+    not tolerate: evicted, it stays off that node.
+    """
+    metadata = pod.get("metadata", {})
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == "DaemonSet":
+            return f"{metadata.get('namespace')}/{owner.get('name')}"
+    return None
+
+
+@dataclass(frozen=True)
+class EvictionsAllowed:
+    """Which pods of other owners a NoExecute taint the stack adds may evict (ecsCapacity's
+    `evictOtherPods` and `evictDaemonSetPods`); the rest stop `up` before the taint."""
+
+    other_pods: bool = False
+    daemon_set_pods: bool = False
+
+    @property
+    def every_pod(self) -> bool:
+        return self.other_pods and self.daemon_set_pods
+
+    def allows(self, blocker: Blocker) -> bool:
+        return self.daemon_set_pods if blocker.daemon_set else self.other_pods
 
 
 def gateway_blockers(gateway_pods: Iterable[Pod], tainting: Tainting) -> list[Blocker]:
@@ -597,7 +629,7 @@ def others_evicted(
         node = pod.get("spec", {}).get("nodeName")
         taints = untolerated(pod, tainting.evicting(node))
         if taints:
-            evicted.append(Blocker(pod_name(pod), node, tuple(taints), evicts=True))
+            evicted.append(Blocker(pod_name(pod), node, tuple(taints), True, daemon_set_of(pod)))
     return evicted
 
 

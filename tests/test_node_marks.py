@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from components.scheduling import Taint
-from node_marks_plugin.cluster import NodeMarksError
+from node_marks_plugin.cluster import NodeMarksError, evictions_refused
 from node_marks_plugin.marks import (
     ADMIT,
     OWNER_ANNOTATION_PREFIX,
     RESTRICT,
+    EvictionsAllowed,
     Marks,
     MarksConflict,
     Owner,
@@ -430,6 +431,80 @@ def test_a_toleration_for_a_while_does_not_keep_a_pod_from_a_no_execute_taint() 
     delayed = pod("cache", [{**NEW.as_toleration(), "tolerationSeconds": 300}])  # type: ignore[dict-item]
     assert [b.pod for b in others_evicted([delayed], lambda _: False, tainting)] == ["istio-system/cache"]
     assert others_evicted([pod("cache", [NEW.as_toleration()])], lambda _: False, tainting) == []
+
+
+def daemon_pod(name: str, daemon_set: str, node: str = "edge-a") -> dict[str, Any]:
+    """A DaemonSet's pod as its controller makes it: tolerating only NoSchedule, as node agents do."""
+    made = pod(name, [{"operator": "Exists", "effect": "NoSchedule"}], node=node)
+    made["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": daemon_set, "controller": True}
+    ]
+    return made
+
+
+def test_daemon_set_pods_are_named_apart_and_allowed_separately_from_other_pods() -> None:
+    tainting = Tainting({"edge-a": (NEW,), "edge-b": (NEW,)}, frozenset({NEW}))
+    exporter = daemon_pod("node-exporter-x7k2p", "node-exporter")
+    logs = daemon_pod("log-agent-9q", "log-agent", node="edge-b")
+    # Owned by a DaemonSet but not as its controller: an ordinary pod here.
+    adopted = pod("adopted", [])
+    adopted["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "x", "controller": False}]
+    found = others_evicted([exporter, logs, adopted], lambda _: False, tainting)
+    assert [(b.pod, b.daemon_set) for b in found] == [
+        ("istio-system/node-exporter-x7k2p", "istio-system/node-exporter"),
+        ("istio-system/log-agent-9q", "istio-system/log-agent"),
+        ("istio-system/adopted", None),
+    ]
+    assert "of DaemonSet istio-system/node-exporter" in str(found[0])
+
+    refused = evictions_refused(found, EvictionsAllowed())
+    assert "istio-system/adopted" in refused and "evictOtherPods" in refused
+    assert "Add the toleration to istio-system/log-agent, istio-system/node-exporter" in refused
+    assert "evictDaemonSetPods" in refused
+    # Letting other pods go does not let a DaemonSet's go, and the other way round.
+    only_daemons = evictions_refused(found, EvictionsAllowed(other_pods=True))
+    assert "adopted" not in only_daemons and "node-exporter" in only_daemons
+    only_others = evictions_refused(found, EvictionsAllowed(daemon_set_pods=True))
+    assert "adopted" in only_others and "DaemonSet" not in only_others
+    assert evictions_refused(found, EvictionsAllowed(True, True)) == ""
+
+
+class PodsArriving:
+    """The cluster side for a restrict: pods of another owner appear on a node after the wait."""
+
+    def __init__(self, names: list[str], arrive_on: str) -> None:
+        self.listed = {n: {"metadata": {"name": n, "labels": {}}, "spec": {}} for n in names}
+        self.arrive_on = arrive_on
+        self.patched: list[str] = []
+
+    def nodes(self, names: Any = None, label_selector: str = "") -> dict[str, Any]:
+        return self.listed
+
+    def pods(self, namespace: str | None = None, label_selector: str = "", node: str | None = None) -> Any:
+        arrived = node == self.arrive_on and self.patched
+        return [daemon_pod("fluent-bit-1", "fluent-bit", node=self.arrive_on)] if arrived else []
+
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
+        self.patched.append(name)
+        return True
+
+
+def test_a_pod_that_arrives_mid_run_stops_the_taint_and_the_message_names_the_nodes_tainted() -> None:
+    cluster = PodsArriving(["a", "b", "c"], arrive_on="b")
+    resource = NodeMarksResource(cluster, OWNER, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    news = {"stage": RESTRICT, "nodes": ["a", "b", "c"], "labels": {}, "taints": [NEW.as_node_taint()]}
+    with pytest.raises(PartlyAppliedError) as failed:
+        resource.apply(None, news)
+    message = str(failed.value)
+    assert cluster.patched == ["a"]
+    assert "The taints went on a only" in message and "Nothing was tainted" not in message
+    assert "istio-system/fluent-bit" in message and failed.value.outputs["nodes"] == ["a"]
+    # Allowed, the same run taints every node.
+    allowed = PodsArriving(["a", "b", "c"], arrive_on="b")
+    NodeMarksResource(allowed, OWNER, threading.Event(), lambda _: None).apply(  # type: ignore[arg-type]
+        None, {**news, "evictDaemonSetPods": True}
+    )
+    assert allowed.patched == ["a", "b", "c"]
 
 
 class FailingCluster:
