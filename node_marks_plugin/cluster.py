@@ -92,24 +92,56 @@ def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
         ) from None
 
 
-def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksError:
+class ApiRefusalError(NodeMarksError):
+    """The API server refused a request: by its status, and whether admission (not RBAC) did."""
+
+    def __init__(self, message: str, status: int | None, by_admission: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.by_admission = by_admission
+
+
+def api_error(error: kubernetes.client.ApiException, doing: str) -> ApiRefusalError:
     """An API error as one line: what was being done, the status, and the server's own message."""
     message = ""
     with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(error.body or "{}").get("message", "")
     hint = ""
+    by_admission = admission_denied(error.status, message)
     if error.status == 401:
         hint = (
             "; the kubeconfig's credentials were refused (rotated or expired?): set the new one"
             " (`pulumi config set --secret clusterKubeconfig`) and run `pulumi up`; `destroy` uses the"
             " kubeconfig the last `up` saved"
         )
+    elif by_admission:
+        hint = (
+            "; the cluster's admission control (a ValidatingAdmissionPolicy or a webhook) refused it, not"
+            " RBAC: ask its owner to allow the stack's marks, or declare marks the policy allows"
+        )
     elif error.status == 403:
         hint = (
             "; the kubeconfig's identity lacks this permission"
             " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)"
         )
-    return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
+    return ApiRefusalError(
+        f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}",
+        error.status,
+        by_admission,
+    )
+
+
+def admission_denied(status: int | None, message: str) -> bool:
+    """Whether the API server's refusal came from admission rather than authorization.
+
+    RBAC's 403 reads `User "..." cannot patch resource ...`; admission's names
+    the policy or webhook that denied the request (403 from a policy, 400 or
+    another code from a webhook).
+    """
+    if status == 403 and " cannot " in message and "resource" in message:
+        return False
+    words = ("ValidatingAdmissionPolicy", "admission webhook", "denied request", "denied the request")
+    return status in (400, 403, 422, 500) and any(w in message for w in words)
 
 
 def unreachable(error: Exception, doing: str) -> NodeMarksError:
@@ -183,11 +215,14 @@ class Cluster:
         """An earlier version's resource leaving: marks.handover_patch, on the node as read."""
         self.patch_node(name, lambda node: handover_patch(node, marks, stage), "handing the marks over")
 
-    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
+    def mark_node(
+        self, name: str, stage: str, declared: Marks | None, owner: Owner, *, dry_run: bool = False
+    ) -> bool:
         """Bring one node to one stage's half of `declared` (marks.stage_patch). False if the node is gone.
 
         Each try reads the node afresh, so a value another writer put in a
-        declared mark's slot meanwhile is refused, not overwritten.
+        declared mark's slot meanwhile is refused, not overwritten. `dry_run`
+        sends the same patch for the server to admit and discard (`preview`).
         """
 
         def patch(node: Node) -> dict[str, Any] | None:
@@ -196,11 +231,18 @@ class Cluster:
             except MarksConflict as conflict:
                 raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
 
-        return self.patch_node(name, patch, "patching")
+        return self.patch_node(name, patch, "patching", dry_run=dry_run)
 
-    def patch_node(self, name: str, make_patch: Callable[[Node], dict[str, Any] | None], doing: str) -> bool:
+    def patch_node(
+        self,
+        name: str,
+        make_patch: Callable[[Node], dict[str, Any] | None],
+        doing: str,
+        *,
+        dry_run: bool = False,
+    ) -> bool:
         """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
-        again on a conflict. False if the node is gone."""
+        again on a conflict. False if the node is gone. `dry_run`: admitted and discarded."""
         for _ in range(CONFLICT_RETRIES):
             node = self._call(
                 f"reading node {name}",
@@ -217,6 +259,7 @@ class Cluster:
                     name,
                     patch,
                     field_manager=FIELD_MANAGER,
+                    **({"dry_run": "All"} if dry_run else {}),
                     _content_type="application/merge-patch+json",
                     _request_timeout=REQUEST_TIMEOUT,
                 )

@@ -50,10 +50,10 @@ def require(config: StackConfig) -> Observed:
         return Observed()
     # Imported here: the Kubernetes client costs ~0.27 s, and stacks without a
     # kubeconfig (local) never need it.
-    from preflight.checks import failed, stack_rows, table  # noqa: PLC0415
+    from preflight.checks import failed, stack_owner, stack_rows, table  # noqa: PLC0415
 
     seen: dict[str, dict[str, Any]] = {}
-    failures = failed(stack_rows(needs, dict(config.kubeconfigs), seen))
+    failures = failed(stack_rows(needs, dict(config.kubeconfigs), seen, stack_owner(config.stack)))
     if failures:
         raise PreflightError(
             f"stack {config.stack}: the preflight failed, so nothing was changed:\n{table(failures)}\n"

@@ -3,7 +3,8 @@
 Each check is a row (passed, failed, or not run and why). The first failure
 of a kind does not hide the others: every row is reported, so one run tells
 the operator everything to fix. Nothing here writes: an access review asks the
-API server's authorizer, it does not try the verb.
+API server's authorizer, it does not try the verb; the node marks are sent as
+server-side dry runs, which admission judges and the server then discards.
 """
 
 from __future__ import annotations
@@ -20,8 +21,18 @@ from typing import Any
 import kubernetes
 import urllib3
 
+from components import PACKAGE
 from components.scheduling import VIRTUAL_NODE_LABELS, VIRTUAL_NODE_TAINT
-from node_marks_plugin.cluster import REQUEST_TIMEOUT, NodeMarksError, api_client, api_error, unreachable
+from node_marks_plugin.cluster import (
+    REQUEST_TIMEOUT,
+    ApiRefusalError,
+    Cluster,
+    NodeMarksError,
+    api_client,
+    api_error,
+    unreachable,
+)
+from node_marks_plugin.marks import STAGES, Marks, Owner
 from preflight.needs import Access, ApiNeeds, ObjectRef, ServedKind
 
 # A kubeconfig with `insecure-skip-tls-verify` chose it; one warning per request
@@ -113,7 +124,9 @@ def _review(client: kubernetes.client.ApiClient, api: str, access: Access) -> Ro
     return Row(api, check, Result.FAILED, f"denied{reason}; needed for {access.why}")
 
 
-def _node_rows(client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[str, Any]) -> list[Row]:
+def _node_rows(
+    client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[str, Any], owner: Owner | None
+) -> list[Row]:
     checks = []
     if needs.nodes:
         checks.append("the named nodes exist")
@@ -143,9 +156,39 @@ def _node_rows(client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[
             if missing
             else Row(needs.api, checks[0], Result.PASSED, ", ".join(needs.nodes))
         )
+        if needs.node_marks is not None and owner is not None and not missing:
+            rows.append(_marks_admitted_row(client, needs, Marks(*needs.node_marks), owner))
     if needs.virtual_nodes:
         rows.append(_virtual_node_row(needs.api, nodes))
     return rows
+
+
+def _marks_admitted_row(
+    client: kubernetes.client.ApiClient, needs: ApiNeeds, marks: Marks, owner: Owner
+) -> Row:
+    """Each named node's patches, as `up` would send them, sent as server-side dry runs: a
+    ValidatingAdmissionPolicy or webhook that would refuse `up` half-way refuses here first."""
+    check = "admits the node marks (dry run)"
+    cluster = Cluster(client)
+    refused = []
+    for name in needs.nodes:
+        for stage in STAGES:
+            try:
+                cluster.mark_node(name, stage, marks, owner, dry_run=True)
+            except ApiRefusalError as error:
+                if error.status == 403 and not error.by_admission:
+                    return Row(needs.api, check, Result.NOT_RUN, "the identity may not patch nodes")
+                if "does not support dry run" in str(error):
+                    # A webhook with side effects refuses every dry run, whatever it would say to `up`.
+                    return Row(needs.api, check, Result.NOT_RUN, str(error))
+                refused.append(str(error))
+                break
+            except NodeMarksError as error:  # a mark another writer holds, refused before any request
+                refused.append(f"node {name}: {error}")
+                break
+    if refused:
+        return Row(needs.api, check, Result.FAILED, "; ".join(refused))
+    return Row(needs.api, check, Result.PASSED, f"{len(needs.nodes)} node(s), as `up` would patch them")
 
 
 def _virtual_node_row(api: str, nodes: Iterable[dict[str, Any]]) -> Row:
@@ -222,9 +265,12 @@ def _as_row(api: str, call: Callable[[], Row | list[Row]]) -> Row | list[Row]:
         return Row(api, "asks the API", Result.FAILED, str(unreachable(error, "a check")))
 
 
-def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = None) -> list[Row]:
+def api_rows(
+    needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = None, owner: Owner | None = None
+) -> list[Row]:
     """Every row for one API, reached through `kubeconfig`. What it read that others need
-    (the node list) goes into `seen`."""
+    (the node list) goes into `seen`. With the stack's `owner`, the node marks it declares are
+    dry-run as that stack's."""
     seen = {} if seen is None else seen
     try:
         client = api_client(kubeconfig, needs.config_key)
@@ -249,7 +295,7 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
         ]
     calls: list[Callable[[], Row | list[Row]]] = [
         *(partial(_review, client, needs.api, a) for a in needs.access),
-        partial(_node_rows, client, needs, seen),
+        partial(_node_rows, client, needs, seen, owner),
         *(partial(_kind_row, client, needs.api, k) for k in needs.kinds),
         *(partial(_object_row, client, needs.api, o) for o in needs.objects),
         *(partial(_object_row, client, needs.api, _admin_made(n)) for n in needs.namespaces),
@@ -264,7 +310,10 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
 
 
 def stack_rows(
-    needs: Sequence[ApiNeeds], kubeconfigs: dict[str, str], seen: dict[str, dict[str, Any]] | None = None
+    needs: Sequence[ApiNeeds],
+    kubeconfigs: dict[str, str],
+    seen: dict[str, dict[str, Any]] | None = None,
+    owner: Owner | None = None,
 ) -> list[Row]:
     """Rows for every API the stack talks to; one without a kubeconfig is not run, and says why.
     What was read of each API goes into `seen[api]`."""
@@ -274,8 +323,13 @@ def stack_rows(
         if kubeconfig is None:
             rows.append(Row(api.api, "reaches the API", Result.NOT_RUN, f"{api.config_key} is not set"))
         else:
-            rows += api_rows(api, kubeconfig, None if seen is None else seen.setdefault(api.api, {}))
+            rows += api_rows(api, kubeconfig, None if seen is None else seen.setdefault(api.api, {}), owner)
     return rows
+
+
+def stack_owner(stack: str) -> Owner:
+    """The stack as the node marks' records name it (its URN's project and short name)."""
+    return Owner(PACKAGE, stack.rsplit("/", 1)[-1])
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -6,10 +6,11 @@ import json
 import threading
 from typing import Any
 
+import kubernetes
 import pytest
 
 from components.scheduling import Taint
-from node_marks_plugin.cluster import NodeMarksError, evictions_refused
+from node_marks_plugin.cluster import NodeMarksError, api_error, evictions_refused
 from node_marks_plugin.marks import (
     ADMIT,
     OWNER_ANNOTATION_PREFIX,
@@ -626,3 +627,33 @@ def test_the_hand_over_keeps_the_stack_a_record_names() -> None:
     n["metadata"]["annotations"][KEY] = OWNER.record_text(Marks({}, ()))
     handed = applied(n, handover_patch(n, Marks({"mykey4pod": "asmgateway"}, ()), ADMIT))
     assert json.loads(handed["metadata"]["annotations"][KEY])["stack"] == OWNER.name
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "by_admission"),
+    [
+        (
+            403,
+            'nodes "edge-a" is forbidden: User "system:serviceaccount:kube-system:deployer" cannot patch'
+            ' resource "nodes" in API group "" at the cluster scope',
+            False,
+        ),
+        (
+            403,
+            "nodes \"edge-a\" is forbidden: ValidatingAdmissionPolicy 'labels' with binding 'labels' denied"
+            " request: nodes may not carry mykey4pod",
+            True,
+        ),
+        (400, 'admission webhook "validate.kyverno.svc-fail" denied the request: label not allowed', True),
+        (500, 'Internal error occurred: admission webhook "x" does not support dry run', True),
+        (409, "Operation cannot be fulfilled on nodes: the object has been modified", False),
+    ],
+)
+def test_an_admission_refusal_is_told_apart_from_rbac(status: int, message: str, by_admission: bool) -> None:
+    error = kubernetes.client.ApiException(status=status, reason="Refused")
+    error.body = json.dumps({"message": message})
+    refusal = api_error(error, "patching node edge-a")
+    assert refusal.by_admission is by_admission and refusal.status == status
+    assert message in str(refusal)
+    assert ("not RBAC" in str(refusal)) is by_admission
+    assert ("lacks this permission" in str(refusal)) is (status == 403 and not by_admission)
