@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -173,17 +174,32 @@ class Cluster:
             raise unreachable(error, doing) from None
 
     def nodes(self, names: Iterable[str] | None = None, label_selector: str = "") -> dict[str, Node]:
-        """Nodes by name, read in one list: the listed names that exist, or those the selector matches."""
+        """The named nodes that exist, each read by name (the cost of a few nodes, not of the
+        cluster's); else those the selector matches (every node without one), in one list from
+        the API server's cache (`resourceVersion=0`). Either way every patch reads its node afresh."""
+        if names is not None:
+            wanted = list(dict.fromkeys(names))
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                read = list(pool.map(self.node, wanted))
+            return {name: node for name, node in zip(wanted, read, strict=True) if node}
         listing = self._call(
             "listing nodes",
             lambda: self.core.list_node(
-                label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                label_selector=label_selector,
+                resource_version="0",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
         )
-        nodes = {n["metadata"]["name"]: n for n in listing.get("items") or []}
-        if names is None:
-            return nodes
-        return {name: nodes[name] for name in names if name in nodes}
+        return {n["metadata"]["name"]: n for n in listing.get("items") or []}
+
+    def node(self, name: str) -> Node:
+        """One node as it is now; empty if it does not exist."""
+        return self._call(
+            f"reading node {name}",
+            lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+            missing_ok=True,
+        )
 
     def pods(
         self, namespace: str | None = None, label_selector: str = "", node: str | None = None
@@ -244,11 +260,7 @@ class Cluster:
         """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
         again on a conflict. False if the node is gone. `dry_run`: admitted and discarded."""
         for _ in range(CONFLICT_RETRIES):
-            node = self._call(
-                f"reading node {name}",
-                lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
-                missing_ok=True,
-            )
+            node = self.node(name)
             if not node:
                 return False
             patch = make_patch(node)

@@ -159,7 +159,7 @@ class NodeMarksResource:
             raise NodeMarksError(f"stage must be one of {STAGES}, not {stage!r}")
         declared = Marks.from_props(news)
         listed = _node_list(news)
-        nodes = _read_listed(listed, self.cluster.nodes())
+        nodes = _read_listed(listed, self.cluster.nodes(listed))
         # Before anything changes: a mark another writer holds with another value.
         _refuse_conflicts(nodes, declared, self.owner)
         tainting = _tainting(nodes, declared, news)
@@ -220,8 +220,7 @@ class NodeMarksResource:
         nodes_to_keep = [*declared_nodes, *(n for n in _node_list(state) if n not in declared_nodes)]
         state = {**state, **inputs, "nodes": nodes_to_keep}
         declared = Marks.from_props(state)
-        every_node = self.cluster.nodes()
-        nodes = [every_node[n] for n in _node_list(state) if n in every_node]
+        nodes = list(self.cluster.nodes(_node_list(state)).values())
         carried = declared
         for node in nodes:
             found = declared.found_on(node)
@@ -240,7 +239,7 @@ class NodeMarksResource:
         """What changed in the inputs, and marks taken off the nodes behind the stack's back."""
         changed = changed_keys(olds, news, NODE_MARKS_INPUTS)
         declared = Marks.from_props(news)
-        nodes = _read_listed(_node_list(news), self.cluster.nodes())
+        nodes = _read_listed(_node_list(news), self.cluster.nodes(_node_list(news)))
         _refuse_conflicts(nodes, declared, self.owner)
         drift = []
         for name, node in nodes.items():

@@ -150,19 +150,13 @@ def pool_nodes_marked_by_the_stack(
     if pool_id is None or "client" not in seen:
         return []
     from components.node_pool import NODE_POOL_ID_LABEL  # noqa: PLC0415
-    from node_marks_plugin.marks import Owner  # noqa: PLC0415
-    from preflight.checks import get  # noqa: PLC0415
-    from stack_config import PROJECT  # noqa: PLC0415
+    from preflight.checks import stack_owner  # noqa: PLC0415
 
-    nodes = seen.get("nodes")
-    if nodes is None:
-        nodes = get(seen["client"], "/api/v1/nodes?resourceVersion=0").get("items") or []
-    owner = Owner(PROJECT, config.stack)
+    owner = stack_owner(config.stack)
     marked = sorted(
         node["metadata"]["name"]
-        for node in nodes
-        if (node["metadata"].get("labels") or {}).get(NODE_POOL_ID_LABEL) == pool_id
-        and {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
+        for node in seen["node_reads"].selected({NODE_POOL_ID_LABEL: pool_id})
+        if {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
     )
     if not marked:
         return []
@@ -199,14 +193,14 @@ def _observed_inventory(
     """One cluster's nodes as read through the preflight's client for it (none without one)."""
     if "client" not in seen or cluster.ecs.mode == "none":
         return None
-    from node_marks_plugin.marks import Owner  # noqa: PLC0415
+    from preflight.checks import stack_owner  # noqa: PLC0415
     from preflight.inventory import read_inventory  # noqa: PLC0415
-    from stack_config import PROJECT  # noqa: PLC0415
 
     gateways = [g.in_cluster(cluster.cluster_id) for g in config.gateway.gateways]
     try:
-        owner = Owner(PROJECT, config.stack)
-        return read_inventory(seen["client"], cluster.ecs, gateways, seen.get("nodes"), owner)
+        return read_inventory(
+            seen["client"], cluster.ecs, gateways, seen["node_reads"], stack_owner(config.stack)
+        )
     except Exception as error:  # noqa: BLE001 - the forecast advises; it never stops a preview
         where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
         pulumi.log.warn(

@@ -10,6 +10,7 @@ server-side dry runs, which admission judges and the server then discards.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,47 @@ def get(client: kubernetes.client.ApiClient, path: str, timeout: tuple[int, int]
     if not 200 <= response.status <= 299:
         raise kubernetes.client.ApiException.from_response(http_resp=response, body=body.decode(), data=None)
     return json.loads(body)
+
+
+class NodeReads:
+    """The nodes a preview looks at, each read once and shared by the rows, the adoption check
+    and the forecast: by label selector or by name, never the whole cluster's list (on a
+    5,000-node cluster that is tens of MiB to parse). Lists ask for `resourceVersion=0`, served
+    from the API server's cache: they inform, and every write reads its node afresh."""
+
+    def __init__(
+        self, client: kubernetes.client.ApiClient, timeout: tuple[int, int] = REQUEST_TIMEOUT
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self._selected: dict[str, list[dict[str, Any]]] = {}
+        self._named: dict[str, dict[str, Any] | None] = {}
+
+    def selected(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The nodes that carry every one of `labels` (none asked for: none, not every node)."""
+        if not labels:
+            return []
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if selector not in self._selected:
+            query = urllib.parse.urlencode({"resourceVersion": "0", "labelSelector": selector})
+            self._selected[selector] = (
+                get(self.client, f"/api/v1/nodes?{query}", self.timeout).get("items") or []
+            )
+        return self._selected[selector]
+
+    def named(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The named nodes that exist, by name."""
+        for name in names:
+            if name not in self._named:
+                try:
+                    self._named[name] = get(
+                        self.client, f"/api/v1/nodes/{urllib.parse.quote(name)}", self.timeout
+                    )
+                except kubernetes.client.ApiException as error:
+                    if error.status != 404:
+                        raise
+                    self._named[name] = None
+        return {name: node for name in names if (node := self._named[name]) is not None}
 
 
 def _reach(client: kubernetes.client.ApiClient, needs: ApiNeeds) -> Row:
@@ -134,21 +176,21 @@ def _node_rows(
         checks.append("virtual nodes exist")
     if not checks:
         return []
+    reads: NodeReads = seen["node_reads"]
     try:
-        nodes = get(client, "/api/v1/nodes?resourceVersion=0").get("items") or []
-        seen["nodes"] = nodes  # the forecast reads them too: one list per preview
+        named = reads.named(needs.nodes)
+        virtual = reads.selected(VIRTUAL_NODE_LABELS) if needs.virtual_nodes else []
     except kubernetes.client.ApiException as error:
         if error.status == 403:
-            # The `may list nodes` row says what is missing; these wait on it.
+            # The `may get nodes` and `may list nodes` rows say what is missing; these wait on them.
             return [
-                Row(needs.api, check, Result.NOT_RUN, "the identity may not list nodes") for check in checks
+                Row(needs.api, check, Result.NOT_RUN, "the identity may not read nodes") for check in checks
             ]
-        detail = str(api_error(error, "listing nodes"))
+        detail = str(api_error(error, "reading nodes"))
         return [Row(needs.api, check, Result.FAILED, detail) for check in checks]
     rows = []
     if needs.nodes:
-        names = {n["metadata"]["name"] for n in nodes}
-        missing = [n for n in needs.nodes if n not in names]
+        missing = [n for n in needs.nodes if n not in named]
         rows.append(
             Row(
                 needs.api, checks[0], Result.FAILED, "missing: " + ", ".join(missing) + " (ecsCapacity.nodes)"
@@ -159,7 +201,7 @@ def _node_rows(
         if needs.node_marks is not None and owner is not None and not missing:
             rows.append(_marks_admitted_row(client, needs, Marks(*needs.node_marks), owner))
     if needs.virtual_nodes:
-        rows.append(_virtual_node_row(needs.api, nodes))
+        rows.append(_virtual_node_row(needs.api, virtual))
     return rows
 
 
@@ -192,9 +234,10 @@ def _marks_admitted_row(
 
 
 def _virtual_node_row(api: str, nodes: Iterable[dict[str, Any]]) -> Row:
+    """`nodes`: those with the virtual nodes' labels."""
     check = "virtual nodes exist"
     label = ",".join(f"{k}={v}" for k, v in VIRTUAL_NODE_LABELS.items())
-    virtual = [n for n in nodes if carries(n, VIRTUAL_NODE_LABELS)]
+    virtual = list(nodes)
     if not virtual:
         return Row(
             api,
@@ -277,6 +320,7 @@ def api_rows(
     except NodeMarksError as error:
         return [Row(needs.api, "reads the kubeconfig", Result.FAILED, str(error))]
     seen["client"] = client  # the forecast reads through it too: the kubeconfig is read once
+    seen["node_reads"] = NodeReads(client)
     reach = _reach(client, needs)
     if reach.result is not Result.PASSED:
         return [reach]
