@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from node_marks_plugin.marks import (
     others_evicted,
     show,
     stage_patch,
+    up_patch,
 )
 
 CONFLICT_RETRIES = 20
@@ -94,55 +96,67 @@ def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
 
 
 class ApiRefusalError(NodeMarksError):
-    """The API server refused a request: by its status, and whether admission (not RBAC) did."""
+    """The API server refused a request: its status, and who refused it (`refused_by`)."""
 
-    def __init__(self, message: str, status: int | None, by_admission: bool) -> None:
+    def __init__(self, message: str, status: int | None, refused_by: str) -> None:
         super().__init__(message)
         self.status = status
-        self.by_admission = by_admission
+        self.refused_by = refused_by
+
+
+# Who refused a request, as the API server's message tells it.
+RBAC = "rbac"  # the authorizer: the identity lacks the verb
+ADMISSION = "admission"  # a ValidatingAdmissionPolicy, a webhook, an admission plugin
+NO_DRY_RUN = "no-dry-run"  # a webhook with side effects, which refuses every dry run
+WEBHOOK_DOWN = "webhook-down"  # a webhook that did not answer
+OTHER = "other"
+
+# The authorizer's own words (k8s.io/apiserver's forbidden message); nothing else reads so.
+_RBAC_MESSAGE = re.compile(r'is forbidden: User "[^"]*" cannot \S+ resource "')
+
+
+def refused_by(status: int | None, message: str) -> str:
+    """Who refused a request. Only the authorizer's exact phrasing is RBAC: a 403 any other way
+    (a policy, a webhook, NodeRestriction) is admission, whatever words its message uses."""
+    if "does not support dry run" in message:
+        return NO_DRY_RUN
+    if "failed calling webhook" in message:
+        return WEBHOOK_DOWN
+    if status == 403:
+        return RBAC if _RBAC_MESSAGE.search(message) else ADMISSION
+    words = ("ValidatingAdmissionPolicy", "admission webhook", "denied request", "denied the request")
+    return ADMISSION if any(w in message for w in words) else OTHER
+
+
+_HINTS = {
+    RBAC: "; the kubeconfig's identity lacks this permission"
+    " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)",
+    ADMISSION: "; the cluster's admission control (a ValidatingAdmissionPolicy, a webhook or an admission"
+    " plugin) refused it, not RBAC: ask its owner to allow the stack's marks, or declare marks it allows",
+    NO_DRY_RUN: "; a webhook that declares side effects refuses every dry run, so what it would say to"
+    " `up` cannot be known in advance",
+    WEBHOOK_DOWN: "; an admission webhook of the cluster did not answer: it refuses every change it"
+    " covers until it does (its Service and pods)",
+}
 
 
 def api_error(error: kubernetes.client.ApiException, doing: str) -> ApiRefusalError:
-    """An API error as one line: what was being done, the status, and the server's own message."""
+    """An API error as one line: what was being done, the status, the server's own message, and
+    what to do, by who refused it."""
     message = ""
     with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(error.body or "{}").get("message", "")
-    hint = ""
-    by_admission = admission_denied(error.status, message)
+    who = refused_by(error.status, message)
+    hint = _HINTS.get(who, "")
     if error.status == 401:
         hint = (
             "; the kubeconfig's credentials were refused (rotated or expired?): set the new one"
             " (`pulumi config set --secret clusterKubeconfig`) and run `pulumi up`; `destroy` uses the"
             " kubeconfig the last `up` saved"
         )
-    elif by_admission:
-        hint = (
-            "; the cluster's admission control (a ValidatingAdmissionPolicy or a webhook) refused it, not"
-            " RBAC: ask its owner to allow the stack's marks, or declare marks the policy allows"
-        )
-    elif error.status == 403:
-        hint = (
-            "; the kubeconfig's identity lacks this permission"
-            " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)"
-        )
     return ApiRefusalError(
-        f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}",
-        error.status,
-        by_admission,
+        f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}", error.status, who
     )
-
-
-def admission_denied(status: int | None, message: str) -> bool:
-    """Whether the API server's refusal came from admission rather than authorization.
-
-    RBAC's 403 reads `User "..." cannot patch resource ...`; admission's names
-    the policy or webhook that denied the request (403 from a policy, 400 or
-    another code from a webhook).
-    """
-    if status == 403 and " cannot " in message and "resource" in message:
-        return False
-    words = ("ValidatingAdmissionPolicy", "admission webhook", "denied request", "denied the request")
-    return status in (400, 403, 422, 500) and any(w in message for w in words)
 
 
 def unreachable(error: Exception, doing: str) -> NodeMarksError:
@@ -202,9 +216,18 @@ class Cluster:
         )
 
     def pods(
-        self, namespace: str | None = None, label_selector: str = "", node: str | None = None
+        self,
+        namespace: str | None = None,
+        label_selector: str = "",
+        node: str | None = None,
+        *,
+        cached: bool = False,
     ) -> list[Pod]:
+        """Pods by namespace and label, or on one node (a field selector, any namespace).
+        `cached`: from the API server's cache (`resourceVersion=0`), for a look that a fresh
+        read confirms before anything changes."""
         field_selector = f"spec.nodeName={node}" if node else ""
+        version = {"resource_version": "0"} if cached else {}
         if namespace:
             listing = self._call(
                 f"listing pods in {namespace}",
@@ -213,6 +236,7 @@ class Cluster:
                     label_selector=label_selector,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT,
+                    **version,
                 ),
             )
         else:
@@ -223,6 +247,7 @@ class Cluster:
                     field_selector=field_selector,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT,
+                    **version,
                 ),
             )
         return list(listing.get("items") or [])
@@ -231,23 +256,26 @@ class Cluster:
         """An earlier version's resource leaving: marks.handover_patch, on the node as read."""
         self.patch_node(name, lambda node: handover_patch(node, marks, stage), "handing the marks over")
 
-    def mark_node(
-        self, name: str, stage: str, declared: Marks | None, owner: Owner, *, dry_run: bool = False
-    ) -> bool:
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
         """Bring one node to one stage's half of `declared` (marks.stage_patch). False if the node is gone.
 
         Each try reads the node afresh, so a value another writer put in a
-        declared mark's slot meanwhile is refused, not overwritten. `dry_run`
-        sends the same patch for the server to admit and discard (`preview`).
+        declared mark's slot meanwhile is refused, not overwritten.
         """
+        return self.patch_node(
+            name, _refusing_conflicts(lambda node: stage_patch(node, stage, declared, owner)), "patching"
+        )
 
-        def patch(node: Node) -> dict[str, Any] | None:
-            try:
-                return stage_patch(node, stage, declared, owner)
-            except MarksConflict as conflict:
-                raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
-
-        return self.patch_node(name, patch, "patching", dry_run=dry_run)
+    def dry_run_marks(self, node: Node, declared: Marks, owner: Owner) -> None:
+        """Send what `up` would do to `node` (as read: both stages, marks.up_patch) as a server-side
+        dry run: admission judges it, the server keeps nothing."""
+        self.patch_node(
+            node["metadata"]["name"],
+            _refusing_conflicts(lambda read: up_patch(read, declared, owner)),
+            "patching (dry run)",
+            dry_run=True,
+            first_read=node,
+        )
 
     def patch_node(
         self,
@@ -256,11 +284,13 @@ class Cluster:
         doing: str,
         *,
         dry_run: bool = False,
+        first_read: Node | None = None,
     ) -> bool:
         """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
-        again on a conflict. False if the node is gone. `dry_run`: admitted and discarded."""
-        for _ in range(CONFLICT_RETRIES):
-            node = self.node(name)
+        again on a conflict. False if the node is gone. `dry_run`: admitted and discarded;
+        `first_read`: the node as just read, for the first try."""
+        for attempt in range(CONFLICT_RETRIES):
+            node = first_read if attempt == 0 and first_read else self.node(name)
             if not node:
                 return False
             patch = make_patch(node)
@@ -286,6 +316,20 @@ class Cluster:
         )
 
 
+def _refusing_conflicts(
+    make_patch: Callable[[Node], dict[str, Any] | None],
+) -> Callable[[Node], dict[str, Any] | None]:
+    """A patch maker whose conflict with another writer's mark is the operator's error."""
+
+    def patch(node: Node) -> dict[str, Any] | None:
+        try:
+            return make_patch(node)
+        except MarksConflict as conflict:
+            raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
+
+    return patch
+
+
 GatewaySelector = Mapping[str, str]  # {"namespace": ..., "labelSelector": ...}
 
 
@@ -302,10 +346,16 @@ def is_gateway_pod(selectors: Sequence[GatewaySelector]) -> Callable[[Pod], bool
 
 
 def other_owners_evicted(
-    cluster: Cluster, selectors: Sequence[GatewaySelector], tainting: Tainting
+    cluster: Cluster, selectors: Sequence[GatewaySelector], tainting: Tainting, *, cached: bool = False
 ) -> list[Blocker]:
-    """Pods not of the gateway, on nodes about to get a NoExecute taint, that it would evict."""
-    pods = [pod for node in tainting.adds if tainting.evicting(node) for pod in cluster.pods(node=node)]
+    """Pods not of the gateway, on nodes about to get a NoExecute taint, that it would evict.
+    `cached`: read from the API server's cache, for a first look or a preview."""
+    pods = [
+        pod
+        for node in tainting.adds
+        if tainting.evicting(node)
+        for pod in cluster.pods(node=node, cached=cached)
+    ]
     return others_evicted(pods, is_gateway_pod(selectors), tainting)
 
 
@@ -332,26 +382,20 @@ def evictions_refused(blockers: Sequence[Blocker], allowed: EvictionsAllowed) ->
             "It would evict DaemonSet pods, which would then stay off these nodes:"
             f" {'; '.join(str(b) for b in daemons)}. Add the toleration to {sets} (its pods keep"
             " running there), or set ecsCapacity.evictDaemonSetPods: true to let the taint keep them"
-            " off the gateway's nodes."
+            " off the gateway's nodes (evictOtherPods does not cover DaemonSets' pods)."
         )
     return " ".join(sentences)
 
 
 def refuse_evicting_others(
-    blockers: Sequence[Blocker], allowed: EvictionsAllowed, tainted: Sequence[str] = ()
+    blockers: Sequence[Blocker], allowed: EvictionsAllowed, *, first: bool = True
 ) -> None:
     """Stop before a NoExecute taint that would evict pods the config does not let it evict.
-
-    `tainted` names the nodes this run already tainted, so that the message says what changed.
-    """
+    `first`: before any node was tainted (else the caller says which were)."""
     refused = evictions_refused(blockers, allowed)
     if refused:
-        done = (
-            f"The taints went on {', '.join(tainted)} only; the other nodes were left as they were."
-            if tainted
-            else "Nothing was tainted."
-        )
-        raise NodeMarksError(f"a NoExecute taint the stack is about to add was not added. {done} {refused}")
+        done = " Nothing was tainted." if first else ""
+        raise NodeMarksError(f"a NoExecute taint the stack is about to add was not added.{done} {refused}")
 
 
 def wait_for_rollout(
@@ -373,7 +417,8 @@ def wait_for_rollout(
     if not tainting:
         return
     if not allowed.every_pod:
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting), allowed)
+        # A first look, from the cache: the fresh read after the wait decides.
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting, cached=True), allowed)
     deadline = time.monotonic() + timeout
     while True:
         pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]

@@ -452,6 +452,41 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, owner: Owner) ->
     return patch
 
 
+def merged(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`target` with a JSON merge patch applied, as the API server applies one (RFC 7386): maps
+    merge key by key, null deletes, anything else replaces (a list whole)."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            below = result.get(key)
+            result[key] = merged(below if isinstance(below, Mapping) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _composed(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
+    """One merge patch that does `first`, then `then` (a null in `then` still deletes)."""
+    result = dict(first)
+    for key, value in then.items():
+        before = result.get(key)
+        both = isinstance(value, Mapping) and isinstance(before, Mapping)
+        result[key] = _composed(before, value) if both else value  # type: ignore[arg-type]
+    return result
+
+
+def up_patch(node: Node, declared: Marks, owner: Owner) -> dict[str, Any] | None:
+    """Both stages of an `up` on one node as one merge patch: `admit`, then `restrict` on the node
+    `admit` leaves. Sent as a dry run, admission judges the node as `up` leaves it."""
+    admit = stage_patch(node, ADMIT, declared, owner)
+    restrict = stage_patch(merged(node, admit) if admit else node, RESTRICT, declared, owner)
+    if admit is None or restrict is None:
+        return admit or restrict
+    return _composed(admit, restrict)
+
+
 # What earlier versions of this stack applied nodes' marks with: the Kubernetes
 # provider's NodePatch, by server-side apply under a field manager named so.
 NODE_PATCH_MANAGER_PREFIX = "pulumi-kubernetes-"
@@ -564,6 +599,9 @@ class Blocker:
         return f"{self.pod} ({where}) {effect} {', '.join(show(t) for t in self.taints)}"
 
 
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+
+
 def daemon_set_of(pod: Pod) -> str | None:
     """The DaemonSet that controls a pod (namespace/name), as `kubectl drain` tells them apart.
 
@@ -624,7 +662,10 @@ def others_evicted(
     """Pods of other owners that a NoExecute taint about to be added would evict."""
     evicted = []
     for pod in pods_on_nodes:
-        if is_finished(pod) or is_gateway(pod):
+        # A static pod's mirror: the kubelet runs it whatever the taints (and `kubectl drain`
+        # leaves it); deleting the mirror only has the kubelet make it again.
+        mirror = MIRROR_POD_ANNOTATION in (pod.get("metadata", {}).get("annotations") or {})
+        if is_finished(pod) or is_gateway(pod) or mirror:
             continue
         node = pod.get("spec", {}).get("nodeName")
         taints = untolerated(pod, tainting.evicting(node))

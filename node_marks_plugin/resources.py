@@ -181,7 +181,7 @@ class NodeMarksResource:
                     refuse_evicting_others(
                         other_owners_evicted(self.cluster, news.get("gatewayPods") or [], here),
                         _allowed(news),
-                        tainted=[n for n in touched if tainting.adds.get(n)],
+                        first=not touched,
                     )
                 self._mark(name, stage, declared)
                 touched.append(name)
@@ -193,9 +193,13 @@ class NodeMarksResource:
             if not touched:
                 raise
             # Some nodes changed: state must name them, or a later `up` or
-            # `destroy` would not know to take their marks back.
+            # `destroy` would not know to take their marks back; the operator is told which.
             partial = {**outputs, "nodes": sorted({*_node_list(olds), *touched})}
-            raise PartlyAppliedError(str(error), partial) from None
+            changed = (
+                f" Nodes this `{stage}` stage had done before the failure: {', '.join(touched)}; the state"
+                " keeps them (the next `up` finishes the rest, `destroy` takes the stack's marks off them)."
+            )
+            raise PartlyAppliedError(f"{error}{changed}", partial) from None
         return outputs
 
     def _mark(self, name: str, stage: str, declared: Marks | None) -> None:
@@ -272,7 +276,7 @@ def warn_evictions(cluster: Cluster, props: Props, tainting: Tainting, log: Log)
     `up` will let it (ecsCapacity's evictOtherPods and evictDaemonSetPods) or stop first."""
     if not any(tainting.evicting(n) for n in tainting.adds):
         return
-    evicted = other_owners_evicted(cluster, props.get("gatewayPods") or [], tainting)
+    evicted = other_owners_evicted(cluster, props.get("gatewayPods") or [], tainting, cached=True)
     allowed = _allowed(props)
     let = "; ".join(str(b) for b in evicted if allowed.allows(b))
     if let:

@@ -22,9 +22,10 @@ from typing import Any
 import kubernetes
 import urllib3
 
-from components import PACKAGE
 from components.scheduling import VIRTUAL_NODE_LABELS, VIRTUAL_NODE_TAINT
 from node_marks_plugin.cluster import (
+    NO_DRY_RUN,
+    RBAC,
     REQUEST_TIMEOUT,
     ApiRefusalError,
     Cluster,
@@ -33,7 +34,7 @@ from node_marks_plugin.cluster import (
     api_error,
     unreachable,
 )
-from node_marks_plugin.marks import STAGES, Marks, Owner
+from node_marks_plugin.marks import Marks, Node, Owner
 from preflight.needs import Access, ApiNeeds, ObjectRef, ServedKind
 
 # A kubeconfig with `insecure-skip-tls-verify` chose it; one warning per request
@@ -77,38 +78,37 @@ class NodeReads:
     5,000-node cluster that is tens of MiB to parse). Lists ask for `resourceVersion=0`, served
     from the API server's cache: they inform, and every write reads its node afresh."""
 
-    def __init__(
-        self, client: kubernetes.client.ApiClient, timeout: tuple[int, int] = REQUEST_TIMEOUT
-    ) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.client = client
-        self.timeout = timeout
-        self._selected: dict[str, list[dict[str, Any]]] = {}
-        self._named: dict[str, dict[str, Any] | None] = {}
+        self._selected: dict[str, list[Node]] = {}
+        self._named: dict[str, Node | None] = {}
 
-    def selected(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def selected(self, labels: Mapping[str, str], timeout: tuple[int, int] = REQUEST_TIMEOUT) -> list[Node]:
         """The nodes that carry every one of `labels` (none asked for: none, not every node)."""
         if not labels:
             return []
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         if selector not in self._selected:
             query = urllib.parse.urlencode({"resourceVersion": "0", "labelSelector": selector})
-            self._selected[selector] = (
-                get(self.client, f"/api/v1/nodes?{query}", self.timeout).get("items") or []
-            )
+            self._selected[selector] = get(self.client, f"/api/v1/nodes?{query}", timeout).get("items") or []
         return self._selected[selector]
 
-    def named(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The named nodes that exist, by name."""
-        for name in names:
-            if name not in self._named:
-                try:
-                    self._named[name] = get(
-                        self.client, f"/api/v1/nodes/{urllib.parse.quote(name)}", self.timeout
-                    )
-                except kubernetes.client.ApiException as error:
-                    if error.status != 404:
-                        raise
-                    self._named[name] = None
+    def named(self, names: Iterable[str], timeout: tuple[int, int] = REQUEST_TIMEOUT) -> dict[str, Node]:
+        """The named nodes that exist, by name, each read as it is now (a few nodes' cost)."""
+        names = list(names)
+
+        def read(name: str) -> Node | None:
+            try:
+                node: Node = get(self.client, f"/api/v1/nodes/{urllib.parse.quote(name)}", timeout)
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:
+                    raise
+                return None
+            return node
+
+        unread = [n for n in dict.fromkeys(names) if n not in self._named]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self._named.update(zip(unread, pool.map(read, unread), strict=True))
         return {name: node for name in names if (node := self._named[name]) is not None}
 
 
@@ -199,41 +199,46 @@ def _node_rows(
             else Row(needs.api, checks[0], Result.PASSED, ", ".join(needs.nodes))
         )
         if needs.node_marks is not None and owner is not None and not missing:
-            rows.append(_marks_admitted_row(client, needs, Marks(*needs.node_marks), owner))
+            rows.append(_marks_admitted_row(client, needs, named, Marks(*needs.node_marks), owner))
     if needs.virtual_nodes:
         rows.append(_virtual_node_row(needs.api, virtual))
     return rows
 
 
+MARKS_ADMITTED = "admits the node marks (dry run)"
+
+
 def _marks_admitted_row(
-    client: kubernetes.client.ApiClient, needs: ApiNeeds, marks: Marks, owner: Owner
+    client: kubernetes.client.ApiClient,
+    needs: ApiNeeds,
+    named: Mapping[str, Node],
+    marks: Marks,
+    owner: Owner,
 ) -> Row:
-    """Each named node's patches, as `up` would send them, sent as server-side dry runs: a
-    ValidatingAdmissionPolicy or webhook that would refuse `up` half-way refuses here first."""
-    check = "admits the node marks (dry run)"
+    """What `up` would do to each named node (both stages, as one patch on the node as read) sent
+    as a server-side dry run: a ValidatingAdmissionPolicy, webhook or admission plugin that would
+    refuse `up` half-way refuses here first. Nodes with nothing to change send nothing."""
     cluster = Cluster(client)
     refused = []
     for name in needs.nodes:
-        for stage in STAGES:
-            try:
-                cluster.mark_node(name, stage, marks, owner, dry_run=True)
-            except ApiRefusalError as error:
-                if error.status == 403 and not error.by_admission:
-                    return Row(needs.api, check, Result.NOT_RUN, "the identity may not patch nodes")
-                if "does not support dry run" in str(error):
-                    # A webhook with side effects refuses every dry run, whatever it would say to `up`.
-                    return Row(needs.api, check, Result.NOT_RUN, str(error))
-                refused.append(str(error))
-                break
-            except NodeMarksError as error:  # a mark another writer holds, refused before any request
-                refused.append(f"node {name}: {error}")
-                break
+        try:
+            cluster.dry_run_marks(named[name], marks, owner)
+        except ApiRefusalError as error:
+            if error.refused_by == RBAC:  # the `may patch nodes` row says so
+                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, "the identity may not patch nodes")
+            if error.refused_by == NO_DRY_RUN:
+                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, str(error))
+            refused.append(str(error))
+        except NodeMarksError as error:  # a mark another writer holds, refused before any request
+            refused.append(f"node {name}: {error}")
     if refused:
-        return Row(needs.api, check, Result.FAILED, "; ".join(refused))
-    return Row(needs.api, check, Result.PASSED, f"{len(needs.nodes)} node(s), as `up` would patch them")
+        return Row(needs.api, MARKS_ADMITTED, Result.FAILED, "; ".join(refused))
+    return Row(
+        needs.api, MARKS_ADMITTED, Result.PASSED, f"{len(needs.nodes)} node(s), as `up` would patch them"
+    )
 
 
-def _virtual_node_row(api: str, nodes: Iterable[dict[str, Any]]) -> Row:
+def _virtual_node_row(api: str, nodes: Iterable[Node]) -> Row:
     """`nodes`: those with the virtual nodes' labels."""
     check = "virtual nodes exist"
     label = ",".join(f"{k}={v}" for k, v in VIRTUAL_NODE_LABELS.items())
@@ -371,9 +376,10 @@ def stack_rows(
     return rows
 
 
-def stack_owner(stack: str) -> Owner:
-    """The stack as the node marks' records name it (its URN's project and short name)."""
-    return Owner(PACKAGE, stack.rsplit("/", 1)[-1])
+def stack_owner(stack: str, project: str) -> Owner:
+    """The stack as the node marks' records name it: its URN's project and short name, as the
+    node-marks provider reads them (a fully qualified `org/project/stack` is its last part)."""
+    return Owner(project, stack.rsplit("/", 1)[-1])
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -154,15 +154,15 @@ def read_inventory(
 ) -> Inventory:
     """The gateway's ECS nodes with their room now, and where its pods run now. `reads`: the
     preflight's node reads, shared; `owner`: the stack whose record of its marks nodes carry."""
-    reads = reads or NodeReads(client, READ_TIMEOUT)
+    reads = reads or NodeReads(client)
     # The nodes that matter, by selector and by name: those with the gateway's labels (an
     # adopted pool's by its id), the named ones, and the virtual nodes.
     found: dict[str, Node] = {}
     for candidate in [
-        *reads.selected(ecs.labels),
-        *(reads.selected(ecs.pool_nodes) if ecs.node_pool_id is not None else []),
-        *(reads.named(ecs.nodes).values() if ecs.mode == "existingNodes" else []),
-        *reads.selected(VIRTUAL_NODE_LABELS),
+        *reads.selected(ecs.labels, READ_TIMEOUT),
+        *(reads.selected(ecs.pool_nodes, READ_TIMEOUT) if ecs.node_pool_id is not None else []),
+        *(reads.named(ecs.nodes, READ_TIMEOUT).values() if ecs.mode == "existingNodes" else []),
+        *reads.selected(VIRTUAL_NODE_LABELS, READ_TIMEOUT),
     ]:
         found.setdefault(candidate["metadata"]["name"], candidate)
     listing = list(found.values())

@@ -371,7 +371,7 @@ class TaintedNodesConfig(MarkedNodes):
         False,
         description="Let a `NoExecute` taint the stack adds evict pods of other owners that do not"
         " tolerate it; otherwise `up` stops before the taint and names them, and `preview` warns."
-        " DaemonSets' pods are `evictDaemonSetPods`'.",
+        " It does not cover DaemonSets' pods: see `evictDaemonSetPods`.",
     )
     evict_daemon_set_pods: Flag = Field(
         False,

@@ -10,7 +10,16 @@ import kubernetes
 import pytest
 
 from components.scheduling import Taint
-from node_marks_plugin.cluster import NodeMarksError, api_error, evictions_refused
+from node_marks_plugin.cluster import (
+    ADMISSION,
+    NO_DRY_RUN,
+    OTHER,
+    RBAC,
+    WEBHOOK_DOWN,
+    NodeMarksError,
+    api_error,
+    evictions_refused,
+)
 from node_marks_plugin.marks import (
     ADMIT,
     OWNER_ANNOTATION_PREFIX,
@@ -22,9 +31,11 @@ from node_marks_plugin.marks import (
     Tainting,
     gateway_blockers,
     handover_patch,
+    merged,
     others_evicted,
     release_patch,
     stage_patch,
+    up_patch,
 )
 from node_marks_plugin.resources import NodeMarksResource, PartlyAppliedError
 from stack_config.syntax import qualified_name_problem
@@ -481,7 +492,9 @@ class PodsArriving:
     def nodes(self, names: Any = None, label_selector: str = "") -> dict[str, Any]:
         return self.listed
 
-    def pods(self, namespace: str | None = None, label_selector: str = "", node: str | None = None) -> Any:
+    def pods(
+        self, namespace: str | None = None, label_selector: str = "", node: str | None = None, **_: Any
+    ) -> Any:
         arrived = node == self.arrive_on and self.patched
         return [daemon_pod("fluent-bit-1", "fluent-bit", node=self.arrive_on)] if arrived else []
 
@@ -498,7 +511,8 @@ def test_a_pod_that_arrives_mid_run_stops_the_taint_and_the_message_names_the_no
         resource.apply(None, news)
     message = str(failed.value)
     assert cluster.patched == ["a"]
-    assert "The taints went on a only" in message and "Nothing was tainted" not in message
+    assert "Nodes this `restrict` stage had done before the failure: a;" in message
+    assert "Nothing was tainted" not in message
     assert "istio-system/fluent-bit" in message and failed.value.outputs["nodes"] == ["a"]
     # Allowed, the same run taints every node.
     allowed = PodsArriving(["a", "b", "c"], arrive_on="b")
@@ -630,30 +644,86 @@ def test_the_hand_over_keeps_the_stack_a_record_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "message", "by_admission"),
+    ("status", "message", "who"),
     [
         (
             403,
             'nodes "edge-a" is forbidden: User "system:serviceaccount:kube-system:deployer" cannot patch'
             ' resource "nodes" in API group "" at the cluster scope',
-            False,
+            RBAC,
         ),
         (
             403,
             "nodes \"edge-a\" is forbidden: ValidatingAdmissionPolicy 'labels' with binding 'labels' denied"
             " request: nodes may not carry mykey4pod",
-            True,
+            ADMISSION,
         ),
-        (400, 'admission webhook "validate.kyverno.svc-fail" denied the request: label not allowed', True),
-        (500, 'Internal error occurred: admission webhook "x" does not support dry run', True),
-        (409, "Operation cannot be fulfilled on nodes: the object has been modified", False),
+        # Gatekeeper's 403 says "cannot" and "resource" too; only the authorizer's phrasing is RBAC.
+        (
+            403,
+            'admission webhook "validation.gatekeeper.sh" denied the request: [node-labels] the deployer'
+            " cannot set labels on this resource",
+            ADMISSION,
+        ),
+        (403, 'node "edge-a" is not allowed to modify taints', ADMISSION),  # NodeRestriction
+        (
+            400,
+            'admission webhook "validate.kyverno.svc-fail" denied the request: label not allowed',
+            ADMISSION,
+        ),
+        (400, 'admission webhook "x.example.com" does not support dry run', NO_DRY_RUN),
+        (
+            500,
+            'Internal error occurred: failed calling webhook "x.example.com": context deadline',
+            WEBHOOK_DOWN,
+        ),
+        (409, "Operation cannot be fulfilled on nodes: the object has been modified", OTHER),
     ],
 )
-def test_an_admission_refusal_is_told_apart_from_rbac(status: int, message: str, by_admission: bool) -> None:
+def test_who_refused_a_request_is_told_apart_and_only_the_authorizers_words_are_rbac(
+    status: int, message: str, who: str
+) -> None:
     error = kubernetes.client.ApiException(status=status, reason="Refused")
     error.body = json.dumps({"message": message})
     refusal = api_error(error, "patching node edge-a")
-    assert refusal.by_admission is by_admission and refusal.status == status
+    assert refusal.refused_by == who and refusal.status == status
     assert message in str(refusal)
-    assert ("not RBAC" in str(refusal)) is by_admission
-    assert ("lacks this permission" in str(refusal)) is (status == 403 and not by_admission)
+    assert ("not RBAC" in str(refusal)) is (who == ADMISSION)
+    assert ("lacks this permission" in str(refusal)) is (who == RBAC)
+
+
+def test_the_dry_run_patch_is_both_stages_on_the_node_admit_leaves() -> None:
+    """A label whose value changes: restrict computed on the node as read would take the label
+    off; after admit, it is the declared value and stays."""
+    before = {
+        **node({"mykey4pod": "v1"}, []),
+        "metadata": {
+            "name": "edge-a",
+            "resourceVersion": "7",
+            "labels": {"mykey4pod": "v1"},
+            "annotations": {KEY: OWNER.record_text(Marks({"mykey4pod": "v1"}, ()))},
+        },
+    }
+    declared = Marks({"mykey4pod": "v2"}, (NEW,))
+    patch = up_patch(before, declared, OWNER)
+    assert patch is not None
+    after = merged(before, patch)
+    assert after["metadata"]["labels"] == {"mykey4pod": "v2"}
+    assert after["spec"]["taints"] == [NEW.as_node_taint()]
+    assert after["metadata"]["resourceVersion"] == "7"  # written on the version read
+    # What the two stages leave, one after the other, is what the one patch leaves.
+    admitted = applied(before, stage_patch(before, ADMIT, declared, OWNER))
+    both = applied(admitted, stage_patch(admitted, RESTRICT, declared, OWNER))
+    assert (
+        marks_of(after) == marks_of(both)
+        and after["metadata"]["annotations"] == both["metadata"]["annotations"]
+    )
+    assert up_patch(both, declared, OWNER) is None  # nothing left to do: nothing is sent
+
+
+def test_a_static_pods_mirror_is_never_counted_as_evicted() -> None:
+    tainting = Tainting({"edge-a": (NEW,)}, frozenset())
+    mirror = pod("kube-proxy-edge-a", [])
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    mirror["metadata"]["ownerReferences"] = [{"kind": "Node", "name": "edge-a", "controller": True}]
+    assert others_evicted([mirror], lambda _: False, tainting) == []

@@ -278,7 +278,7 @@ def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_ha
 
     nodes = [pool_node("a", {owner.key: "{}"}), pool_node("b", {}), pool_node("c", {owner.legacy_key: "{}"})]
     (problem,) = pool_nodes_marked_by_the_stack(
-        config, config.gateway.clusters[0], {"client": object(), "node_reads": PoolNodes(nodes)}
+        config, config.gateway.clusters[0], {"client": object(), "node_reads": PoolNodes(nodes)}, owner
     )
     assert problem.startswith(f"ecsCapacity: node(s) a, c of node pool {POOL_ID}")
     release = (
@@ -288,4 +288,4 @@ def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_ha
     assert release in problem
     unmarked = [pool_node("a", {}), pool_node("b", {})]
     seen = {"client": object(), "node_reads": PoolNodes(unmarked)}
-    assert pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], seen) == []
+    assert pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], seen, owner) == []

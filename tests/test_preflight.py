@@ -239,9 +239,11 @@ def test_a_budget_of_another_owner_over_the_gateways_pods_stops_the_stack(cluste
             policy.delete_namespaced_pod_disruption_budget(budget.metadata.name, NAMESPACE)
 
 
-def _label_policy(name: str, label: str, username: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A ValidatingAdmissionPolicy, and its binding, that refuses one user a node carrying `label`:
-    the kind of rule a platform team keeps (which labels a deployer may set)."""
+def _node_policy(
+    name: str, username: str, expression: str, message: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ValidatingAdmissionPolicy, and its binding, on one user's node updates: the kind of rule a
+    platform team keeps (which labels and taints a deployer may set)."""
     policy = {
         "metadata": {"name": name},
         "spec": {
@@ -259,12 +261,7 @@ def _label_policy(name: str, label: str, username: str) -> tuple[dict[str, Any],
             "matchConditions": [
                 {"name": "the-deployer", "expression": f"request.userInfo.username == '{username}'"}
             ],
-            "validations": [
-                {
-                    "expression": f"!has(object.metadata.labels) || !('{label}' in object.metadata.labels)",
-                    "message": f"nodes may not carry {label}",
-                }
-            ],
+            "validations": [{"expression": expression, "message": message}],
         },
     }
     binding = {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
@@ -279,7 +276,7 @@ def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not
     config = declared(kubeconfig)
     cluster_needs = stack_needs(config.gateway)[0]
     grant(cluster.api, rbac_documents(cluster_needs, "admission", subject))
-    owner = stack_owner("prod")
+    owner = stack_owner("prod", "asm-serverless-gateway")
     check = "admits the node marks (dry run)"
 
     def marks_row() -> Row:
@@ -292,8 +289,12 @@ def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not
     assert row.detail == "2 node(s), as `up` would patch them"
 
     admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api)
-    policy, binding = _label_policy(
-        "no-gateway-label", "mykey4pod", f"system:serviceaccount:kube-system:{subject.name}"
+    username = f"system:serviceaccount:kube-system:{subject.name}"
+    policy, binding = _node_policy(
+        "no-gateway-label",
+        username,
+        "!has(object.metadata.labels) || !('mykey4pod' in object.metadata.labels)",
+        "nodes may not carry mykey4pod",
     )
     admission.create_validating_admission_policy(policy)
     admission.create_validating_admission_policy_binding(binding)
@@ -315,6 +316,37 @@ def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not
             node = kubernetes.client.CoreV1Api(cluster.api).read_node(name).metadata
             assert "mykey4pod" not in (node.labels or {}), name
             assert not any(k.startswith("asm-serverless-gateway/") for k in node.annotations or {}), name
+    finally:
+        admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+    # A rule across the two stages: a node with the gateway's taint must carry its label. `up`
+    # labels (admit) before it taints (restrict), so it passes; so must the dry run.
+    policy, binding = _node_policy(
+        "taint-needs-label",
+        username,
+        "!has(object.spec.taints) || !object.spec.taints.exists(t, t.key == 'mykey')"
+        " || (has(object.metadata.labels) && 'mykey4pod' in object.metadata.labels)",
+        "the gateway's taint needs its label",
+    )
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+    deployer = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    )
+    taint_only = {"spec": {"taints": [{"key": "mykey", "value": "myvalue", "effect": "NoSchedule"}]}}
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # enforced once the taint alone is refused
+            try:
+                deployer.patch_node("edge-a", taint_only, dry_run="All")
+            except kubernetes.client.ApiException as refused:
+                assert "the gateway's taint needs its label" in str(refused.body)
+                break
+            assert time.monotonic() < deadline, "the policy was never enforced"
+            time.sleep(0.2)
+        row = marks_row()
+        assert row.result is Result.PASSED, row
     finally:
         admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
         admission.delete_validating_admission_policy(policy["metadata"]["name"])
@@ -355,6 +387,8 @@ def test_up_stops_before_anything_changes_and_the_command_names_the_missing_verb
     print("\n" + refused.stdout)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "FAILED   may patch nodes" in refused.stdout
+    # The dry run waits on that row rather than blame RBAC a second time.
+    assert "not run  admits the node marks (dry run)" in refused.stdout
     assert kubeconfig.split("token: ")[1].split()[0] not in refused.stdout + refused.stderr
 
     with pytest.raises(auto.errors.CommandError) as stopped:
