@@ -609,7 +609,7 @@ def test_a_no_execute_taint_stops_before_evicting_another_owners_pod_unless_allo
 
     live.up_while_serving("NoExecute taint removed", restore)
     _wait_for("the DaemonSet's pod never came back to edge-a", lambda: bool(_agent_pods(core, "edge-a")))
-    kubernetes.client.AppsV1Api(live.api).delete_namespaced_daemon_set("monitoring", "node-exporter")
+    kubernetes.client.AppsV1Api(live.api).delete_namespaced_daemon_set("node-exporter", "monitoring")
     for pod in core.list_namespaced_pod("monitoring").items:
         core.delete_namespaced_pod(pod.metadata.name, "monitoring", grace_period_seconds=0)
 
