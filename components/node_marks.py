@@ -50,14 +50,19 @@ def rollout_inputs(
     gateway_tolerates: Sequence[Taint],
     rollout_timeout_seconds: int,
     evict_other_pods: bool,
+    evict_daemon_set_pods: bool = False,
 ) -> dict[str, Any]:
     """What the tolerate-before-taint wait needs: whose pods, which taints they are meant to tolerate."""
-    return {
+    inputs = {
         "gatewayPods": [dict(g) for g in gateway_pods],
         "gatewayTolerates": _taints(gateway_tolerates),
         "rolloutTimeoutSeconds": rollout_timeout_seconds,
         "evictOtherPods": evict_other_pods,
     }
+    # Only when set: the state of a stack from before the key then diffs as unchanged.
+    if evict_daemon_set_pods:
+        inputs["evictDaemonSetPods"] = True
+    return inputs
 
 
 class NodeMarks(pulumi.CustomResource):

@@ -57,8 +57,9 @@ class EcsCapacity:
     taints: tuple[Taint, ...]  # what keeps other pods off them (the guide's mykey=myvalue)
     node_pool: NodePoolSpec | None = None  # nodePool only
     nodes: tuple[str, ...] = ()  # existingNodes only: the nodes to mark
-    # Whether a NoExecute taint the stack adds may evict other owners' pods.
+    # Whether a NoExecute taint the stack adds may evict other owners' pods, and DaemonSets'.
     evict_other_pods: bool = False
+    evict_daemon_set_pods: bool = False
     instance_type: str | None = None  # existingNodes only: their type, for the forecast
     node_pool_id: str | None = None  # existingNodePool only: the pool adopted
 

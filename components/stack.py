@@ -317,6 +317,7 @@ class ServerlessGateway(pulumi.ComponentResource):
                         gateway_tolerates=[t for t in cluster.ecs.taints if t.tolerated_by(tolerations)],
                         rollout_timeout_seconds=args.rollout_timeout_seconds,
                         evict_other_pods=cluster.ecs.evict_other_pods,
+                        evict_daemon_set_pods=cluster.ecs.evict_daemon_set_pods,
                     ),
                     render_yaml_to=args.render_yaml_to,
                     protect=args.protect,

@@ -14,9 +14,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -27,6 +29,7 @@ from components.kubeconfig import KubeconfigProblemError, read_kubeconfig
 from node_marks_plugin.marks import (
     FIELD_MANAGER,
     Blocker,
+    EvictionsAllowed,
     Marks,
     MarksConflict,
     Node,
@@ -39,6 +42,7 @@ from node_marks_plugin.marks import (
     others_evicted,
     show,
     stage_patch,
+    up_patch,
 )
 
 CONFLICT_RETRIES = 20
@@ -91,24 +95,68 @@ def api_client(kubeconfig: str, source: str) -> kubernetes.client.ApiClient:
         ) from None
 
 
-def api_error(error: kubernetes.client.ApiException, doing: str) -> NodeMarksError:
-    """An API error as one line: what was being done, the status, and the server's own message."""
+class ApiRefusalError(NodeMarksError):
+    """The API server refused a request: its status, and who refused it (`refused_by`)."""
+
+    def __init__(self, message: str, status: int | None, refused_by: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.refused_by = refused_by
+
+
+# Who refused a request, as the API server's message tells it.
+RBAC = "rbac"  # the authorizer: the identity lacks the verb
+ADMISSION = "admission"  # a ValidatingAdmissionPolicy, a webhook, an admission plugin
+NO_DRY_RUN = "no-dry-run"  # a webhook with side effects, which refuses every dry run
+WEBHOOK_DOWN = "webhook-down"  # a webhook that did not answer
+OTHER = "other"
+
+# The authorizer's own words (k8s.io/apiserver's forbidden message); nothing else reads so.
+_RBAC_MESSAGE = re.compile(r'is forbidden: User "[^"]*" cannot \S+ resource "')
+
+
+def refused_by(status: int | None, message: str) -> str:
+    """Who refused a request. Only the authorizer's exact phrasing is RBAC: a 403 any other way
+    (a policy, a webhook, NodeRestriction) is admission, whatever words its message uses."""
+    if "does not support dry run" in message:
+        return NO_DRY_RUN
+    if "failed calling webhook" in message:
+        return WEBHOOK_DOWN
+    if status == 403:
+        return RBAC if _RBAC_MESSAGE.search(message) else ADMISSION
+    words = ("ValidatingAdmissionPolicy", "admission webhook", "denied request", "denied the request")
+    return ADMISSION if any(w in message for w in words) else OTHER
+
+
+_HINTS = {
+    RBAC: "; the kubeconfig's identity lacks this permission"
+    " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)",
+    ADMISSION: "; the cluster's admission control (a ValidatingAdmissionPolicy, a webhook or an admission"
+    " plugin) refused it, not RBAC: ask its owner to allow the stack's marks, or declare marks it allows",
+    NO_DRY_RUN: "; a webhook that declares side effects refuses every dry run, so what it would say to"
+    " `up` cannot be known in advance",
+    WEBHOOK_DOWN: "; an admission webhook of the cluster did not answer: it refuses every change it"
+    " covers until it does (its Service and pods)",
+}
+
+
+def api_error(error: kubernetes.client.ApiException, doing: str) -> ApiRefusalError:
+    """An API error as one line: what was being done, the status, the server's own message, and
+    what to do, by who refused it."""
     message = ""
     with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(error.body or "{}").get("message", "")
-    hint = ""
+    who = refused_by(error.status, message)
+    hint = _HINTS.get(who, "")
     if error.status == 401:
         hint = (
             "; the kubeconfig's credentials were refused (rotated or expired?): set the new one"
             " (`pulumi config set --secret clusterKubeconfig`) and run `pulumi up`; `destroy` uses the"
             " kubeconfig the last `up` saved"
         )
-    elif error.status == 403:
-        hint = (
-            "; the kubeconfig's identity lacks this permission"
-            " (`scripts/preflight.sh permissions --stack <stack>` writes the RBAC the stack needs)"
-        )
-    return NodeMarksError(f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}")
+    return ApiRefusalError(
+        f"{doing}: {error.status} {error.reason}{': ' + message if message else ''}{hint}", error.status, who
+    )
 
 
 def unreachable(error: Exception, doing: str) -> NodeMarksError:
@@ -140,22 +188,46 @@ class Cluster:
             raise unreachable(error, doing) from None
 
     def nodes(self, names: Iterable[str] | None = None, label_selector: str = "") -> dict[str, Node]:
-        """Nodes by name, read in one list: the listed names that exist, or those the selector matches."""
+        """The named nodes that exist, each read by name (the cost of a few nodes, not of the
+        cluster's); else those the selector matches (every node without one), in one list from
+        the API server's cache (`resourceVersion=0`). Either way every patch reads its node afresh."""
+        if names is not None:
+            wanted = list(dict.fromkeys(names))
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                read = list(pool.map(self.node, wanted))
+            return {name: node for name, node in zip(wanted, read, strict=True) if node}
         listing = self._call(
             "listing nodes",
             lambda: self.core.list_node(
-                label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                label_selector=label_selector,
+                resource_version="0",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
         )
-        nodes = {n["metadata"]["name"]: n for n in listing.get("items") or []}
-        if names is None:
-            return nodes
-        return {name: nodes[name] for name in names if name in nodes}
+        return {n["metadata"]["name"]: n for n in listing.get("items") or []}
+
+    def node(self, name: str) -> Node:
+        """One node as it is now; empty if it does not exist."""
+        return self._call(
+            f"reading node {name}",
+            lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+            missing_ok=True,
+        )
 
     def pods(
-        self, namespace: str | None = None, label_selector: str = "", node: str | None = None
+        self,
+        namespace: str | None = None,
+        label_selector: str = "",
+        node: str | None = None,
+        *,
+        cached: bool = False,
     ) -> list[Pod]:
+        """Pods by namespace and label, or on one node (a field selector, any namespace).
+        `cached`: from the API server's cache (`resourceVersion=0`), for a look that a fresh
+        read confirms before anything changes."""
         field_selector = f"spec.nodeName={node}" if node else ""
+        version = {"resource_version": "0"} if cached else {}
         if namespace:
             listing = self._call(
                 f"listing pods in {namespace}",
@@ -164,6 +236,7 @@ class Cluster:
                     label_selector=label_selector,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT,
+                    **version,
                 ),
             )
         else:
@@ -174,6 +247,7 @@ class Cluster:
                     field_selector=field_selector,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT,
+                    **version,
                 ),
             )
         return list(listing.get("items") or [])
@@ -188,24 +262,35 @@ class Cluster:
         Each try reads the node afresh, so a value another writer put in a
         declared mark's slot meanwhile is refused, not overwritten.
         """
+        return self.patch_node(
+            name, _refusing_conflicts(lambda node: stage_patch(node, stage, declared, owner)), "patching"
+        )
 
-        def patch(node: Node) -> dict[str, Any] | None:
-            try:
-                return stage_patch(node, stage, declared, owner)
-            except MarksConflict as conflict:
-                raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
+    def dry_run_marks(self, node: Node, declared: Marks, owner: Owner) -> None:
+        """Send what `up` would do to `node` (as read: both stages, marks.up_patch) as a server-side
+        dry run: admission judges it, the server keeps nothing."""
+        self.patch_node(
+            node["metadata"]["name"],
+            _refusing_conflicts(lambda read: up_patch(read, declared, owner)),
+            "patching (dry run)",
+            dry_run=True,
+            first_read=node,
+        )
 
-        return self.patch_node(name, patch, "patching")
-
-    def patch_node(self, name: str, make_patch: Callable[[Node], dict[str, Any] | None], doing: str) -> bool:
+    def patch_node(
+        self,
+        name: str,
+        make_patch: Callable[[Node], dict[str, Any] | None],
+        doing: str,
+        *,
+        dry_run: bool = False,
+        first_read: Node | None = None,
+    ) -> bool:
         """Read the node, write `make_patch`'s merge patch on the `resourceVersion` read, and start
-        again on a conflict. False if the node is gone."""
-        for _ in range(CONFLICT_RETRIES):
-            node = self._call(
-                f"reading node {name}",
-                lambda: self.core.read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
-                missing_ok=True,
-            )
+        again on a conflict. False if the node is gone. `dry_run`: admitted and discarded;
+        `first_read`: the node as just read, for the first try."""
+        for attempt in range(CONFLICT_RETRIES):
+            node = first_read if attempt == 0 and first_read else self.node(name)
             if not node:
                 return False
             patch = make_patch(node)
@@ -216,6 +301,7 @@ class Cluster:
                     name,
                     patch,
                     field_manager=FIELD_MANAGER,
+                    **({"dry_run": "All"} if dry_run else {}),
                     _content_type="application/merge-patch+json",
                     _request_timeout=REQUEST_TIMEOUT,
                 )
@@ -228,6 +314,20 @@ class Cluster:
         raise NodeMarksError(
             f"node {name}: still conflicting with other writers after {CONFLICT_RETRIES} tries"
         )
+
+
+def _refusing_conflicts(
+    make_patch: Callable[[Node], dict[str, Any] | None],
+) -> Callable[[Node], dict[str, Any] | None]:
+    """A patch maker whose conflict with another writer's mark is the operator's error."""
+
+    def patch(node: Node) -> dict[str, Any] | None:
+        try:
+            return make_patch(node)
+        except MarksConflict as conflict:
+            raise NodeMarksError(f"{conflict}. Nothing more was changed.") from None
+
+    return patch
 
 
 GatewaySelector = Mapping[str, str]  # {"namespace": ..., "labelSelector": ...}
@@ -246,21 +346,56 @@ def is_gateway_pod(selectors: Sequence[GatewaySelector]) -> Callable[[Pod], bool
 
 
 def other_owners_evicted(
-    cluster: Cluster, selectors: Sequence[GatewaySelector], tainting: Tainting
+    cluster: Cluster, selectors: Sequence[GatewaySelector], tainting: Tainting, *, cached: bool = False
 ) -> list[Blocker]:
-    """Pods not of the gateway, on nodes about to get a NoExecute taint, that it would evict."""
-    pods = [pod for node in tainting.adds if tainting.evicting(node) for pod in cluster.pods(node=node)]
+    """Pods not of the gateway, on nodes about to get a NoExecute taint, that it would evict.
+    `cached`: read from the API server's cache, for a first look or a preview."""
+    pods = [
+        pod
+        for node in tainting.adds
+        if tainting.evicting(node)
+        for pod in cluster.pods(node=node, cached=cached)
+    ]
     return others_evicted(pods, is_gateway_pod(selectors), tainting)
 
 
-def refuse_evicting_others(blockers: Sequence[Blocker]) -> None:
-    if blockers:
-        raise NodeMarksError(
-            "a NoExecute taint the stack is about to add would evict pods it does not own: "
-            + "; ".join(str(b) for b in blockers)
-            + ". Nothing was tainted. Give those pods the toleration, move them off the gateway's"
-            " nodes, or set ecsCapacity.evictOtherPods: true to let the taint evict them."
+def evictions_refused(blockers: Sequence[Blocker], allowed: EvictionsAllowed) -> str:
+    """What a NoExecute taint would evict that the config does not allow, and what to do; "" if none.
+
+    A DaemonSet's pods are named apart, as `kubectl drain` does: evicted, they
+    stay off the node (their controller respects the taint), which is another
+    decision than moving a Deployment's pod.
+    """
+    refused = [b for b in blockers if not allowed.allows(b)]
+    sentences = []
+    others = [str(b) for b in refused if not b.daemon_set]
+    if others:
+        sentences.append(
+            f"It would evict pods the stack does not own: {'; '.join(others)}. Give those pods the"
+            " toleration, move them off the gateway's nodes, or set ecsCapacity.evictOtherPods: true"
+            " to let the taint evict them."
         )
+    daemons = [b for b in refused if b.daemon_set]
+    if daemons:
+        sets = ", ".join(sorted({b.daemon_set or "" for b in daemons}))
+        sentences.append(
+            "It would evict DaemonSet pods, which would then stay off these nodes:"
+            f" {'; '.join(str(b) for b in daemons)}. Add the toleration to {sets} (its pods keep"
+            " running there), or set ecsCapacity.evictDaemonSetPods: true to let the taint keep them"
+            " off the gateway's nodes (evictOtherPods does not cover DaemonSets' pods)."
+        )
+    return " ".join(sentences)
+
+
+def refuse_evicting_others(
+    blockers: Sequence[Blocker], allowed: EvictionsAllowed, *, first: bool = True
+) -> None:
+    """Stop before a NoExecute taint that would evict pods the config does not let it evict.
+    `first`: before any node was tainted (else the caller says which were)."""
+    refused = evictions_refused(blockers, allowed)
+    if refused:
+        done = " Nothing was tainted." if first else ""
+        raise NodeMarksError(f"a NoExecute taint the stack is about to add was not added.{done} {refused}")
 
 
 def wait_for_rollout(
@@ -269,7 +404,7 @@ def wait_for_rollout(
     tainting: Tainting,
     *,
     timeout: float,
-    evict_other_pods: bool,
+    allowed: EvictionsAllowed,
     cancelled: threading.Event,
     log: Callable[[str], None],
 ) -> None:
@@ -281,8 +416,9 @@ def wait_for_rollout(
     """
     if not tainting:
         return
-    if not evict_other_pods:
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+    if not allowed.every_pod:
+        # A first look, from the cache: the fresh read after the wait decides.
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting, cached=True), allowed)
     deadline = time.monotonic() + timeout
     while True:
         pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]
@@ -300,9 +436,9 @@ def wait_for_rollout(
             raise NodeMarksError(rollout_timed_out(blockers, selectors, timeout))
         if cancelled.wait(POLL_SECONDS):
             raise NodeMarksError("cancelled while waiting for the gateway's rollout; nothing was tainted")
-    if not evict_other_pods:
+    if not allowed.every_pod:
         # Pods may have arrived on the nodes during the wait.
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting))
+        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting), allowed)
 
 
 def rollout_timed_out(

@@ -452,6 +452,41 @@ def stage_patch(node: Node, stage: str, declared: Marks | None, owner: Owner) ->
     return patch
 
 
+def merged(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`target` with a JSON merge patch applied, as the API server applies one (RFC 7386): maps
+    merge key by key, null deletes, anything else replaces (a list whole)."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            below = result.get(key)
+            result[key] = merged(below if isinstance(below, Mapping) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _composed(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
+    """One merge patch that does `first`, then `then` (a null in `then` still deletes)."""
+    result = dict(first)
+    for key, value in then.items():
+        before = result.get(key)
+        both = isinstance(value, Mapping) and isinstance(before, Mapping)
+        result[key] = _composed(before, value) if both else value  # type: ignore[arg-type]
+    return result
+
+
+def up_patch(node: Node, declared: Marks, owner: Owner) -> dict[str, Any] | None:
+    """Both stages of an `up` on one node as one merge patch: `admit`, then `restrict` on the node
+    `admit` leaves. Sent as a dry run, admission judges the node as `up` leaves it."""
+    admit = stage_patch(node, ADMIT, declared, owner)
+    restrict = stage_patch(merged(node, admit) if admit else node, RESTRICT, declared, owner)
+    if admit is None or restrict is None:
+        return admit or restrict
+    return _composed(admit, restrict)
+
+
 # What earlier versions of this stack applied nodes' marks with: the Kubernetes
 # provider's NodePatch, by server-side apply under a field manager named so.
 NODE_PATCH_MANAGER_PREFIX = "pulumi-kubernetes-"
@@ -554,11 +589,46 @@ class Blocker:
     node: str | None
     taints: tuple[Taint, ...]
     evicts: bool  # a NoExecute taint on its own node; else the taint would only keep it out
+    daemon_set: str | None = None  # namespace/name of the DaemonSet that runs the pod, if one does
 
     def __str__(self) -> str:
         where = f"on {self.node}" if self.node else "not scheduled"
+        if self.daemon_set:
+            where += f", of DaemonSet {self.daemon_set}"
         effect = "would be evicted by" if self.evicts else "does not tolerate"
         return f"{self.pod} ({where}) {effect} {', '.join(show(t) for t in self.taints)}"
+
+
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def daemon_set_of(pod: Pod) -> str | None:
+    """The DaemonSet that controls a pod (namespace/name), as `kubectl drain` tells them apart.
+
+    Its controller would not put such a pod back on a node whose taint it does
+    not tolerate: evicted, it stays off that node.
+    """
+    metadata = pod.get("metadata", {})
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == "DaemonSet":
+            return f"{metadata.get('namespace')}/{owner.get('name')}"
+    return None
+
+
+@dataclass(frozen=True)
+class EvictionsAllowed:
+    """Which pods of other owners a NoExecute taint the stack adds may evict (ecsCapacity's
+    `evictOtherPods` and `evictDaemonSetPods`); the rest stop `up` before the taint."""
+
+    other_pods: bool = False
+    daemon_set_pods: bool = False
+
+    @property
+    def every_pod(self) -> bool:
+        return self.other_pods and self.daemon_set_pods
+
+    def allows(self, blocker: Blocker) -> bool:
+        return self.daemon_set_pods if blocker.daemon_set else self.other_pods
 
 
 def gateway_blockers(gateway_pods: Iterable[Pod], tainting: Tainting) -> list[Blocker]:
@@ -592,12 +662,15 @@ def others_evicted(
     """Pods of other owners that a NoExecute taint about to be added would evict."""
     evicted = []
     for pod in pods_on_nodes:
-        if is_finished(pod) or is_gateway(pod):
+        # A static pod's mirror: the kubelet runs it whatever the taints (and `kubectl drain`
+        # leaves it); deleting the mirror only has the kubelet make it again.
+        mirror = MIRROR_POD_ANNOTATION in (pod.get("metadata", {}).get("annotations") or {})
+        if is_finished(pod) or is_gateway(pod) or mirror:
             continue
         node = pod.get("spec", {}).get("nodeName")
         taints = untolerated(pod, tainting.evicting(node))
         if taints:
-            evicted.append(Blocker(pod_name(pod), node, tuple(taints), evicts=True))
+            evicted.append(Blocker(pod_name(pod), node, tuple(taints), True, daemon_set_of(pod)))
     return evicted
 
 

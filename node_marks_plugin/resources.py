@@ -19,6 +19,7 @@ from typing import Any
 from node_marks_plugin.cluster import (
     Cluster,
     NodeMarksError,
+    evictions_refused,
     other_owners_evicted,
     refuse_evicting_others,
     wait_for_rollout,
@@ -27,6 +28,7 @@ from node_marks_plugin.marks import (
     ADMIT,
     RESTRICT,
     STAGES,
+    EvictionsAllowed,
     Marks,
     Node,
     Owner,
@@ -50,6 +52,7 @@ NODE_MARKS_INPUTS = (
     "gatewayTolerates",
     "rolloutTimeoutSeconds",
     "evictOtherPods",
+    "evictDaemonSetPods",
 )
 TOLERATION_ROLLOUT_INPUTS = (
     "waitsFor",
@@ -59,6 +62,7 @@ TOLERATION_ROLLOUT_INPUTS = (
     "gatewayTolerates",
     "rolloutTimeoutSeconds",
     "evictOtherPods",
+    "evictDaemonSetPods",
 )
 
 Props = Mapping[str, Any]
@@ -93,6 +97,11 @@ def _tainting(nodes: Mapping[str, Node], declared: Marks, props: Props) -> Taint
     )
 
 
+def _allowed(props: Props) -> EvictionsAllowed:
+    # Absent in the state of earlier versions (and when false): nothing allowed.
+    return EvictionsAllowed(bool(props.get("evictOtherPods")), bool(props.get("evictDaemonSetPods")))
+
+
 def _wait(cluster: Cluster, props: Props, tainting: Tainting, cancelled: threading.Event, log: Log) -> None:
     """Tolerate before taint (cluster.wait_for_rollout), with the resource's own settings."""
     wait_for_rollout(
@@ -100,7 +109,7 @@ def _wait(cluster: Cluster, props: Props, tainting: Tainting, cancelled: threadi
         props.get("gatewayPods") or [],
         tainting,
         timeout=float(props.get("rolloutTimeoutSeconds") or 600),
-        evict_other_pods=bool(props.get("evictOtherPods")),
+        allowed=_allowed(props),
         cancelled=cancelled,
         log=log,
     )
@@ -150,7 +159,7 @@ class NodeMarksResource:
             raise NodeMarksError(f"stage must be one of {STAGES}, not {stage!r}")
         declared = Marks.from_props(news)
         listed = _node_list(news)
-        nodes = _read_listed(listed, self.cluster.nodes())
+        nodes = _read_listed(listed, self.cluster.nodes(listed))
         # Before anything changes: a mark another writer holds with another value.
         _refuse_conflicts(nodes, declared, self.owner)
         tainting = _tainting(nodes, declared, news)
@@ -166,11 +175,13 @@ class NodeMarksResource:
         touched: list[str] = []
         try:
             for name in listed:
-                if stage == RESTRICT and tainting.evicting(name) and not news.get("evictOtherPods"):
+                if stage == RESTRICT and tainting.evicting(name) and not _allowed(news).every_pod:
                     # Pods may have arrived on this node while others were patched.
                     here = Tainting({name: tainting.adds[name]}, tainting.gateway_tolerates)
                     refuse_evicting_others(
-                        other_owners_evicted(self.cluster, news.get("gatewayPods") or [], here)
+                        other_owners_evicted(self.cluster, news.get("gatewayPods") or [], here),
+                        _allowed(news),
+                        first=not touched,
                     )
                 self._mark(name, stage, declared)
                 touched.append(name)
@@ -182,9 +193,13 @@ class NodeMarksResource:
             if not touched:
                 raise
             # Some nodes changed: state must name them, or a later `up` or
-            # `destroy` would not know to take their marks back.
+            # `destroy` would not know to take their marks back; the operator is told which.
             partial = {**outputs, "nodes": sorted({*_node_list(olds), *touched})}
-            raise PartlyAppliedError(str(error), partial) from None
+            changed = (
+                f" Nodes this `{stage}` stage had done before the failure: {', '.join(touched)}; the state"
+                " keeps them (the next `up` finishes the rest, `destroy` takes the stack's marks off them)."
+            )
+            raise PartlyAppliedError(f"{error}{changed}", partial) from None
         return outputs
 
     def _mark(self, name: str, stage: str, declared: Marks | None) -> None:
@@ -209,8 +224,7 @@ class NodeMarksResource:
         nodes_to_keep = [*declared_nodes, *(n for n in _node_list(state) if n not in declared_nodes)]
         state = {**state, **inputs, "nodes": nodes_to_keep}
         declared = Marks.from_props(state)
-        every_node = self.cluster.nodes()
-        nodes = [every_node[n] for n in _node_list(state) if n in every_node]
+        nodes = list(self.cluster.nodes(_node_list(state)).values())
         carried = declared
         for node in nodes:
             found = declared.found_on(node)
@@ -229,7 +243,7 @@ class NodeMarksResource:
         """What changed in the inputs, and marks taken off the nodes behind the stack's back."""
         changed = changed_keys(olds, news, NODE_MARKS_INPUTS)
         declared = Marks.from_props(news)
-        nodes = _read_listed(_node_list(news), self.cluster.nodes())
+        nodes = _read_listed(_node_list(news), self.cluster.nodes(_node_list(news)))
         _refuse_conflicts(nodes, declared, self.owner)
         drift = []
         for name, node in nodes.items():
@@ -258,20 +272,18 @@ def warn_label_value_changes(nodes: Mapping[str, Node], declared: Marks, owner: 
 
 
 def warn_evictions(cluster: Cluster, props: Props, tainting: Tainting, log: Log) -> None:
-    """Say in the preview which pods of other owners a NoExecute taint would evict."""
+    """Say in the preview which pods of other owners a NoExecute taint would evict, and whether
+    `up` will let it (ecsCapacity's evictOtherPods and evictDaemonSetPods) or stop first."""
     if not any(tainting.evicting(n) for n in tainting.adds):
         return
-    evicted = other_owners_evicted(cluster, props.get("gatewayPods") or [], tainting)
-    if not evicted:
-        return
-    shown = "; ".join(str(b) for b in evicted)
-    if props.get("evictOtherPods"):
-        log(f"`up` will let a NoExecute taint evict pods it does not own (evictOtherPods): {shown}")
-    else:
-        log(
-            f"`up` will stop before adding a NoExecute taint: {shown}. Give those pods the toleration,"
-            " move them, or set ecsCapacity.evictOtherPods: true."
-        )
+    evicted = other_owners_evicted(cluster, props.get("gatewayPods") or [], tainting, cached=True)
+    allowed = _allowed(props)
+    let = "; ".join(str(b) for b in evicted if allowed.allows(b))
+    if let:
+        log(f"`up` will let a NoExecute taint evict pods the stack does not own, as configured: {let}")
+    refused = evictions_refused(evicted, allowed)
+    if refused:
+        log(f"`up` will stop before adding a NoExecute taint. {refused}")
 
 
 @dataclass

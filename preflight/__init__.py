@@ -21,6 +21,7 @@ from go_tools.toolchain import backend_problem, published_passphrase_problem
 from preflight.needs import stack_needs
 
 if TYPE_CHECKING:
+    from node_marks_plugin.marks import Owner
     from stack_config import StackConfig
 
 
@@ -50,10 +51,15 @@ def require(config: StackConfig) -> Observed:
         return Observed()
     # Imported here: the Kubernetes client costs ~0.27 s, and stacks without a
     # kubeconfig (local) never need it.
-    from preflight.checks import failed, stack_rows, table  # noqa: PLC0415
+    from preflight.checks import MARKS_ADMITTED, Result, failed, stack_owner, stack_rows, table  # noqa: PLC0415
 
     seen: dict[str, dict[str, Any]] = {}
-    failures = failed(stack_rows(needs, dict(config.kubeconfigs), seen))
+    owner = stack_owner(config.stack, pulumi.get_project())
+    rows = stack_rows(needs, dict(config.kubeconfigs), seen, owner)
+    for row in rows:
+        if row.check == MARKS_ADMITTED and row.result is Result.NOT_RUN:
+            pulumi.log.warn(f"the node marks were not tried in advance: {row.detail}")
+    failures = failed(rows)
     if failures:
         raise PreflightError(
             f"stack {config.stack}: the preflight failed, so nothing was changed:\n{table(failures)}\n"
@@ -64,14 +70,14 @@ def require(config: StackConfig) -> Observed:
         line
         for c in config.gateway.clusters
         for line in _budget_conflicts(config, c, seen.get(c.api, {}))
-        + pool_nodes_marked_by_the_stack(config, c, seen.get(c.api, {}))
+        + pool_nodes_marked_by_the_stack(config, c, seen.get(c.api, {}), owner)
     ]
     if conflicts:
         raise PreflightError(
             f"stack {config.stack}: nothing was changed:\n" + "\n".join(f"  {line}" for line in conflicts)
         )
     read = {
-        c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {}))
+        c.cluster_id: _observed_inventory(config, c, seen.get(c.api, {}), owner)
         for c in config.gateway.clusters
         if not c.retiring  # no forecast there
     }
@@ -142,7 +148,7 @@ def _serving_clusters(config: StackConfig, seen: dict[str, Any]) -> frozenset[st
 
 
 def pool_nodes_marked_by_the_stack(
-    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]
+    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any], owner: Owner
 ) -> list[str]:
     """Nodes of a pool being adopted that this stack marked itself (`existingNodes` before):
     the node marks' delete at the end of the `up` would take off what ACK just put on."""
@@ -150,19 +156,11 @@ def pool_nodes_marked_by_the_stack(
     if pool_id is None or "client" not in seen:
         return []
     from components.node_pool import NODE_POOL_ID_LABEL  # noqa: PLC0415
-    from node_marks_plugin.marks import Owner  # noqa: PLC0415
-    from preflight.checks import get  # noqa: PLC0415
-    from stack_config import PROJECT  # noqa: PLC0415
 
-    nodes = seen.get("nodes")
-    if nodes is None:
-        nodes = get(seen["client"], "/api/v1/nodes?resourceVersion=0").get("items") or []
-    owner = Owner(PROJECT, config.stack)
     marked = sorted(
         node["metadata"]["name"]
-        for node in nodes
-        if (node["metadata"].get("labels") or {}).get(NODE_POOL_ID_LABEL) == pool_id
-        and {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
+        for node in seen["node_reads"].selected({NODE_POOL_ID_LABEL: pool_id})
+        if {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
     )
     if not marked:
         return []
@@ -194,19 +192,16 @@ def _budget_conflicts(config: StackConfig, cluster: DataPlaneCluster, seen: dict
 
 
 def _observed_inventory(
-    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any]
+    config: StackConfig, cluster: DataPlaneCluster, seen: dict[str, Any], owner: Owner
 ) -> Inventory | None:
     """One cluster's nodes as read through the preflight's client for it (none without one)."""
     if "client" not in seen or cluster.ecs.mode == "none":
         return None
-    from node_marks_plugin.marks import Owner  # noqa: PLC0415
     from preflight.inventory import read_inventory  # noqa: PLC0415
-    from stack_config import PROJECT  # noqa: PLC0415
 
     gateways = [g.in_cluster(cluster.cluster_id) for g in config.gateway.gateways]
     try:
-        owner = Owner(PROJECT, config.stack)
-        return read_inventory(seen["client"], cluster.ecs, gateways, seen.get("nodes"), owner)
+        return read_inventory(seen["client"], cluster.ecs, gateways, seen["node_reads"], owner)
     except Exception as error:  # noqa: BLE001 - the forecast advises; it never stops a preview
         where = "" if cluster.is_first else f" in cluster {cluster.cluster_id}"
         pulumi.log.warn(

@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 import stack_config
-from preflight.checks import Result, failed, stack_rows, table
+from preflight.checks import Result, failed, stack_owner, stack_rows, table
 from preflight.needs import stack_needs
 from preflight.permissions import PLACEHOLDER_SUBJECT, Subject, SubjectError, ram_policy, rbac_yaml
 
@@ -41,7 +43,8 @@ def check(stack: str) -> int:
     if not needs:
         print(f"stack {stack} talks to no Kubernetes API: nothing to check")
         return 0
-    rows = stack_rows(needs, dict(config.kubeconfigs))
+    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["name"]
+    rows = stack_rows(needs, dict(config.kubeconfigs), owner=stack_owner(stack, project))
     print(table(rows))
     failures = failed(rows)
     not_run = [r for r in rows if r.result is Result.NOT_RUN]

@@ -3,12 +3,14 @@
 Each check is a row (passed, failed, or not run and why). The first failure
 of a kind does not hide the others: every row is reported, so one run tells
 the operator everything to fix. Nothing here writes: an access review asks the
-API server's authorizer, it does not try the verb.
+API server's authorizer, it does not try the verb; the node marks are sent as
+server-side dry runs, which admission judges and the server then discards.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,18 @@ import kubernetes
 import urllib3
 
 from components.scheduling import VIRTUAL_NODE_LABELS, VIRTUAL_NODE_TAINT
-from node_marks_plugin.cluster import REQUEST_TIMEOUT, NodeMarksError, api_client, api_error, unreachable
+from node_marks_plugin.cluster import (
+    NO_DRY_RUN,
+    RBAC,
+    REQUEST_TIMEOUT,
+    ApiRefusalError,
+    Cluster,
+    NodeMarksError,
+    api_client,
+    api_error,
+    unreachable,
+)
+from node_marks_plugin.marks import Marks, Node, Owner
 from preflight.needs import Access, ApiNeeds, ObjectRef, ServedKind
 
 # A kubeconfig with `insecure-skip-tls-verify` chose it; one warning per request
@@ -57,6 +70,46 @@ def get(client: kubernetes.client.ApiClient, path: str, timeout: tuple[int, int]
     if not 200 <= response.status <= 299:
         raise kubernetes.client.ApiException.from_response(http_resp=response, body=body.decode(), data=None)
     return json.loads(body)
+
+
+class NodeReads:
+    """The nodes a preview looks at, each read once and shared by the rows, the adoption check
+    and the forecast: by label selector or by name, never the whole cluster's list (on a
+    5,000-node cluster that is tens of MiB to parse). Lists ask for `resourceVersion=0`, served
+    from the API server's cache: they inform, and every write reads its node afresh."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+        self._selected: dict[str, list[Node]] = {}
+        self._named: dict[str, Node | None] = {}
+
+    def selected(self, labels: Mapping[str, str], timeout: tuple[int, int] = REQUEST_TIMEOUT) -> list[Node]:
+        """The nodes that carry every one of `labels` (none asked for: none, not every node)."""
+        if not labels:
+            return []
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if selector not in self._selected:
+            query = urllib.parse.urlencode({"resourceVersion": "0", "labelSelector": selector})
+            self._selected[selector] = get(self.client, f"/api/v1/nodes?{query}", timeout).get("items") or []
+        return self._selected[selector]
+
+    def named(self, names: Iterable[str], timeout: tuple[int, int] = REQUEST_TIMEOUT) -> dict[str, Node]:
+        """The named nodes that exist, by name, each read as it is now (a few nodes' cost)."""
+        names = list(names)
+
+        def read(name: str) -> Node | None:
+            try:
+                node: Node = get(self.client, f"/api/v1/nodes/{urllib.parse.quote(name)}", timeout)
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:
+                    raise
+                return None
+            return node
+
+        unread = [n for n in dict.fromkeys(names) if n not in self._named]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self._named.update(zip(unread, pool.map(read, unread), strict=True))
+        return {name: node for name in names if (node := self._named[name]) is not None}
 
 
 def _reach(client: kubernetes.client.ApiClient, needs: ApiNeeds) -> Row:
@@ -113,7 +166,9 @@ def _review(client: kubernetes.client.ApiClient, api: str, access: Access) -> Ro
     return Row(api, check, Result.FAILED, f"denied{reason}; needed for {access.why}")
 
 
-def _node_rows(client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[str, Any]) -> list[Row]:
+def _node_rows(
+    client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[str, Any], owner: Owner | None
+) -> list[Row]:
     checks = []
     if needs.nodes:
         checks.append("the named nodes exist")
@@ -121,21 +176,21 @@ def _node_rows(client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[
         checks.append("virtual nodes exist")
     if not checks:
         return []
+    reads: NodeReads = seen["node_reads"]
     try:
-        nodes = get(client, "/api/v1/nodes?resourceVersion=0").get("items") or []
-        seen["nodes"] = nodes  # the forecast reads them too: one list per preview
+        named = reads.named(needs.nodes)
+        virtual = reads.selected(VIRTUAL_NODE_LABELS) if needs.virtual_nodes else []
     except kubernetes.client.ApiException as error:
         if error.status == 403:
-            # The `may list nodes` row says what is missing; these wait on it.
+            # The `may get nodes` and `may list nodes` rows say what is missing; these wait on them.
             return [
-                Row(needs.api, check, Result.NOT_RUN, "the identity may not list nodes") for check in checks
+                Row(needs.api, check, Result.NOT_RUN, "the identity may not read nodes") for check in checks
             ]
-        detail = str(api_error(error, "listing nodes"))
+        detail = str(api_error(error, "reading nodes"))
         return [Row(needs.api, check, Result.FAILED, detail) for check in checks]
     rows = []
     if needs.nodes:
-        names = {n["metadata"]["name"] for n in nodes}
-        missing = [n for n in needs.nodes if n not in names]
+        missing = [n for n in needs.nodes if n not in named]
         rows.append(
             Row(
                 needs.api, checks[0], Result.FAILED, "missing: " + ", ".join(missing) + " (ecsCapacity.nodes)"
@@ -143,15 +198,51 @@ def _node_rows(client: kubernetes.client.ApiClient, needs: ApiNeeds, seen: dict[
             if missing
             else Row(needs.api, checks[0], Result.PASSED, ", ".join(needs.nodes))
         )
+        if needs.node_marks is not None and owner is not None and not missing:
+            rows.append(_marks_admitted_row(client, needs, named, Marks(*needs.node_marks), owner))
     if needs.virtual_nodes:
-        rows.append(_virtual_node_row(needs.api, nodes))
+        rows.append(_virtual_node_row(needs.api, virtual))
     return rows
 
 
-def _virtual_node_row(api: str, nodes: Iterable[dict[str, Any]]) -> Row:
+MARKS_ADMITTED = "admits the node marks (dry run)"
+
+
+def _marks_admitted_row(
+    client: kubernetes.client.ApiClient,
+    needs: ApiNeeds,
+    named: Mapping[str, Node],
+    marks: Marks,
+    owner: Owner,
+) -> Row:
+    """What `up` would do to each named node (both stages, as one patch on the node as read) sent
+    as a server-side dry run: a ValidatingAdmissionPolicy, webhook or admission plugin that would
+    refuse `up` half-way refuses here first. Nodes with nothing to change send nothing."""
+    cluster = Cluster(client)
+    refused = []
+    for name in needs.nodes:
+        try:
+            cluster.dry_run_marks(named[name], marks, owner)
+        except ApiRefusalError as error:
+            if error.refused_by == RBAC:  # the `may patch nodes` row says so
+                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, "the identity may not patch nodes")
+            if error.refused_by == NO_DRY_RUN:
+                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, str(error))
+            refused.append(str(error))
+        except NodeMarksError as error:  # a mark another writer holds, refused before any request
+            refused.append(f"node {name}: {error}")
+    if refused:
+        return Row(needs.api, MARKS_ADMITTED, Result.FAILED, "; ".join(refused))
+    return Row(
+        needs.api, MARKS_ADMITTED, Result.PASSED, f"{len(needs.nodes)} node(s), as `up` would patch them"
+    )
+
+
+def _virtual_node_row(api: str, nodes: Iterable[Node]) -> Row:
+    """`nodes`: those with the virtual nodes' labels."""
     check = "virtual nodes exist"
     label = ",".join(f"{k}={v}" for k, v in VIRTUAL_NODE_LABELS.items())
-    virtual = [n for n in nodes if carries(n, VIRTUAL_NODE_LABELS)]
+    virtual = list(nodes)
     if not virtual:
         return Row(
             api,
@@ -222,15 +313,19 @@ def _as_row(api: str, call: Callable[[], Row | list[Row]]) -> Row | list[Row]:
         return Row(api, "asks the API", Result.FAILED, str(unreachable(error, "a check")))
 
 
-def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = None) -> list[Row]:
+def api_rows(
+    needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = None, owner: Owner | None = None
+) -> list[Row]:
     """Every row for one API, reached through `kubeconfig`. What it read that others need
-    (the node list) goes into `seen`."""
+    (the node list) goes into `seen`. With the stack's `owner`, the node marks it declares are
+    dry-run as that stack's."""
     seen = {} if seen is None else seen
     try:
         client = api_client(kubeconfig, needs.config_key)
     except NodeMarksError as error:
         return [Row(needs.api, "reads the kubeconfig", Result.FAILED, str(error))]
     seen["client"] = client  # the forecast reads through it too: the kubeconfig is read once
+    seen["node_reads"] = NodeReads(client)
     reach = _reach(client, needs)
     if reach.result is not Result.PASSED:
         return [reach]
@@ -249,7 +344,7 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
         ]
     calls: list[Callable[[], Row | list[Row]]] = [
         *(partial(_review, client, needs.api, a) for a in needs.access),
-        partial(_node_rows, client, needs, seen),
+        partial(_node_rows, client, needs, seen, owner),
         *(partial(_kind_row, client, needs.api, k) for k in needs.kinds),
         *(partial(_object_row, client, needs.api, o) for o in needs.objects),
         *(partial(_object_row, client, needs.api, _admin_made(n)) for n in needs.namespaces),
@@ -264,7 +359,10 @@ def api_rows(needs: ApiNeeds, kubeconfig: str, seen: dict[str, Any] | None = Non
 
 
 def stack_rows(
-    needs: Sequence[ApiNeeds], kubeconfigs: dict[str, str], seen: dict[str, dict[str, Any]] | None = None
+    needs: Sequence[ApiNeeds],
+    kubeconfigs: dict[str, str],
+    seen: dict[str, dict[str, Any]] | None = None,
+    owner: Owner | None = None,
 ) -> list[Row]:
     """Rows for every API the stack talks to; one without a kubeconfig is not run, and says why.
     What was read of each API goes into `seen[api]`."""
@@ -274,8 +372,14 @@ def stack_rows(
         if kubeconfig is None:
             rows.append(Row(api.api, "reaches the API", Result.NOT_RUN, f"{api.config_key} is not set"))
         else:
-            rows += api_rows(api, kubeconfig, None if seen is None else seen.setdefault(api.api, {}))
+            rows += api_rows(api, kubeconfig, None if seen is None else seen.setdefault(api.api, {}), owner)
     return rows
+
+
+def stack_owner(stack: str, project: str) -> Owner:
+    """The stack as the node marks' records name it: its URN's project and short name, as the
+    node-marks provider reads them (a fully qualified `org/project/stack` is its last part)."""
+    return Owner(project, stack.rsplit("/", 1)[-1])
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -24,7 +24,7 @@ from components.gateway import GATEWAY_POD_LABEL, Gateway
 from components.node_pool import EcsCapacity
 from components.scheduling import VIRTUAL_NODE_LABELS, Taint
 from node_marks_plugin.marks import Owner, owned
-from preflight.checks import carries, get
+from preflight.checks import NodeReads, carries, get
 from stack_config.syntax import parse_quantity
 
 Node = Mapping[str, Any]
@@ -149,16 +149,23 @@ def read_inventory(
     client: kubernetes.client.ApiClient,
     ecs: EcsCapacity,
     gateways: Sequence[Gateway],
-    nodes: Sequence[Node] | None = None,
+    reads: NodeReads | None = None,
     owner: Owner | None = None,
 ) -> Inventory:
-    """The gateway's ECS nodes with their room now, and where its pods run now. `owner`: the
-    annotation that holds the stack's record of the marks it put on nodes."""
-    listing = (
-        list(nodes)
-        if nodes is not None
-        else get(client, "/api/v1/nodes?resourceVersion=0", READ_TIMEOUT).get("items") or []
-    )
+    """The gateway's ECS nodes with their room now, and where its pods run now. `reads`: the
+    preflight's node reads, shared; `owner`: the stack whose record of its marks nodes carry."""
+    reads = reads or NodeReads(client)
+    # The nodes that matter, by selector and by name: those with the gateway's labels (an
+    # adopted pool's by its id), the named ones, and the virtual nodes.
+    found: dict[str, Node] = {}
+    for candidate in [
+        *reads.selected(ecs.labels, READ_TIMEOUT),
+        *(reads.selected(ecs.pool_nodes, READ_TIMEOUT) if ecs.node_pool_id is not None else []),
+        *(reads.named(ecs.nodes, READ_TIMEOUT).values() if ecs.mode == "existingNodes" else []),
+        *reads.selected(VIRTUAL_NODE_LABELS, READ_TIMEOUT),
+    ]:
+        found.setdefault(candidate["metadata"]["name"], candidate)
+    listing = list(found.values())
     notes: list[str] = []
     # The rules admit every node that carries the labels; with existingNodes, the named
     # nodes get them in this `up` too.

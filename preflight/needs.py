@@ -17,6 +17,7 @@ from components.rebalancer import NAME as REBALANCER_NAME_BEFORE
 from components.rebalancer import descheduler_rules
 from components.resource_policy import API_VERSION as RESOURCE_POLICY_API_VERSION
 from components.resource_policy import KIND as RESOURCE_POLICY_KIND
+from components.scheduling import Taint
 from components.stack import ServerlessGatewayArgs
 from components.virtual_nodes import ECI_PROFILE_NAME, ECI_PROFILE_NAMESPACE
 
@@ -89,6 +90,8 @@ class ApiNeeds:
     config_key: str  # the config key that holds this API's kubeconfig
     access: tuple[Access, ...]
     nodes: tuple[str, ...] = ()  # nodes that must exist
+    # The labels and taints the stack puts on those nodes itself (existingNodes).
+    node_marks: tuple[dict[str, str], tuple[Taint, ...]] | None = None
     virtual_nodes: bool = False  # virtual nodes must exist (not made by this stack)
     kinds: tuple[ServedKind, ...] = ()
     objects: tuple[ObjectRef, ...] = ()
@@ -172,6 +175,7 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
         config_key=cluster.kubeconfig_key,
         access=_unique(access),
         nodes=ecs.nodes if ecs.mode == "existingNodes" else (),
+        node_marks=(dict(ecs.labels), ecs.taints) if ecs.mode == "existingNodes" else None,
         virtual_nodes=virtual.mode == "existing",
         kinds=tuple(kinds),
         objects=tuple(objects),

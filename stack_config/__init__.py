@@ -332,10 +332,20 @@ def _ecs_capacity(ecs: EcsCapacityConfig) -> EcsCapacity:
             security_group_ids=tuple(pool.security_group_ids),
         )
     nodes = tuple(ecs.nodes) if isinstance(ecs, EcsExistingNodes) else ()
-    evict = ecs.evict_other_pods if isinstance(ecs, TaintedNodesConfig) else False
+    tainted = ecs if isinstance(ecs, TaintedNodesConfig) else None
     instance_type = ecs.instance_type if isinstance(ecs, EcsExistingNodes) else None
     pool_id = ecs.node_pool_id if isinstance(ecs, EcsExistingNodePool) else None
-    return EcsCapacity(ecs.mode, _sorted(ecs.labels), taints, node_pool, nodes, evict, instance_type, pool_id)
+    return EcsCapacity(
+        ecs.mode,
+        _sorted(ecs.labels),
+        taints,
+        node_pool,
+        nodes,
+        evict_other_pods=bool(tainted and tainted.evict_other_pods),
+        evict_daemon_set_pods=bool(tainted and tainted.evict_daemon_set_pods),
+        instance_type=instance_type,
+        node_pool_id=pool_id,
+    )
 
 
 def _virtual_nodes(virtual: VirtualNodesConfig) -> VirtualNodes:

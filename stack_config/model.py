@@ -370,7 +370,15 @@ class TaintedNodesConfig(MarkedNodes):
     evict_other_pods: Flag = Field(
         False,
         description="Let a `NoExecute` taint the stack adds evict pods of other owners that do not"
-        " tolerate it; otherwise `up` stops before the taint and names them, and `preview` warns.",
+        " tolerate it; otherwise `up` stops before the taint and names them, and `preview` warns."
+        " It does not cover DaemonSets' pods: see `evictDaemonSetPods`.",
+    )
+    evict_daemon_set_pods: Flag = Field(
+        False,
+        description="Let a `NoExecute` taint the stack adds evict pods of DaemonSets that do not"
+        " tolerate it (node agents such as log collectors and node-exporter): they then stay off the"
+        " gateway's nodes, as their controller respects the taint. Otherwise `up` stops before the"
+        " taint and names the DaemonSets, whose pods keep running once given the toleration.",
     )
 
 

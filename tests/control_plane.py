@@ -34,6 +34,8 @@ KUBERNETES_VERSION = toolchain.KUBERNETES_VERSION
 CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
+    # Node agents: a NoExecute taint evicts a DaemonSet's pod, and its controller keeps it off.
+    "daemonset-controller",
     "garbage-collector-controller",
     "node-lifecycle-controller",
     "taint-eviction-controller",

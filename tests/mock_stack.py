@@ -126,6 +126,7 @@ EVERY_KEY: list[dict[str, Any]] = [
             "labels": {"a": "b"},
             "nodes": ["n"],
             "evictOtherPods": True,
+            "evictDaemonSetPods": True,
             "instanceType": "ecs.g7.xlarge",
         },
         "gateways": [{"maxUnavailable": "25%"}],

@@ -508,11 +508,57 @@ def _failure(error: auto.errors.CommandError) -> str:
     return text
 
 
+def _node_agent(node: str) -> dict[str, Any]:
+    """A DaemonSet like node-exporter's: on one node (by name), tolerating only NoSchedule."""
+    labels = {"app": "node-exporter"}
+    pinned = {"key": "metadata.name", "operator": "In", "values": [node]}
+    return {
+        "metadata": {"name": "node-exporter", "namespace": "monitoring"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": "exporter", "image": "registry.example.com/node-exporter:1"}],
+                    "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [{"matchFields": [pinned]}]
+                            }
+                        }
+                    },
+                },
+            },
+        },
+    }
+
+
+def _agent_pods(core: kubernetes.client.CoreV1Api, node: str) -> list[Any]:
+    """The node agent's pods on a node that are not on their way out."""
+    pods = core.list_namespaced_pod("monitoring", label_selector="app=node-exporter").items
+    return [p for p in pods if p.spec.node_name == node and p.metadata.deletion_timestamp is None]
+
+
+def _wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
 def test_a_no_execute_taint_stops_before_evicting_another_owners_pod_unless_allowed(live: Live) -> None:
+    """A Deployment's pod and a DaemonSet's pod (its real controller running) are each let go
+    by their own key; the DaemonSet's stays off the tainted node and comes back without the taint."""
     core = kubernetes.client.CoreV1Api(live.api)
     core.create_namespace({"metadata": {"name": "team"}})
     core.create_namespaced_pod("team", _pod("team", "team-cache", "edge-a", {"app": "cache"}))
     _set_phase(live.api, "team", "team-cache", "Running")
+    core.create_namespace({"metadata": {"name": "monitoring"}})
+    kubernetes.client.AppsV1Api(live.api).create_namespaced_daemon_set("monitoring", _node_agent("edge-a"))
+    _wait_for("the DaemonSet never placed its pod on edge-a", lambda: bool(_agent_pods(core, "edge-a")))
+    agent = _agent_pods(core, "edge-a")[0].metadata.name
+    _set_phase(live.api, "monitoring", agent, "Running")
     drain = {"key": "edge.example.com/drain", "value": "now", "effect": "NoExecute"}
     live.wait_serving()
     live.watch.evicted.clear()
@@ -520,31 +566,52 @@ def test_a_no_execute_taint_stops_before_evicting_another_owners_pod_unless_allo
 
     preview = live.stack.preview()
     assert "team/team-cache (on edge-a) would be evicted by" in preview.stdout, preview.stdout
+    assert f"monitoring/{agent} (on edge-a, of DaemonSet monitoring/node-exporter)" in preview.stdout
     with pytest.raises(auto.errors.CommandError) as stopped:
         live.stack.up()
     message = _failure(stopped.value)
-    print(f"\nup stopped: {message[message.find('would evict') :][:300]}")
+    print(f"\nup stopped: {message[message.find('Nothing was tainted') :][:500]}")
     assert "team/team-cache (on edge-a)" in message and "evictOtherPods" in message
+    assert "Add the toleration to monitoring/node-exporter" in message and "evictDaemonSetPods" in message
     assert drain["key"] not in {t.key for t in core.read_node("edge-a").spec.taints}
     assert core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is None
     live.credentials.assert_not_in(message)
 
+    # Other pods allowed, DaemonSets' not: still nothing tainted, nothing evicted.
+    live.project.edit_config("local", lambda config: config["ecsCapacity"].update(evictOtherPods=True))
+    with pytest.raises(auto.errors.CommandError) as still:
+        live.stack.up()
+    message = _failure(still.value)
+    assert "node-exporter" in message and "team-cache" not in message
+    assert drain["key"] not in {t.key for t in core.read_node("edge-a").spec.taints}
+    assert _agent_pods(core, "edge-a")
+    assert core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is None
+
     def allow(config: dict[str, Any]) -> None:
-        config["ecsCapacity"]["evictOtherPods"] = True
+        config["ecsCapacity"]["evictDaemonSetPods"] = True
 
     print("allowed by config:")
-    live.up_while_serving("NoExecute taint, evictOtherPods", allow)
-    deadline = time.monotonic() + 60
-    while core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is None:
-        assert time.monotonic() < deadline, "the taint never evicted the other owner's pod"
-        time.sleep(0.3)
+    live.up_while_serving("NoExecute taint, evictOtherPods and evictDaemonSetPods", allow)
+    _wait_for(
+        "the taint never evicted the other owner's pod",
+        lambda: core.read_namespaced_pod("team-cache", "team").metadata.deletion_timestamp is not None,
+    )
+    _wait_for("the taint never evicted the DaemonSet's pod", lambda: not _agent_pods(core, "edge-a"))
     core.delete_namespaced_pod("team-cache", "team", grace_period_seconds=0)
+    core.delete_namespaced_pod(agent, "monitoring", grace_period_seconds=0)
+    time.sleep(5)  # the DaemonSet controller syncs within a second: it must not put the pod back
+    assert _agent_pods(core, "edge-a") == [], "the DaemonSet's pod came back onto the tainted node"
 
     def restore(config: dict[str, Any]) -> None:
         _drop(drain["key"])(config)
         config["ecsCapacity"].pop("evictOtherPods")
+        config["ecsCapacity"].pop("evictDaemonSetPods")
 
     live.up_while_serving("NoExecute taint removed", restore)
+    _wait_for("the DaemonSet's pod never came back to edge-a", lambda: bool(_agent_pods(core, "edge-a")))
+    kubernetes.client.AppsV1Api(live.api).delete_namespaced_daemon_set("node-exporter", "monitoring")
+    for pod in core.list_namespaced_pod("monitoring").items:
+        core.delete_namespaced_pod(pod.metadata.name, "monitoring", grace_period_seconds=0)
 
 
 def test_a_taint_another_writer_holds_with_another_value_is_refused_before_anything_changes(

@@ -6,23 +6,36 @@ import json
 import threading
 from typing import Any
 
+import kubernetes
 import pytest
 
 from components.scheduling import Taint
-from node_marks_plugin.cluster import NodeMarksError
+from node_marks_plugin.cluster import (
+    ADMISSION,
+    NO_DRY_RUN,
+    OTHER,
+    RBAC,
+    WEBHOOK_DOWN,
+    NodeMarksError,
+    api_error,
+    evictions_refused,
+)
 from node_marks_plugin.marks import (
     ADMIT,
     OWNER_ANNOTATION_PREFIX,
     RESTRICT,
+    EvictionsAllowed,
     Marks,
     MarksConflict,
     Owner,
     Tainting,
     gateway_blockers,
     handover_patch,
+    merged,
     others_evicted,
     release_patch,
     stage_patch,
+    up_patch,
 )
 from node_marks_plugin.resources import NodeMarksResource, PartlyAppliedError
 from stack_config.syntax import qualified_name_problem
@@ -432,6 +445,83 @@ def test_a_toleration_for_a_while_does_not_keep_a_pod_from_a_no_execute_taint() 
     assert others_evicted([pod("cache", [NEW.as_toleration()])], lambda _: False, tainting) == []
 
 
+def daemon_pod(name: str, daemon_set: str, node: str = "edge-a") -> dict[str, Any]:
+    """A DaemonSet's pod as its controller makes it: tolerating only NoSchedule, as node agents do."""
+    made = pod(name, [{"operator": "Exists", "effect": "NoSchedule"}], node=node)
+    made["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": daemon_set, "controller": True}
+    ]
+    return made
+
+
+def test_daemon_set_pods_are_named_apart_and_allowed_separately_from_other_pods() -> None:
+    tainting = Tainting({"edge-a": (NEW,), "edge-b": (NEW,)}, frozenset({NEW}))
+    exporter = daemon_pod("node-exporter-x7k2p", "node-exporter")
+    logs = daemon_pod("log-agent-9q", "log-agent", node="edge-b")
+    # Owned by a DaemonSet but not as its controller: an ordinary pod here.
+    adopted = pod("adopted", [])
+    adopted["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "x", "controller": False}]
+    found = others_evicted([exporter, logs, adopted], lambda _: False, tainting)
+    assert [(b.pod, b.daemon_set) for b in found] == [
+        ("istio-system/node-exporter-x7k2p", "istio-system/node-exporter"),
+        ("istio-system/log-agent-9q", "istio-system/log-agent"),
+        ("istio-system/adopted", None),
+    ]
+    assert "of DaemonSet istio-system/node-exporter" in str(found[0])
+
+    refused = evictions_refused(found, EvictionsAllowed())
+    assert "istio-system/adopted" in refused and "evictOtherPods" in refused
+    assert "Add the toleration to istio-system/log-agent, istio-system/node-exporter" in refused
+    assert "evictDaemonSetPods" in refused
+    # Letting other pods go does not let a DaemonSet's go, and the other way round.
+    only_daemons = evictions_refused(found, EvictionsAllowed(other_pods=True))
+    assert "adopted" not in only_daemons and "node-exporter" in only_daemons
+    only_others = evictions_refused(found, EvictionsAllowed(daemon_set_pods=True))
+    assert "adopted" in only_others and "DaemonSet" not in only_others
+    assert evictions_refused(found, EvictionsAllowed(True, True)) == ""
+
+
+class PodsArriving:
+    """The cluster side for a restrict: pods of another owner appear on a node after the wait."""
+
+    def __init__(self, names: list[str], arrive_on: str) -> None:
+        self.listed = {n: {"metadata": {"name": n, "labels": {}}, "spec": {}} for n in names}
+        self.arrive_on = arrive_on
+        self.patched: list[str] = []
+
+    def nodes(self, names: Any = None, label_selector: str = "") -> dict[str, Any]:
+        return self.listed
+
+    def pods(
+        self, namespace: str | None = None, label_selector: str = "", node: str | None = None, **_: Any
+    ) -> Any:
+        arrived = node == self.arrive_on and self.patched
+        return [daemon_pod("fluent-bit-1", "fluent-bit", node=self.arrive_on)] if arrived else []
+
+    def mark_node(self, name: str, stage: str, declared: Marks | None, owner: Owner) -> bool:
+        self.patched.append(name)
+        return True
+
+
+def test_a_pod_that_arrives_mid_run_stops_the_taint_and_the_message_names_the_nodes_tainted() -> None:
+    cluster = PodsArriving(["a", "b", "c"], arrive_on="b")
+    resource = NodeMarksResource(cluster, OWNER, threading.Event(), lambda _: None)  # type: ignore[arg-type]
+    news = {"stage": RESTRICT, "nodes": ["a", "b", "c"], "labels": {}, "taints": [NEW.as_node_taint()]}
+    with pytest.raises(PartlyAppliedError) as failed:
+        resource.apply(None, news)
+    message = str(failed.value)
+    assert cluster.patched == ["a"]
+    assert "Nodes this `restrict` stage had done before the failure: a;" in message
+    assert "Nothing was tainted" not in message
+    assert "istio-system/fluent-bit" in message and failed.value.outputs["nodes"] == ["a"]
+    # Allowed, the same run taints every node.
+    allowed = PodsArriving(["a", "b", "c"], arrive_on="b")
+    NodeMarksResource(allowed, OWNER, threading.Event(), lambda _: None).apply(  # type: ignore[arg-type]
+        None, {**news, "evictDaemonSetPods": True}
+    )
+    assert allowed.patched == ["a", "b", "c"]
+
+
 class FailingCluster:
     """Stands in for the cluster side (node_marks_plugin.cluster.Cluster): the second patch fails."""
 
@@ -551,3 +641,89 @@ def test_the_hand_over_keeps_the_stack_a_record_names() -> None:
     n["metadata"]["annotations"][KEY] = OWNER.record_text(Marks({}, ()))
     handed = applied(n, handover_patch(n, Marks({"mykey4pod": "asmgateway"}, ()), ADMIT))
     assert json.loads(handed["metadata"]["annotations"][KEY])["stack"] == OWNER.name
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "who"),
+    [
+        (
+            403,
+            'nodes "edge-a" is forbidden: User "system:serviceaccount:kube-system:deployer" cannot patch'
+            ' resource "nodes" in API group "" at the cluster scope',
+            RBAC,
+        ),
+        (
+            403,
+            "nodes \"edge-a\" is forbidden: ValidatingAdmissionPolicy 'labels' with binding 'labels' denied"
+            " request: nodes may not carry mykey4pod",
+            ADMISSION,
+        ),
+        # Gatekeeper's 403 says "cannot" and "resource" too; only the authorizer's phrasing is RBAC.
+        (
+            403,
+            'admission webhook "validation.gatekeeper.sh" denied the request: [node-labels] the deployer'
+            " cannot set labels on this resource",
+            ADMISSION,
+        ),
+        (403, 'node "edge-a" is not allowed to modify taints', ADMISSION),  # NodeRestriction
+        (
+            400,
+            'admission webhook "validate.kyverno.svc-fail" denied the request: label not allowed',
+            ADMISSION,
+        ),
+        (400, 'admission webhook "x.example.com" does not support dry run', NO_DRY_RUN),
+        (
+            500,
+            'Internal error occurred: failed calling webhook "x.example.com": context deadline',
+            WEBHOOK_DOWN,
+        ),
+        (409, "Operation cannot be fulfilled on nodes: the object has been modified", OTHER),
+    ],
+)
+def test_who_refused_a_request_is_told_apart_and_only_the_authorizers_words_are_rbac(
+    status: int, message: str, who: str
+) -> None:
+    error = kubernetes.client.ApiException(status=status, reason="Refused")
+    error.body = json.dumps({"message": message})
+    refusal = api_error(error, "patching node edge-a")
+    assert refusal.refused_by == who and refusal.status == status
+    assert message in str(refusal)
+    assert ("not RBAC" in str(refusal)) is (who == ADMISSION)
+    assert ("lacks this permission" in str(refusal)) is (who == RBAC)
+
+
+def test_the_dry_run_patch_is_both_stages_on_the_node_admit_leaves() -> None:
+    """A label whose value changes: restrict computed on the node as read would take the label
+    off; after admit, it is the declared value and stays."""
+    before = {
+        **node({"mykey4pod": "v1"}, []),
+        "metadata": {
+            "name": "edge-a",
+            "resourceVersion": "7",
+            "labels": {"mykey4pod": "v1"},
+            "annotations": {KEY: OWNER.record_text(Marks({"mykey4pod": "v1"}, ()))},
+        },
+    }
+    declared = Marks({"mykey4pod": "v2"}, (NEW,))
+    patch = up_patch(before, declared, OWNER)
+    assert patch is not None
+    after = merged(before, patch)
+    assert after["metadata"]["labels"] == {"mykey4pod": "v2"}
+    assert after["spec"]["taints"] == [NEW.as_node_taint()]
+    assert after["metadata"]["resourceVersion"] == "7"  # written on the version read
+    # What the two stages leave, one after the other, is what the one patch leaves.
+    admitted = applied(before, stage_patch(before, ADMIT, declared, OWNER))
+    both = applied(admitted, stage_patch(admitted, RESTRICT, declared, OWNER))
+    assert (
+        marks_of(after) == marks_of(both)
+        and after["metadata"]["annotations"] == both["metadata"]["annotations"]
+    )
+    assert up_patch(both, declared, OWNER) is None  # nothing left to do: nothing is sent
+
+
+def test_a_static_pods_mirror_is_never_counted_as_evicted() -> None:
+    tainting = Tainting({"edge-a": (NEW,)}, frozenset())
+    mirror = pod("kube-proxy-edge-a", [])
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    mirror["metadata"]["ownerReferences"] = [{"kind": "Node", "name": "edge-a", "controller": True}]
+    assert others_evicted([mirror], lambda _: False, tainting) == []

@@ -266,9 +266,19 @@ def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_ha
         labels = {NODE_POOL_ID_LABEL: POOL_ID}
         return {"metadata": {"name": name, "labels": labels, "annotations": annotations}}
 
+    class PoolNodes:
+        """Stands in for the preflight's node reads: the nodes a label selector finds."""
+
+        def __init__(self, nodes: list[dict[str, Any]]) -> None:
+            self.nodes = nodes
+
+        def selected(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+            assert labels == {NODE_POOL_ID_LABEL: POOL_ID}, "read by the pool's label only"
+            return self.nodes
+
     nodes = [pool_node("a", {owner.key: "{}"}), pool_node("b", {}), pool_node("c", {owner.legacy_key: "{}"})]
     (problem,) = pool_nodes_marked_by_the_stack(
-        config, config.gateway.clusters[0], {"client": object(), "nodes": nodes}
+        config, config.gateway.clusters[0], {"client": object(), "node_reads": PoolNodes(nodes)}, owner
     )
     assert problem.startswith(f"ecsCapacity: node(s) a, c of node pool {POOL_ID}")
     release = (
@@ -277,5 +287,5 @@ def test_adopting_a_pool_whose_nodes_the_stack_marked_itself_is_refused_until_ha
     )
     assert release in problem
     unmarked = [pool_node("a", {}), pool_node("b", {})]
-    seen = {"client": object(), "nodes": unmarked}
-    assert pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], seen) == []
+    seen = {"client": object(), "node_reads": PoolNodes(unmarked)}
+    assert pool_nodes_marked_by_the_stack(config, config.gateway.clusters[0], seen, owner) == []

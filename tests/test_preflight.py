@@ -30,7 +30,7 @@ from components.gateway import GATEWAY_POD_LABEL
 from components.rollout import disruption_budget_name
 from components.scheduling import VIRTUAL_NODE_TAINT
 from go_tools import toolchain
-from preflight.checks import Result, Row, api_rows, failed, stack_rows, table
+from preflight.checks import Result, Row, api_rows, failed, stack_owner, stack_rows, table
 from preflight.needs import Access, ApiNeeds, ServedKind, stack_needs
 from preflight.permissions import Subject, rbac_documents
 
@@ -239,6 +239,119 @@ def test_a_budget_of_another_owner_over_the_gateways_pods_stops_the_stack(cluste
             policy.delete_namespaced_pod_disruption_budget(budget.metadata.name, NAMESPACE)
 
 
+def _node_policy(
+    name: str, username: str, expression: str, message: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ValidatingAdmissionPolicy, and its binding, on one user's node updates: the kind of rule a
+    platform team keeps (which labels and taints a deployer may set)."""
+    policy = {
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["UPDATE"],
+                        "resources": ["nodes"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {"name": "the-deployer", "expression": f"request.userInfo.username == '{username}'"}
+            ],
+            "validations": [{"expression": expression, "message": message}],
+        },
+    }
+    binding = {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding
+
+
+def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not_rbac(
+    cluster: Cluster,
+) -> None:
+    """SelfSubjectAccessReview says yes; the node patches, dry-run, meet the policy `up` would meet."""
+    subject, kubeconfig = cluster.identity()
+    config = declared(kubeconfig)
+    cluster_needs = stack_needs(config.gateway)[0]
+    grant(cluster.api, rbac_documents(cluster_needs, "admission", subject))
+    owner = stack_owner("prod", "asm-serverless-gateway")
+    check = "admits the node marks (dry run)"
+
+    def marks_row() -> Row:
+        return next(r for r in api_rows(cluster_needs, kubeconfig, owner=owner) if r.check == check)
+
+    deadline = time.monotonic() + 20
+    while (row := marks_row()).result is not Result.PASSED:  # RBAC's cache catches up with the grant
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert row.detail == "2 node(s), as `up` would patch them"
+
+    admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api)
+    username = f"system:serviceaccount:kube-system:{subject.name}"
+    policy, binding = _node_policy(
+        "no-gateway-label",
+        username,
+        "!has(object.metadata.labels) || !('mykey4pod' in object.metadata.labels)",
+        "nodes may not carry mykey4pod",
+    )
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+    try:
+        deadline = time.monotonic() + 20
+        while (row := marks_row()).result is Result.PASSED:  # the policy takes a moment to be enforced
+            assert time.monotonic() < deadline, "the policy never refused the dry run"
+            time.sleep(0.2)
+        print(f"\n{table([row])}")
+        assert row.result is Result.FAILED
+        assert "edge-a" in row.detail and "ValidatingAdmissionPolicy 'no-gateway-label'" in row.detail
+        assert "nodes may not carry mykey4pod" in row.detail and "not RBAC" in row.detail
+        assert "lacks this permission" not in row.detail
+        # The access review still passes: only the dry run could tell.
+        rows = {r.check: r for r in api_rows(cluster_needs, kubeconfig, owner=owner)}
+        assert rows["may patch nodes"].result is Result.PASSED
+        # A dry run leaves the nodes as they were.
+        for name in NODES:
+            node = kubernetes.client.CoreV1Api(cluster.api).read_node(name).metadata
+            assert "mykey4pod" not in (node.labels or {}), name
+            assert not any(k.startswith("asm-serverless-gateway/") for k in node.annotations or {}), name
+    finally:
+        admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+    # A rule across the two stages: a node with the gateway's taint must carry its label. `up`
+    # labels (admit) before it taints (restrict), so it passes; so must the dry run.
+    policy, binding = _node_policy(
+        "taint-needs-label",
+        username,
+        "!has(object.spec.taints) || !object.spec.taints.exists(t, t.key == 'mykey')"
+        " || (has(object.metadata.labels) && 'mykey4pod' in object.metadata.labels)",
+        "the gateway's taint needs its label",
+    )
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+    deployer = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    )
+    taint_only = {"spec": {"taints": [{"key": "mykey", "value": "myvalue", "effect": "NoSchedule"}]}}
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # enforced once the taint alone is refused
+            try:
+                deployer.patch_node("edge-a", taint_only, dry_run="All")
+            except kubernetes.client.ApiException as refused:
+                assert "the gateway's taint needs its label" in str(refused.body)
+                break
+            assert time.monotonic() < deadline, "the policy was never enforced"
+            time.sleep(0.2)
+        row = marks_row()
+        assert row.result is Result.PASSED, row
+    finally:
+        admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+
 def _on_cluster(config: dict[str, Any]) -> None:
     config.pop("renderYamlTo")
     config["ecsCapacity"] = {**CONFIG["ecsCapacity"]}
@@ -274,6 +387,8 @@ def test_up_stops_before_anything_changes_and_the_command_names_the_missing_verb
     print("\n" + refused.stdout)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "FAILED   may patch nodes" in refused.stdout
+    # The dry run waits on that row rather than blame RBAC a second time.
+    assert "not run  admits the node marks (dry run)" in refused.stdout
     assert kubeconfig.split("token: ")[1].split()[0] not in refused.stdout + refused.stderr
 
     with pytest.raises(auto.errors.CommandError) as stopped:

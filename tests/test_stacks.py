@@ -346,6 +346,26 @@ def test_a_node_pool_changes_after_the_gateways(stack: str, sees_the_cluster: bo
         assert gateways <= set(pool.dependencies)
 
 
+def test_letting_daemon_set_pods_be_evicted_reaches_both_waits_and_is_absent_when_not_set() -> None:
+    dev = stack_file("dev")
+    ecs = {**dev["ecsCapacity"], "evictDaemonSetPods": True}
+    gate = run_stack_file("dev", {"ecsCapacity": ecs}).one(TOLERATION_ROLLOUT)
+    assert gate.inputs["evictDaemonSetPods"] is True and gate.inputs["evictOtherPods"] is False
+    # Unset, the input is left out, so a stack from before the key sees no change.
+    assert "evictDaemonSetPods" not in run_stack_file("dev").one(TOLERATION_ROLLOUT).inputs
+    local = stack_file("local")["ecsCapacity"]
+    marks = run_stack_file(
+        "local",
+        {
+            "clusterKubeconfig": TEST_KUBECONFIG,
+            "meshKubeconfig": TEST_KUBECONFIG,
+            "ecsCapacity": {**local, "evictDaemonSetPods": True},
+        },
+    ).of_type(NODE_MARKS)
+    restrict = next(m for m in marks if m.inputs["stage"] == "restrict")
+    assert restrict.inputs["evictDaemonSetPods"] is True
+
+
 def test_the_cloud_provider_made_outside_the_component_keeps_its_urn() -> None:
     deployment = run_stack_file("dev")
     provider = deployment.one(ALICLOUD_PROVIDER)
