@@ -27,7 +27,7 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, PodWatch, grant, running_control_plane
+from control_plane import ControlPlane, PodWatch, grant, node_update_policy, running_control_plane
 from engine_project import ROOT, EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
@@ -1030,7 +1030,44 @@ def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(li
     def drop_edge_b(config: dict[str, Any]) -> None:
         config["ecsCapacity"]["nodes"] = ["edge-a"]
 
-    print("\nthe cluster's credentials rotated:")
+    # First a partial failure: an admission policy freezes edge-b for the deployer, so the `up`
+    # that drops it fails there after edge-a; `refresh` must keep edge-b in the state, so
+    # that the next `up` still takes the stack's marks off it.
+    admission = kubernetes.client.AdmissionregistrationV1Api(live.api)
+    policy, binding = node_update_policy(
+        "freeze-edge-b",
+        f"system:serviceaccount:{DEPLOYER.namespace}:{DEPLOYER.name}",
+        "object.metadata.name != 'edge-b'",
+        "edge-b is frozen for maintenance",
+    )
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+    deployer = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config_dict(live.credentials.kubeconfig())
+    )
+    deadline = time.monotonic() + 20
+    while True:  # enforced once the deployer's dry run on edge-b is refused
+        try:
+            deployer.patch_node("edge-b", {"metadata": {"labels": {"probe": "x"}}}, dry_run="All")
+        except kubernetes.client.ApiException:
+            break
+        assert time.monotonic() < deadline, "the policy was never enforced"
+        time.sleep(0.2)
+    live.project.edit_config("local", drop_edge_b)
+    with pytest.raises(auto.errors.CommandError) as failed:
+        live.stack.up()
+    message = _failure(failed.value)
+    print(f"\na partial failure: {message[message.find('edge-b is frozen') :][:400]}")
+    assert "edge-b is frozen for maintenance" in message and "not RBAC" in message
+    assert "before the failure: edge-a" in message
+    live.stack.refresh()
+    state = live.stack.export_stack().deployment or {}
+    marks = [r for r in state["resources"] if r["type"] == "asm-node-marks:index:NodeMarks"]
+    assert any("edge-b" in (r.get("outputs") or {}).get("nodes", []) for r in marks), marks
+    admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+    admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+    print("the cluster's credentials rotated, the policy lifted:")
     live.up_while_serving("kubeconfig rotated, edge-b dropped", drop_edge_b)
     # edge-b keeps only what it carried before the stack first ran.
     assert _stack_marks(live.api, "edge-b") == ({ROLE: "gateway"}, {tuple(DEDICATED.values())})
