@@ -189,6 +189,7 @@ class NodeMarksResource:
             for name in _node_list(olds):
                 if name not in listed:
                     self._mark(name, stage, None)
+                    touched.append(name)
         except NodeMarksError as error:
             if not touched:
                 raise
@@ -294,17 +295,18 @@ class TolerationRolloutResource:
     cancelled: threading.Event
     log: Log
 
-    def _tainting(self, olds: Props | None, news: Props) -> Tainting:
-        """The pool's nodes by its labels, old and new (a label renamed in the same `up`)."""
+    def _tainting(self, olds: Props | None, news: Props, *, cached: bool) -> Tainting:
+        """The pool's nodes by its labels, old and new (a label renamed in the same `up`);
+        `cached` for a preview, fresh before the taints go on."""
         nodes: dict[str, Node] = {}
         for props in (olds or {}, news):
             selector = ",".join(f"{k}={v}" for k, v in sorted((props.get("nodeLabels") or {}).items()))
             if selector:
-                nodes.update(self.cluster.nodes(label_selector=selector))
+                nodes.update(self.cluster.nodes(label_selector=selector, cached=cached))
         return _tainting(nodes, Marks.from_props(news), news)
 
     def apply(self, olds: Props | None, news: Props, *, preview: bool = False) -> dict[str, Any]:
-        tainting = self._tainting(olds, news)
+        tainting = self._tainting(olds, news, cached=preview)
         if preview:
             warn_evictions(self.cluster, news, tainting, self.log)
         else:
