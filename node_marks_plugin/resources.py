@@ -200,7 +200,7 @@ class NodeMarksResource:
                 f" Nodes this `{stage}` stage had done before the failure: {', '.join(touched)}; the state"
                 " keeps them (the next `up` finishes the rest, `destroy` takes the stack's marks off them)."
             )
-            raise PartlyAppliedError(f"{error}{changed}", partial) from None
+            raise PartlyAppliedError(f"{str(error).rstrip('.')}.{changed}", partial) from None
         return outputs
 
     def _mark(self, name: str, stage: str, declared: Marks | None) -> None:

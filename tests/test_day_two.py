@@ -1030,9 +1030,8 @@ def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(li
     def drop_edge_b(config: dict[str, Any]) -> None:
         config["ecsCapacity"]["nodes"] = ["edge-a"]
 
-    # First a partial failure: an admission policy freezes edge-b for the deployer, so the `up`
-    # that drops it fails there after edge-a; `refresh` must keep edge-b in the state, so
-    # that the next `up` still takes the stack's marks off it.
+    # An admission policy freezes edge-b for the deployer: the preflight's dry run of what the `up`
+    # that drops edge-b would write there stops it before anything changes.
     admission = kubernetes.client.AdmissionregistrationV1Api(live.api)
     policy, binding = node_update_policy(
         "freeze-edge-b",
@@ -1045,20 +1044,39 @@ def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(li
     deployer = kubernetes.client.CoreV1Api(
         kubernetes.config.new_client_from_config_dict(live.credentials.kubeconfig())
     )
-    deadline = time.monotonic() + 20
-    while True:  # enforced once the deployer's dry run on edge-b is refused
+
+    def dry_run_refused() -> bool:
         try:
             deployer.patch_node("edge-b", {"metadata": {"labels": {"probe": "x"}}}, dry_run="All")
         except kubernetes.client.ApiException:
-            break
-        assert time.monotonic() < deadline, "the policy was never enforced"
-        time.sleep(0.2)
+            return True
+        return False
+
+    _wait_for("the policy was never enforced", dry_run_refused, seconds=20)
     live.project.edit_config("local", drop_edge_b)
+    marked = _stack_marks(live.api, "edge-b")
+    with pytest.raises(auto.errors.CommandError) as stopped:
+        live.stack.up()
+    message = _failure(stopped.value)
+    assert "the preflight failed, so nothing was changed" in message and "edge-b is frozen" in message
+    assert _stack_marks(live.api, "edge-b") == marked
+
+    # A rule that judges only real writes (as a webhook that looks at the world when the write
+    # comes): the `up` fails on edge-b after edge-a. `refresh` must keep edge-b in the state,
+    # so that the next `up` still takes the stack's marks off it.
+    blind = {
+        "expression": "request.dryRun || object.metadata.name != 'edge-b'",
+        "message": "edge-b is frozen",
+    }
+    admission.patch_validating_admission_policy(
+        policy["metadata"]["name"], {"spec": {"validations": [blind]}}
+    )
+    _wait_for("the policy still judged dry runs", lambda: not dry_run_refused(), seconds=20)
     with pytest.raises(auto.errors.CommandError) as failed:
         live.stack.up()
     message = _failure(failed.value)
     print(f"\na partial failure: {message[message.find('edge-b is frozen') :][:400]}")
-    assert "edge-b is frozen for maintenance" in message and "not RBAC" in message
+    assert "edge-b is frozen" in message and "not RBAC" in message
     assert "before the failure: edge-a" in message
     live.stack.refresh()
     state = live.stack.export_stack().deployment or {}
