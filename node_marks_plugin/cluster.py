@@ -42,7 +42,7 @@ from node_marks_plugin.marks import (
     others_evicted,
     show,
     stage_patch,
-    up_patch,
+    up_patches,
 )
 
 CONFLICT_RETRIES = 20
@@ -112,7 +112,7 @@ WEBHOOK_DOWN = "webhook-down"  # a webhook that did not answer
 OTHER = "other"
 
 # The authorizer's own words (k8s.io/apiserver's forbidden message); nothing else reads so.
-_RBAC_MESSAGE = re.compile(r'is forbidden: User "[^"]*" cannot \S+ resource "')
+_RBAC_MESSAGE = re.compile(r'forbidden: User "(?:[^"\\]|\\.)*" cannot \S+ (?:resource|path) "')
 
 
 def refused_by(status: int | None, message: str) -> str:
@@ -122,10 +122,14 @@ def refused_by(status: int | None, message: str) -> str:
         return NO_DRY_RUN
     if "failed calling webhook" in message:
         return WEBHOOK_DOWN
-    if status == 403:
-        return RBAC if _RBAC_MESSAGE.search(message) else ADMISSION
     words = ("ValidatingAdmissionPolicy", "admission webhook", "denied request", "denied the request")
-    return ADMISSION if any(w in message for w in words) else OTHER
+    if status == 403 and _RBAC_MESSAGE.search(message):
+        return RBAC
+    # The API server's 403 for an object reads `<kind> "<name>" is forbidden: <why>`; past the
+    # authorizer, the why is admission's (a policy, a webhook, NodeRestriction).
+    if any(w in message for w in words) or (status == 403 and "is forbidden:" in message):
+        return ADMISSION
+    return OTHER
 
 
 _HINTS = {
@@ -187,10 +191,13 @@ class Cluster:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise unreachable(error, doing) from None
 
-    def nodes(self, names: Iterable[str] | None = None, label_selector: str = "") -> dict[str, Node]:
+    def nodes(
+        self, names: Iterable[str] | None = None, label_selector: str = "", *, cached: bool = True
+    ) -> dict[str, Node]:
         """The named nodes that exist, each read by name (the cost of a few nodes, not of the
-        cluster's); else those the selector matches (every node without one), in one list from
-        the API server's cache (`resourceVersion=0`). Either way every patch reads its node afresh."""
+        cluster's); else those the selector matches (every node without one), in one list, from
+        the API server's cache (`resourceVersion=0`) unless not `cached`. Every patch reads its
+        node afresh."""
         if names is not None:
             wanted = list(dict.fromkeys(names))
             with ThreadPoolExecutor(max_workers=8) as pool:
@@ -200,9 +207,9 @@ class Cluster:
             "listing nodes",
             lambda: self.core.list_node(
                 label_selector=label_selector,
-                resource_version="0",
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
+                **({"resource_version": "0"} if cached else {}),
             ),
         )
         return {n["metadata"]["name"]: n for n in listing.get("items") or []}
@@ -266,16 +273,23 @@ class Cluster:
             name, _refusing_conflicts(lambda node: stage_patch(node, stage, declared, owner)), "patching"
         )
 
-    def dry_run_marks(self, node: Node, declared: Marks, owner: Owner) -> None:
-        """Send what `up` would do to `node` (as read: both stages, marks.up_patch) as a server-side
-        dry run: admission judges it, the server keeps nothing."""
-        self.patch_node(
-            node["metadata"]["name"],
-            _refusing_conflicts(lambda read: up_patch(read, declared, owner)),
-            "patching (dry run)",
-            dry_run=True,
-            first_read=node,
-        )
+    def dry_run_marks(self, node: Node, declared: Marks | None, owner: Owner) -> None:
+        """Send what `up` would do to `node` (marks.up_patches, on the node as read) as server-side
+        dry runs: admission judges each, the server keeps nothing."""
+        name = node["metadata"]["name"]
+
+        def step(index: int) -> Callable[[Node], dict[str, Any] | None]:
+            def patch(read: Node) -> dict[str, Any] | None:
+                try:
+                    patches = up_patches(read, declared, owner)
+                except MarksConflict as conflict:
+                    raise NodeMarksError(f"node {name}: {conflict}") from None
+                return patches[index] if index < len(patches) else None
+
+            return patch
+
+        for index in range(2):
+            self.patch_node(name, step(index), "patching (dry run)", dry_run=True, first_read=node)
 
     def patch_node(
         self,
@@ -417,8 +431,10 @@ def wait_for_rollout(
     if not tainting:
         return
     if not allowed.every_pod:
-        # A first look, from the cache: the fresh read after the wait decides.
-        refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting, cached=True), allowed)
+        # A first look from the cache; what it would refuse is read again, fresh, before it does.
+        first_look = other_owners_evicted(cluster, selectors, tainting, cached=True)
+        if evictions_refused(first_look, allowed):
+            refuse_evicting_others(other_owners_evicted(cluster, selectors, tainting), allowed)
     deadline = time.monotonic() + timeout
     while True:
         pods = [pod for s in selectors for pod in cluster.pods(s["namespace"], s["labelSelector"])]

@@ -477,14 +477,17 @@ def _composed(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, An
     return result
 
 
-def up_patch(node: Node, declared: Marks, owner: Owner) -> dict[str, Any] | None:
-    """Both stages of an `up` on one node as one merge patch: `admit`, then `restrict` on the node
-    `admit` leaves. Sent as a dry run, admission judges the node as `up` leaves it."""
-    admit = stage_patch(node, ADMIT, declared, owner)
-    restrict = stage_patch(merged(node, admit) if admit else node, RESTRICT, declared, owner)
-    if admit is None or restrict is None:
-        return admit or restrict
-    return _composed(admit, restrict)
+def up_patches(node: Node, declared: Marks | None, owner: Owner) -> list[dict[str, Any]]:
+    """What an `up` writes to one node, for dry runs: the first stage's patch on the node as read
+    (as `up` sends it), then both stages as one patch (the node as `up` leaves it, judged
+    against the node as read). Marking, `admit` goes first; unmarking (a node that left the
+    list), `restrict` takes the taints off first. Empty where nothing changes."""
+    first, second = (ADMIT, RESTRICT) if declared is not None else (RESTRICT, ADMIT)
+    one = stage_patch(node, first, declared, owner)
+    two = stage_patch(merged(node, one) if one else node, second, declared, owner)
+    if one is None or two is None:
+        return [p for p in (one, two) if p is not None]
+    return [one, _composed(one, two)]
 
 
 # What earlier versions of this stack applied nodes' marks with: the Kubernetes

@@ -189,6 +189,7 @@ class NodeMarksResource:
             for name in _node_list(olds):
                 if name not in listed:
                     self._mark(name, stage, None)
+                    touched.append(name)
         except NodeMarksError as error:
             if not touched:
                 raise
@@ -199,7 +200,7 @@ class NodeMarksResource:
                 f" Nodes this `{stage}` stage had done before the failure: {', '.join(touched)}; the state"
                 " keeps them (the next `up` finishes the rest, `destroy` takes the stack's marks off them)."
             )
-            raise PartlyAppliedError(f"{error}{changed}", partial) from None
+            raise PartlyAppliedError(f"{str(error).rstrip('.')}.{changed}", partial) from None
         return outputs
 
     def _mark(self, name: str, stage: str, declared: Marks | None) -> None:
@@ -294,17 +295,18 @@ class TolerationRolloutResource:
     cancelled: threading.Event
     log: Log
 
-    def _tainting(self, olds: Props | None, news: Props) -> Tainting:
-        """The pool's nodes by its labels, old and new (a label renamed in the same `up`)."""
+    def _tainting(self, olds: Props | None, news: Props, *, cached: bool) -> Tainting:
+        """The pool's nodes by its labels, old and new (a label renamed in the same `up`);
+        `cached` for a preview, fresh before the taints go on."""
         nodes: dict[str, Node] = {}
         for props in (olds or {}, news):
             selector = ",".join(f"{k}={v}" for k, v in sorted((props.get("nodeLabels") or {}).items()))
             if selector:
-                nodes.update(self.cluster.nodes(label_selector=selector))
+                nodes.update(self.cluster.nodes(label_selector=selector, cached=cached))
         return _tainting(nodes, Marks.from_props(news), news)
 
     def apply(self, olds: Props | None, news: Props, *, preview: bool = False) -> dict[str, Any]:
-        tainting = self._tainting(olds, news)
+        tainting = self._tainting(olds, news, cached=preview)
         if preview:
             warn_evictions(self.cluster, news, tainting, self.log)
         else:

@@ -157,9 +157,17 @@ def pool_nodes_marked_by_the_stack(
         return []
     from components.node_pool import NODE_POOL_ID_LABEL  # noqa: PLC0415
 
+    try:
+        pool_nodes = seen["node_reads"].selected({NODE_POOL_ID_LABEL: pool_id})
+    except Exception as error:  # noqa: BLE001 - unread: said, as the budget check does
+        pulumi.log.warn(
+            f"could not read node pool {pool_id}'s nodes ({type(error).__name__}): if this stack marked"
+            " them itself before (existingNodes), the adopting `up` would take those marks off at its end"
+        )
+        return []
     marked = sorted(
         node["metadata"]["name"]
-        for node in seen["node_reads"].selected({NODE_POOL_ID_LABEL: pool_id})
+        for node in pool_nodes
         if {owner.key, owner.legacy_key} & set(node["metadata"].get("annotations") or {})
     )
     if not marked:

@@ -199,7 +199,7 @@ def _node_rows(
             else Row(needs.api, checks[0], Result.PASSED, ", ".join(needs.nodes))
         )
         if needs.node_marks is not None and owner is not None and not missing:
-            rows.append(_marks_admitted_row(client, needs, named, Marks(*needs.node_marks), owner))
+            rows.append(_marks_admitted_row(client, needs, reads, Marks(*needs.node_marks), owner))
     if needs.virtual_nodes:
         rows.append(_virtual_node_row(needs.api, virtual))
     return rows
@@ -211,31 +211,52 @@ MARKS_ADMITTED = "admits the node marks (dry run)"
 def _marks_admitted_row(
     client: kubernetes.client.ApiClient,
     needs: ApiNeeds,
-    named: Mapping[str, Node],
+    reads: NodeReads,
     marks: Marks,
     owner: Owner,
 ) -> Row:
-    """What `up` would do to each named node (both stages, as one patch on the node as read) sent
-    as a server-side dry run: a ValidatingAdmissionPolicy, webhook or admission plugin that would
-    refuse `up` half-way refuses here first. Nodes with nothing to change send nothing."""
+    """What `up` would write to each named node, and to each node that left the list and still
+    carries the stack's record, sent as server-side dry runs (marks.up_patches): a
+    ValidatingAdmissionPolicy, webhook or admission plugin that would refuse `up` half-way
+    refuses here first. Nodes with nothing to change send nothing."""
     cluster = Cluster(client)
-    refused = []
-    for name in needs.nodes:
+    named = reads.named(needs.nodes)
+    try:
+        labelled = reads.selected(marks.labels)
+    except kubernetes.client.ApiException:  # the `may list nodes` row says why
+        labelled = []
+    leaving = [
+        n
+        for n in labelled
+        if n["metadata"]["name"] not in named
+        and {owner.key, owner.legacy_key} & set(n["metadata"].get("annotations") or {})
+    ]
+    work: list[tuple[Node, Marks | None]] = [
+        *((named[n], marks) for n in needs.nodes),
+        *((n, None) for n in leaving),
+    ]
+    refused: list[str] = []
+    not_run = ""
+    for node, declared in work:
         try:
-            cluster.dry_run_marks(named[name], marks, owner)
+            cluster.dry_run_marks(node, declared, owner)
         except ApiRefusalError as error:
             if error.refused_by == RBAC:  # the `may patch nodes` row says so
-                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, "the identity may not patch nodes")
-            if error.refused_by == NO_DRY_RUN:
-                return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, str(error))
-            refused.append(str(error))
+                not_run = "the identity may not patch nodes"
+            elif error.refused_by == NO_DRY_RUN:
+                not_run = str(error)
+            else:
+                refused.append(str(error))
         except NodeMarksError as error:  # a mark another writer holds, refused before any request
-            refused.append(f"node {name}: {error}")
+            refused.append(str(error))
     if refused:
-        return Row(needs.api, MARKS_ADMITTED, Result.FAILED, "; ".join(refused))
-    return Row(
-        needs.api, MARKS_ADMITTED, Result.PASSED, f"{len(needs.nodes)} node(s), as `up` would patch them"
-    )
+        also = f" (and not tried everywhere: {not_run})" if not_run else ""
+        return Row(needs.api, MARKS_ADMITTED, Result.FAILED, "; ".join(refused) + also)
+    if not_run:
+        return Row(needs.api, MARKS_ADMITTED, Result.NOT_RUN, not_run)
+    left = f", and {len(leaving)} that left the list" if leaving else ""
+    passed = f"{len(needs.nodes)} node(s){left}, as `up` would patch them"
+    return Row(needs.api, MARKS_ADMITTED, Result.PASSED, passed)
 
 
 def _virtual_node_row(api: str, nodes: Iterable[Node]) -> Row:

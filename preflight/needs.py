@@ -127,15 +127,17 @@ def cluster_needs(args: ServerlessGatewayArgs, cluster: DataPlaneCluster) -> Api
     # With a pool, these are only done when the stack has the cluster's kubeconfig
     # (the wait is skipped without one); the preflight only checks an API it can reach.
     if ecs.mode != "none":
-        # The node-marks provider: one list of the nodes a call, and a fresh read
-        # and merge patch per node it marks (node_marks_plugin/cluster.py).
-        why = (
-            "labels and taints on the named nodes"
+        # The node-marks provider reads each node it marks by name and patches it
+        # (node_marks_plugin/cluster.py); lists by label find a pool's nodes, and the
+        # nodes that carry the gateway's labels (those that left the list, the forecast's).
+        listing = (
+            "nodes that carry the gateway's labels"
             if ecs.mode == "existingNodes"
             else "finding the pool's nodes for the tolerate-before-taint wait"
         )
-        access.append(Access("list", "nodes", why=why))
+        access.append(Access("list", "nodes", why=listing))
         if ecs.mode == "existingNodes":
+            why = "labels and taints on the named nodes"
             access += [Access("get", "nodes", why=why), Access("patch", "nodes", why=why)]
         # The wait reads the gateway's pods, and before a NoExecute taint, the pods
         # on each node (every namespace: another team's pods are what it looks for).

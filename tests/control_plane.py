@@ -327,3 +327,32 @@ class PodWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+def node_update_policy(
+    name: str, username: str, expression: str, message: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ValidatingAdmissionPolicy, and its binding, on one user's node updates: the kind of rule a
+    platform team keeps (which labels and taints a deployer may set)."""
+    policy = {
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["UPDATE"],
+                        "resources": ["nodes"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {"name": "the-deployer", "expression": f"request.userInfo.username == '{username}'"}
+            ],
+            "validations": [{"expression": expression, "message": message}],
+        },
+    }
+    binding = {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding

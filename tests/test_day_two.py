@@ -27,7 +27,7 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, PodWatch, grant, running_control_plane
+from control_plane import ControlPlane, PodWatch, grant, node_update_policy, running_control_plane
 from engine_project import ROOT, EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
@@ -1030,7 +1030,62 @@ def test_a_rotated_kubeconfig_serves_an_up_that_drops_a_node_and_then_destroy(li
     def drop_edge_b(config: dict[str, Any]) -> None:
         config["ecsCapacity"]["nodes"] = ["edge-a"]
 
-    print("\nthe cluster's credentials rotated:")
+    # An admission policy freezes edge-b for the deployer: the preflight's dry run of what the `up`
+    # that drops edge-b would write there stops it before anything changes.
+    admission = kubernetes.client.AdmissionregistrationV1Api(live.api)
+    policy, binding = node_update_policy(
+        "freeze-edge-b",
+        f"system:serviceaccount:{DEPLOYER.namespace}:{DEPLOYER.name}",
+        "object.metadata.name != 'edge-b'",
+        "edge-b is frozen for maintenance",
+    )
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+    deployer = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config_dict(live.credentials.kubeconfig())
+    )
+
+    def dry_run_refused() -> bool:
+        try:
+            deployer.patch_node("edge-b", {"metadata": {"labels": {"probe": "x"}}}, dry_run="All")
+        except kubernetes.client.ApiException:
+            return True
+        return False
+
+    _wait_for("the policy was never enforced", dry_run_refused, seconds=20)
+    live.project.edit_config("local", drop_edge_b)
+    marked = _stack_marks(live.api, "edge-b")
+    with pytest.raises(auto.errors.CommandError) as stopped:
+        live.stack.up()
+    message = _failure(stopped.value)
+    assert "the preflight failed, so nothing was changed" in message and "edge-b is frozen" in message
+    assert _stack_marks(live.api, "edge-b") == marked
+
+    # A rule that judges only real writes (as a webhook that looks at the world when the write
+    # comes): the `up` fails on edge-b after edge-a. `refresh` must keep edge-b in the state,
+    # so that the next `up` still takes the stack's marks off it.
+    blind = {
+        "expression": "request.dryRun || object.metadata.name != 'edge-b'",
+        "message": "edge-b is frozen",
+    }
+    admission.patch_validating_admission_policy(
+        policy["metadata"]["name"], {"spec": {"validations": [blind]}}
+    )
+    _wait_for("the policy still judged dry runs", lambda: not dry_run_refused(), seconds=20)
+    with pytest.raises(auto.errors.CommandError) as failed:
+        live.stack.up()
+    message = _failure(failed.value)
+    print(f"\na partial failure: {message[message.find('edge-b is frozen') :][:400]}")
+    assert "edge-b is frozen" in message and "not RBAC" in message
+    assert "before the failure: edge-a" in message
+    live.stack.refresh()
+    state = live.stack.export_stack().deployment or {}
+    marks = [r for r in state["resources"] if r["type"] == "asm-node-marks:index:NodeMarks"]
+    assert any("edge-b" in (r.get("outputs") or {}).get("nodes", []) for r in marks), marks
+    admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+    admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+    print("the cluster's credentials rotated, the policy lifted:")
     live.up_while_serving("kubeconfig rotated, edge-b dropped", drop_edge_b)
     # edge-b keeps only what it carried before the stack first ran.
     assert _stack_marks(live.api, "edge-b") == ({ROLE: "gateway"}, {tuple(DEDICATED.values())})

@@ -35,7 +35,7 @@ from node_marks_plugin.marks import (
     others_evicted,
     release_patch,
     stage_patch,
-    up_patch,
+    up_patches,
 )
 from node_marks_plugin.resources import NodeMarksResource, PartlyAppliedError
 from stack_config.syntax import qualified_name_problem
@@ -665,7 +665,9 @@ def test_the_hand_over_keeps_the_stack_a_record_names() -> None:
             " cannot set labels on this resource",
             ADMISSION,
         ),
-        (403, 'node "edge-a" is not allowed to modify taints', ADMISSION),  # NodeRestriction
+        (403, 'nodes "edge-a" is forbidden: node "edge-a" is not allowed to modify taints', ADMISSION),
+        (403, 'forbidden: User "system:anonymous" cannot get path "/version"', RBAC),
+        (403, "<html>Forbidden by the proxy</html>", OTHER),
         (
             400,
             'admission webhook "validate.kyverno.svc-fail" denied the request: label not allowed',
@@ -705,9 +707,9 @@ def test_the_dry_run_patch_is_both_stages_on_the_node_admit_leaves() -> None:
         },
     }
     declared = Marks({"mykey4pod": "v2"}, (NEW,))
-    patch = up_patch(before, declared, OWNER)
-    assert patch is not None
-    after = merged(before, patch)
+    first, both_stages = up_patches(before, declared, OWNER)
+    assert first == stage_patch(before, ADMIT, declared, OWNER)  # the first request, as `up` sends it
+    after = merged(before, both_stages)
     assert after["metadata"]["labels"] == {"mykey4pod": "v2"}
     assert after["spec"]["taints"] == [NEW.as_node_taint()]
     assert after["metadata"]["resourceVersion"] == "7"  # written on the version read
@@ -718,7 +720,11 @@ def test_the_dry_run_patch_is_both_stages_on_the_node_admit_leaves() -> None:
         marks_of(after) == marks_of(both)
         and after["metadata"]["annotations"] == both["metadata"]["annotations"]
     )
-    assert up_patch(both, declared, OWNER) is None  # nothing left to do: nothing is sent
+    assert up_patches(both, declared, OWNER) == []  # nothing left to do: nothing is sent
+    # A node that left the list: restrict takes the taint off first, then admit the label.
+    off_first, off_both = up_patches(both, None, OWNER)
+    assert off_first == stage_patch(both, RESTRICT, None, OWNER)
+    assert marks_of(merged(both, off_both)) == ({}, [])
 
 
 def test_a_static_pods_mirror_is_never_counted_as_evicted() -> None:
@@ -727,3 +733,7 @@ def test_a_static_pods_mirror_is_never_counted_as_evicted() -> None:
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
     mirror["metadata"]["ownerReferences"] = [{"kind": "Node", "name": "edge-a", "controller": True}]
     assert others_evicted([mirror], lambda _: False, tainting) == []
+    mirror["metadata"]["annotations"] = {}
+    assert [b.pod for b in others_evicted([mirror], lambda _: False, tainting)] == [
+        "istio-system/kube-proxy-edge-a"
+    ]

@@ -19,7 +19,7 @@ import asm_standin
 import kubernetes
 import pytest
 import yaml
-from control_plane import ControlPlane, grant, running_control_plane
+from control_plane import ControlPlane, grant, node_update_policy, running_control_plane
 from engine_project import ROOT, EngineProject
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes
 from pulumi import automation as auto
@@ -239,35 +239,6 @@ def test_a_budget_of_another_owner_over_the_gateways_pods_stops_the_stack(cluste
             policy.delete_namespaced_pod_disruption_budget(budget.metadata.name, NAMESPACE)
 
 
-def _node_policy(
-    name: str, username: str, expression: str, message: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A ValidatingAdmissionPolicy, and its binding, on one user's node updates: the kind of rule a
-    platform team keeps (which labels and taints a deployer may set)."""
-    policy = {
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["UPDATE"],
-                        "resources": ["nodes"],
-                    }
-                ]
-            },
-            "matchConditions": [
-                {"name": "the-deployer", "expression": f"request.userInfo.username == '{username}'"}
-            ],
-            "validations": [{"expression": expression, "message": message}],
-        },
-    }
-    binding = {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
-    return policy, binding
-
-
 def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not_rbac(
     cluster: Cluster,
 ) -> None:
@@ -290,7 +261,7 @@ def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not
 
     admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api)
     username = f"system:serviceaccount:kube-system:{subject.name}"
-    policy, binding = _node_policy(
+    policy, binding = node_update_policy(
         "no-gateway-label",
         username,
         "!has(object.metadata.labels) || !('mykey4pod' in object.metadata.labels)",
@@ -322,7 +293,7 @@ def test_an_admission_policy_that_would_refuse_the_marks_fails_the_preflight_not
 
     # A rule across the two stages: a node with the gateway's taint must carry its label. `up`
     # labels (admit) before it taints (restrict), so it passes; so must the dry run.
-    policy, binding = _node_policy(
+    policy, binding = node_update_policy(
         "taint-needs-label",
         username,
         "!has(object.spec.taints) || !object.spec.taints.exists(t, t.key == 'mykey')"
