@@ -481,7 +481,9 @@ def up_patches(node: Node, declared: Marks | None, owner: Owner) -> list[dict[st
     """What an `up` writes to one node, for dry runs: the first stage's patch on the node as read
     (as `up` sends it), then both stages as one patch (the node as `up` leaves it, judged
     against the node as read). Marking, `admit` goes first; unmarking (a node that left the
-    list), `restrict` takes the taints off first. Empty where nothing changes."""
+    list), `restrict` takes the taints off first. Empty where nothing changes. A rule that
+    compares the node before a write with after it (`oldObject`) judges the second against the
+    node as read, not as the first stage left it: only `up` itself can tell that one exactly."""
     first, second = (ADMIT, RESTRICT) if declared is not None else (RESTRICT, ADMIT)
     one = stage_patch(node, first, declared, owner)
     two = stage_patch(merged(node, one) if one else node, second, declared, owner)
