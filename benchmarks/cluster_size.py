@@ -30,20 +30,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import asm_standin  # noqa: E402
 import kubernetes  # noqa: E402
 from control_plane import running_control_plane  # noqa: E402
 from engine_project import ROOT as PROJECT  # noqa: E402
 from engine_project import EngineProject, checkout  # noqa: E402
+from node_count import NAMESPACE, TIMEOUT, add_taint, on_existing_nodes  # noqa: E402
 from node_inventory import NodeSpec, ack_virtual_node, create_nodes  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-NAMESPACE = "istio-system"
 GATEWAY_NODES = ["edge-a", "edge-b"]
 PODS_PER_NODE = 10
-DEDICATED = {"key": "edge.example.com/dedicated", "value": "gateway", "effect": "NoSchedule"}
 # What a kubelet reports of the images on its node: about 40 of them on a busy ACK node.
 IMAGES = [
     {
@@ -180,28 +179,12 @@ def measure(version: str, source: Path, others: int, tmp: Path) -> Row:
         mesh = asm_standin.MeshController(api, NAMESPACE, delay=0.5).start()
         try:
             with through_proxy(plane.kubeconfig) as (kubeconfig, proxy):
-
-                def point_at_cluster(config: dict[str, Any]) -> None:
-                    config.pop("renderYamlTo")
-                    config["ecsCapacity"] = {
-                        "mode": "existingNodes",
-                        "nodes": GATEWAY_NODES,
-                        "labels": {"edge.example.com/role": "gateway"},
-                        "taints": [DEDICATED],
-                    }
-                    config["virtualNodes"] = {"mode": "existing"}
-
                 project = EngineProject(tmp, source=source)
-                stack = project.stack_on_cluster("local", kubeconfig, point_at_cluster)
+                stack = project.stack_on_cluster("local", kubeconfig, on_existing_nodes(GATEWAY_NODES))
                 stack.up()
                 preview_seconds, preview_bytes = counted(proxy, stack.preview)
 
-                def add_taint(config: dict[str, Any]) -> None:
-                    config["ecsCapacity"]["taints"].append(
-                        {"key": "edge.example.com/one-more", "value": "yes", "effect": "NoSchedule"}
-                    )
-
-                project.edit_config("local", add_taint)
+                project.edit_config("local", add_taint("edge.example.com/one-more", TIMEOUT))
                 up_seconds, up_bytes = counted(proxy, stack.up)
         finally:
             mesh.stop()

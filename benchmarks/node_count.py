@@ -56,6 +56,23 @@ def timed(call: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def on_existing_nodes(names: list[str], timeout: int = TIMEOUT) -> Callable[[dict[str, Any]], None]:
+    """The local stack pointed at the cluster, with `names` as the gateway's existing nodes."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config.pop("renderYamlTo")
+        config["rolloutTimeoutSeconds"] = timeout
+        config["ecsCapacity"] = {
+            "mode": "existingNodes",
+            "nodes": names,
+            "labels": {"edge.example.com/role": "gateway"},
+            "taints": [DEDICATED],
+        }
+        config["virtualNodes"] = {"mode": "existing"}
+
+    return edit
+
+
 def add_taint(key: str, timeout: int) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         config["rolloutTimeoutSeconds"] = timeout
@@ -73,20 +90,8 @@ def measure(count: int, runs: int, tmp: Path, source: Path) -> Row:
         asm_standin.install(api, NAMESPACE)
         mesh = asm_standin.MeshController(api, NAMESPACE, delay=0.5).start()
         try:
-
-            def point_at_cluster(config: dict[str, Any]) -> None:
-                config.pop("renderYamlTo")
-                config["rolloutTimeoutSeconds"] = TIMEOUT
-                config["ecsCapacity"] = {
-                    "mode": "existingNodes",
-                    "nodes": names,
-                    "labels": {"edge.example.com/role": "gateway"},
-                    "taints": [DEDICATED],
-                }
-                config["virtualNodes"] = {"mode": "existing"}
-
             project = EngineProject(tmp, source=source)
-            stack = project.stack_on_cluster("local", plane.kubeconfig, point_at_cluster)
+            stack = project.stack_on_cluster("local", plane.kubeconfig, on_existing_nodes(names))
             first_up = timed(stack.up)
             preview = statistics.median(timed(stack.preview) for _ in range(runs))
             project.edit_config("local", add_taint("edge.example.com/one-more", TIMEOUT))

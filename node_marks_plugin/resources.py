@@ -173,14 +173,15 @@ class NodeMarksResource:
         if stage == RESTRICT:
             _wait(self.cluster, news, tainting, self.cancelled, self.log)
         touched: list[str] = []
+        allowed = _allowed(news)
         try:
             for name in listed:
-                if stage == RESTRICT and tainting.evicting(name) and not _allowed(news).every_pod:
+                if stage == RESTRICT and tainting.evicting(name) and not allowed.every_pod:
                     # Pods may have arrived on this node while others were patched.
                     here = Tainting({name: tainting.adds[name]}, tainting.gateway_tolerates)
                     refuse_evicting_others(
                         other_owners_evicted(self.cluster, news.get("gatewayPods") or [], here),
-                        _allowed(news),
+                        allowed,
                         first=not touched,
                     )
                 self._mark(name, stage, declared)
